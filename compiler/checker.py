@@ -1,0 +1,554 @@
+"""Name resolution, type and shape checking: the AST becomes IR, or diagnostics explain why not.
+
+Helpers are macros: each call is checked with its arguments' types and inlined, so a shape error
+inside a helper is found at the call that causes it. Errors are collected (a type `ERROR` stops
+cascades) and reported together, each with a hint.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from robustspec.dsl import ast
+from robustspec.dsl.diagnostics import NO_SPAN, DiagnosticBag, Span, did_you_mean
+
+from .ir import Builder, N
+from .types import BOOL, ERROR, INT, REAL, SET, TENSOR, Ty, broadcast, fmt_shape, tensor
+
+TYPE_NAMES = {"Real": "real", "Tensor": "tensor", "Label": "int", "Index": "int", "Nat": "int",
+              "Int": "int", "Bool": "bool"}
+# Names a property argument may not take: they are options of Property.loss/search/holds.
+RESERVED_ARGS = {"logic", "search", "steps", "step_size", "restarts", "reduction", "params",
+                 "networks", "at", "samples", "generator", "model", "self"}
+
+BUILTINS = {
+    "norm_inf": "norm_inf(v): the largest absolute element of v",
+    "norm_1": "norm_1(v): the sum of absolute elements of v",
+    "norm_2": "norm_2(v): the Euclidean norm of v",
+    "norm": "norm(v, p): the p-norm of v (p = 1, 2 or inf)",
+    "abs": "abs(v): elementwise absolute value",
+    "max": "max(v) over the elements, or max(a, b) elementwise",
+    "min": "min(v) over the elements, or min(a, b) elementwise",
+    "sum": "sum(v): the sum of the elements",
+    "exp": "exp(v)", "log": "log(v)",
+    "softmax": "softmax(v) over the last axis",
+    "log_softmax": "log_softmax(v) over the last axis",
+    "argmax": "argmax(v): the index of the largest element (no gradient)",
+    "range": "range(n): the finite set 0, 1, ..., n-1",
+}
+CONSTANTS = {"inf": math.inf}
+
+
+@dataclass
+class PropertyIR:
+    name: str
+    args: list[tuple[str, Ty]]
+    body: N
+    span: Span
+    name_span: Span
+
+
+@dataclass
+class CheckedModule:
+    networks: dict[str, Ty] = field(default_factory=dict)
+    network_spans: dict[str, Span] = field(default_factory=dict)
+    params: dict[str, tuple[Ty, float | int]] = field(default_factory=dict)
+    param_spans: dict[str, Span] = field(default_factory=dict)
+    properties: dict[str, PropertyIR] = field(default_factory=dict)
+    builder: Builder = field(default_factory=Builder)
+
+
+def _resolve_type(t: ast.TypeExpr, diags: DiagnosticBag) -> Ty:
+    kind = TYPE_NAMES.get(t.name)
+    if kind is None:
+        diags.error(f"unknown type '{t.name}'", t.span,
+                    hint=did_you_mean(t.name, TYPE_NAMES) or
+                    "types are Real, Tensor, Tensor[d1, d2, ...], Label, Index, Nat, Int and Bool")
+        return ERROR
+    if t.dims is not None and kind != "tensor":
+        diags.error(f"type '{t.name}' takes no dimensions", t.span,
+                    hint=f"only Tensor has dimensions, e.g. Tensor[{', '.join(map(str, t.dims))}]")
+        return ERROR
+    if kind == "tensor":
+        return tensor(tuple(t.dims)) if t.dims is not None else TENSOR
+    return {"real": REAL, "int": INT, "bool": BOOL}[kind]
+
+
+class Checker:
+    def __init__(self, module: ast.Module, overrides: dict[str, object] | None = None):
+        self.m = module
+        self.diags = DiagnosticBag()
+        self.out = CheckedModule()
+        self.b = self.out.builder
+        self.helpers: dict[str, ast.DefDecl] = {}
+        self.overrides = dict(overrides or {})
+        self._inlining: list[str] = []
+
+    # ------------------------------------------------------------ entry
+    def run(self) -> CheckedModule:
+        seen: dict[str, Span] = {}
+        for d in self.m.decls:
+            if d.name in seen:
+                prev = seen[d.name]
+                self.diags.error(f"'{d.name}' is declared twice", d.name_span,
+                                 hint="rename one of them",
+                                 notes=[f"first declared at {prev.file}:{prev.line}:{prev.col}"])
+                continue
+            seen[d.name] = d.name_span
+            if isinstance(d, ast.DefDecl):
+                self.helpers[d.name] = d
+        for d in self.m.decls:
+            if isinstance(d, ast.NetworkDecl) and self.out.network_spans.get(d.name) is None:
+                tin = _resolve_type(d.input, self.diags)
+                tout = _resolve_type(d.output, self.diags)
+                for t, te in ((tin, d.input), (tout, d.output)):
+                    if t.kind not in ("real", "error"):
+                        self.diags.error(f"a network maps tensors to tensors, not {te}", te.span,
+                                         hint="write e.g. `network f : Tensor[784] -> Tensor[10]`")
+                self.out.networks[d.name] = Ty("net", inp=tin.shape if tin.kind == "real" else None,
+                                               out=tout.shape if tout.kind == "real" else None)
+                self.out.network_spans[d.name] = d.name_span
+        for d in self.m.decls:
+            if isinstance(d, ast.ParamDecl):
+                self._param(d)
+        for name in self.overrides:
+            if name not in self.out.params:
+                self.diags.error(f"unknown parameter '{name}' given in params",
+                                 hint=did_you_mean(name, self.out.params) or
+                                 f"the spec declares: {', '.join(self.out.params) or 'no parameters'}")
+        for d in self.m.decls:
+            if isinstance(d, ast.DefDecl):
+                self._check_helper_alone(d)
+            elif isinstance(d, ast.PropertyDecl):
+                self._property(d)
+        return self.out
+
+    # ------------------------------------------------------------ declarations
+    def _param(self, d: ast.ParamDecl) -> None:
+        ty = _resolve_type(d.type, self.diags)
+        if ty.kind not in ("real", "int", "error") or (ty.kind == "real" and ty.shape != ()):
+            self.diags.error(f"a parameter is a number, not {d.type}", d.type.span,
+                             hint="declare it Real, Nat or Int")
+            ty = ERROR
+        value: object = None
+        if d.name in self.overrides:
+            value = self.overrides[d.name]
+        elif d.default is not None:
+            node = self._expr(d.default, {})
+            value = self._const_value(node, d.default.span)
+        else:
+            self.diags.error(f"parameter '{d.name}' has no value", d.name_span,
+                             hint=f"give it a default (`param {d.name} : {d.type} = ...`) or pass "
+                                  f"params={{'{d.name}': ...}}")
+        if value is not None and ty.kind == "int":
+            if not float(value).is_integer():
+                self.diags.error(f"parameter '{d.name}' is {d.type} but its value is {value}",
+                                 d.default.span if d.default else d.name_span,
+                                 hint="give an integer")
+            value = int(value)
+        elif value is not None:
+            value = float(value)
+        self.out.params[d.name] = (ty, value)
+        self.out.param_spans[d.name] = d.name_span
+
+    def _const_value(self, n: N, span: Span) -> float | None:
+        ops = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+               "div": lambda a, b: a / b}
+
+        def ev(n: N):
+            if n.op in ("const", "int"):
+                return n.attr
+            if n.op == "var" and n.attr[1] == "param":
+                return self.out.params[n.attr[0]][1]
+            if n.op == "neg":
+                return -ev(n.args[0])
+            if n.op in ops:
+                return ops[n.op](ev(n.args[0]), ev(n.args[1]))
+            raise ValueError(n.op)
+
+        if n.ty.kind == "error":
+            return None
+        try:
+            return ev(n)
+        except (ValueError, TypeError, ZeroDivisionError):
+            self.diags.error("a parameter's default must be a constant", span,
+                             hint="use numbers, + - * / and earlier parameters")
+            return None
+
+    def _args(self, params: list[ast.Param], role: str) -> dict[str, tuple[str, Ty, Span]]:
+        scope: dict[str, tuple[str, Ty, Span]] = {}
+        for p in params:
+            if p.name in scope:
+                self.diags.error(f"argument '{p.name}' appears twice", p.span, hint="rename one")
+                continue
+            ty = _resolve_type(p.type, self.diags) if p.type else (TENSOR if role == "arg" else ERROR)
+            if role == "arg" and p.type is None:
+                self.diags.error(f"property argument '{p.name}' needs a type", p.span,
+                                 hint=f"write `{p.name} : Tensor` or `{p.name} : Label`")
+            if role == "arg" and p.name in RESERVED_ARGS:
+                self.diags.error(f"'{p.name}' is reserved as an option name", p.span,
+                                 hint="rename the argument (e.g. x0, y)")
+            if ty.kind == "tensor":
+                ty = TENSOR
+            scope[p.name] = (role, ty, p.span)
+        return scope
+
+    def _property(self, d: ast.PropertyDecl) -> None:
+        scope = self._args(d.params, "arg")
+        env = {name: self.b.mk("var", attr=(name, "arg"), ty=ty, span=sp)
+               for name, (_r, ty, sp) in scope.items()}
+        body = self._formula(d.body, env, "the body of a property")
+        self.out.properties[d.name] = PropertyIR(
+            d.name, [(n, t) for n, (_r, t, _s) in scope.items()], body, d.span, d.name_span)
+
+    def _check_helper_alone(self, d: ast.DefDecl) -> None:
+        """Check a helper once on its own so unknown names in unused helpers are still reported."""
+        if d.params is None:
+            self._expr(d.body, {})
+            return
+        scope = self._args(d.params, "helper")
+        env = {}
+        for name, (_r, ty, sp) in scope.items():
+            env[name] = self.b.mk("var", attr=(name, "helperarg"), ty=ty if ty.kind != "error" else ERROR,
+                                  span=sp)
+        self._inlining.append(d.name)
+        self._expr(d.body, env)
+        self._inlining.pop()
+
+    # ------------------------------------------------------------ expressions
+    def _err(self, span: Span, msg: str, hint: str | None = None, notes=()) -> N:
+        self.diags.error(msg, span, hint, notes)
+        return self.b.mk("error", attr=id(span), ty=ERROR, span=span)
+
+    def _formula(self, e: ast.Expr, env: dict[str, N], what: str) -> N:
+        n = self._expr(e, env)
+        if n.ty.kind in ("bool", "error"):
+            return n
+        return self._err(e.span, f"{what} must be a formula, but this is a {n.ty}",
+                         hint="compare it with something, e.g. `... <= delta`")
+
+    def _term(self, e: ast.Expr, env: dict[str, N], what: str) -> N:
+        n = self._expr(e, env)
+        if n.ty.kind == "bool":
+            return self._err(e.span, f"{what} must be a value, but this is a formula",
+                             hint="formulas combine with and, or, not, => and <=>, not with arithmetic")
+        if n.ty.kind in ("net", "set"):
+            return self._err(e.span, f"{what} must be a value, but this is a {n.ty}")
+        return n
+
+    def _expr(self, e: ast.Expr, env: dict[str, N]) -> N:
+        meth = getattr(self, "_e_" + type(e).__name__)
+        return meth(e, env)
+
+    def _e_Number(self, e: ast.Number, env) -> N:
+        if e.is_int:
+            return self.b.mk("const", attr=int(e.value), ty=REAL, span=e.span)
+        return self.b.mk("const", attr=e.value, ty=REAL, span=e.span)
+
+    def _e_BoolLit(self, e: ast.BoolLit, env) -> N:
+        return self.b.mk("true" if e.value else "false", span=e.span)
+
+    def _e_Name(self, e: ast.Name, env) -> N:
+        if e.id in env:
+            return env[e.id]
+        if e.id in self.out.params:
+            ty = self.out.params[e.id][0]
+            return self.b.mk("var", attr=(e.id, "param"), ty=ty, span=e.span)
+        if e.id in self.out.networks:
+            return self._err(e.span, f"'{e.id}' is a network, not a value",
+                             hint=f"apply it to an input: {e.id}(x)")
+        if e.id in self.helpers:
+            h = self.helpers[e.id]
+            if h.params is None:
+                return self._inline(h, [], e.span, env)
+            return self._err(e.span, f"'{e.id}' takes {len(h.params)} argument(s)",
+                             hint=f"call it: {e.id}({', '.join(p.name for p in h.params)})")
+        if e.id == "classes":
+            return self._classes(e.span)
+        if e.id in CONSTANTS:
+            return self.b.mk("const", attr=CONSTANTS[e.id], ty=REAL, span=e.span)
+        if e.id in BUILTINS:
+            return self._err(e.span, f"'{e.id}' is a function", hint=BUILTINS[e.id])
+        known = list(env) + list(self.out.params) + list(self.helpers) + ["classes", "inf"]
+        return self._err(e.span, f"unknown name '{e.id}'",
+                         hint=did_you_mean(e.id, known) or "declare it with `param`, or bind it as a "
+                         "property argument or with forall/exists")
+
+    def _classes(self, span: Span) -> N:
+        nets = list(self.out.networks.items())
+        if len(nets) != 1:
+            return self._err(span, "'classes' needs exactly one network to take its outputs from",
+                             hint="write range(10) instead" if nets else
+                             "declare the network: `network f : Tensor -> Tensor[10]`")
+        name, ty = nets[0]
+        if ty.out is not None and len(ty.out) != 1:
+            return self._err(span, f"'classes' needs a network with a vector output, not {fmt_shape(ty.out)}",
+                             hint="write range(n) instead")
+        size = ty.out[0] if ty.out and isinstance(ty.out[0], int) else None
+        return self.b.mk("classes", attr=(name, size), ty=SET, span=span)
+
+    def _inline(self, h: ast.DefDecl, args: list[N], span: Span, env) -> N:
+        if h.name in self._inlining:
+            return self._err(span, f"'{h.name}' calls itself", hint="helpers cannot be recursive")
+        local = {}
+        for p, a in zip(h.params or [], args):
+            if p.type is not None:
+                want = _resolve_type(p.type, DiagnosticBag())
+                self._expect_arg(want, a, span, f"argument '{p.name}' of '{h.name}'")
+            local[p.name] = a
+        self._inlining.append(h.name)
+        try:
+            return self._expr(h.body, local)
+        finally:
+            self._inlining.pop()
+
+    def _expect_arg(self, want: Ty, got: N, span: Span, what: str) -> None:
+        if want.kind == "error" or got.ty.kind == "error":
+            return
+        if want.kind == "real" and got.ty.kind == "real":
+            if want.shape is not None and got.ty.shape is not None and want.shape != got.ty.shape:
+                self.diags.error(f"{what} should be {want}, got {got.ty}", span)
+            return
+        if want.kind != got.ty.kind and not (want.kind == "int" and _int_literal(got)):
+            self.diags.error(f"{what} should be {want}, got {got.ty}", span)
+
+    def _e_Call(self, e: ast.Call, env) -> N:
+        f = e.func
+        if f in env or f in self.out.params:
+            return self._err(e.func_span, f"'{f}' is a value, not a function",
+                             hint="only networks, helpers and built-in functions can be applied")
+        if f in self.out.networks:
+            return self._apply_network(e, env)
+        if f in self.helpers:
+            h = self.helpers[f]
+            n_params = len(h.params or [])
+            if len(e.args) != n_params:
+                return self._err(e.span, f"'{f}' takes {n_params} argument(s) but {len(e.args)} were given",
+                                 hint=f"call it as {f}({', '.join(p.name for p in h.params or [])})",
+                                 notes=[f"'{f}' is defined at {h.span.file}:{h.span.line}:{h.span.col}"])
+            args = [self._expr(a, env) for a in e.args]
+            if any(a.ty.kind == "error" for a in args):
+                return self.b.mk("error", attr=id(e), ty=ERROR, span=e.span)
+            return self._inline(h, args, e.span, env)
+        if f in BUILTINS:
+            return self._builtin(e, env)
+        known = list(self.out.networks) + list(self.helpers) + list(BUILTINS)
+        return self._err(e.func_span, f"unknown function '{f}'",
+                         hint=did_you_mean(f, known) or "declare a network or a helper with this name")
+
+    def _apply_network(self, e: ast.Call, env) -> N:
+        net = self.out.networks[e.func]
+        if len(e.args) != 1:
+            return self._err(e.span, f"network '{e.func}' takes one input but {len(e.args)} were given",
+                             hint=f"apply it to one tensor: {e.func}(x)")
+        x = self._term(e.args[0], env, f"the input of '{e.func}'")
+        if x.ty.kind == "error":
+            return x
+        if x.ty.kind != "real":
+            return self._err(e.args[0].span, f"the input of '{e.func}' must be a tensor, not {x.ty}")
+        if net.inp is not None and x.ty.shape is not None and x.ty.shape != () and x.ty.shape != net.inp:
+            return self._err(e.args[0].span,
+                             f"shape mismatch: '{e.func}' takes {fmt_shape(net.inp)} but this is {x.ty}",
+                             hint=f"declare the network as `network {e.func} : {x.ty} -> ...` or pass "
+                                  f"an input of shape {fmt_shape(net.inp)}")
+        return self.b.mk("apply", (x,), attr=e.func, ty=tensor(net.out), span=e.span)
+
+    def _builtin(self, e: ast.Call, env) -> N:
+        f, n = e.func, len(e.args)
+        arity = {"norm": (2,), "max": (1, 2), "min": (1, 2), "range": (1,)}.get(f, (1,))
+        if n not in arity:
+            want = " or ".join(map(str, arity))
+            return self._err(e.span, f"'{f}' takes {want} argument(s) but {n} were given",
+                             hint=BUILTINS[f])
+        if f == "range":
+            k = self._expr(e.args[0], env)
+            if k.ty.kind == "error":
+                return k
+            if not (k.ty.kind == "int" or _int_literal(k)):
+                return self._err(e.args[0].span, f"range needs a whole number, not {k.ty}",
+                                 hint="write range(10) or range(n) with `param n : Nat = 10`")
+            return self.b.mk("range", (k,), ty=SET, span=e.span)
+        args = [self._term(a, env, f"the argument of '{f}'") for a in e.args]
+        if any(a.ty.kind == "error" for a in args):
+            return self.b.mk("error", attr=id(e), ty=ERROR, span=e.span)
+        for a, ae in zip(args, e.args):
+            if a.ty.kind == "int" and not (f in ("max", "min") and n == 2):
+                return self._err(ae.span, f"'{f}' needs a real value, not an index")
+        v = args[0]
+        if f in ("norm_inf", "norm_1", "norm_2", "sum") or (f in ("max", "min") and n == 1):
+            op = f if n == 1 else f
+            return self.b.mk(op, (v,), ty=REAL, span=e.span)
+        if f == "norm":
+            p = args[1]
+            if p.op != "const" or p.attr not in (1, 2, math.inf):
+                return self._err(e.args[1].span, "norm(v, p) needs p = 1, 2 or inf",
+                                 hint="write norm(v, inf) or norm_inf(v)")
+            op = {1: "norm_1", 2: "norm_2", math.inf: "norm_inf"}[p.attr]
+            return self.b.mk(op, (v,), ty=REAL, span=e.span)
+        if f in ("max", "min"):
+            a, b = args
+            if a.ty.kind == "int" and b.ty.kind == "int":
+                return self.b.mk(f + "2", (a, b), ty=INT, span=e.span)
+            shape = broadcast(a.ty.shape, b.ty.shape)
+            if isinstance(shape, str):
+                return self._err(e.span, f"shape mismatch in {f}: {shape}")
+            return self.b.mk(f + "2", (a, b), ty=tensor(shape), span=e.span)
+        if f in ("abs", "exp", "log"):
+            return self.b.mk(f, (v,), ty=v.ty, span=e.span)
+        if f in ("softmax", "log_softmax", "argmax"):
+            if v.ty.shape == ():
+                return self._err(e.args[0].span, f"'{f}' needs a tensor, not a scalar",
+                                 hint=f"apply it to a network's output: {f}(f(x))")
+            if f == "argmax":
+                return self.b.mk("argmax", (v,), ty=INT, span=e.span)
+            return self.b.mk(f, (v,), ty=v.ty, span=e.span)
+        raise AssertionError(f)
+
+    def _e_Index(self, e: ast.Index, env) -> N:
+        base = self._term(e.base, env, "an indexed value")
+        idx = self._expr(e.index, env)
+        if base.ty.kind == "error" or idx.ty.kind == "error":
+            return self.b.mk("error", attr=id(e), ty=ERROR, span=e.span)
+        if base.ty.kind != "real" or base.ty.shape == ():
+            return self._err(e.base.span, f"cannot index a {base.ty}",
+                             hint="only tensors can be indexed, e.g. f(x)[y]")
+        if not (idx.ty.kind == "int" or _int_literal(idx)):
+            return self._err(e.index.span, f"an index must be a whole number or a label, not {idx.ty}",
+                             hint="index with a Label argument, an index variable or an integer")
+        if idx.op == "const" and base.ty.shape is not None and isinstance(base.ty.shape[0], int):
+            if not 0 <= idx.attr < base.ty.shape[0]:
+                return self._err(e.index.span, f"index {idx.attr} is out of range for {base.ty}",
+                                 hint=f"indices run from 0 to {base.ty.shape[0] - 1}")
+        shape = None if base.ty.shape is None else base.ty.shape[1:]
+        if idx.op == "const":
+            idx = self.b.mk("int", attr=int(idx.attr), ty=INT, span=idx.span)
+        return self.b.mk("index", (base, idx), ty=tensor(shape), span=e.span)
+
+    def _e_Neg(self, e: ast.Neg, env) -> N:
+        v = self._term(e.operand, env, "the operand of '-'")
+        if v.ty.kind == "error":
+            return v
+        if v.op == "const":
+            return self.b.mk("const", attr=-v.attr, ty=REAL, span=e.span)
+        return self.b.mk("neg", (v,), ty=v.ty, span=e.span)
+
+    _ARITH = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
+
+    def _e_BinOp(self, e: ast.BinOp, env) -> N:
+        a = self._term(e.left, env, f"the left operand of '{e.op}'")
+        b = self._term(e.right, env, f"the right operand of '{e.op}'")
+        if a.ty.kind == "error" or b.ty.kind == "error":
+            return self.b.mk("error", attr=id(e), ty=ERROR, span=e.span)
+        op = self._ARITH[e.op]
+        ints = [x.ty.kind == "int" for x in (a, b)]
+        if any(ints):
+            if all(ints) or (ints[0] and _int_literal(b)) or (ints[1] and _int_literal(a)):
+                if op == "div":
+                    return self._err(e.span, "cannot divide indices")
+                return self.b.mk(op, (a, b), ty=INT, span=e.span)
+            return self._err(e.span, f"cannot mix an index and a real number in '{e.op}'",
+                             hint="indices and labels only index tensors and compare with each other")
+        shape = broadcast(a.ty.shape, b.ty.shape)
+        if isinstance(shape, str):
+            return self._err(e.span, f"shape mismatch in '{e.op}': {shape}",
+                             hint="both sides must have the same shape, or one must be a scalar")
+        return self.b.mk(op, (a, b), ty=tensor(shape), span=e.span)
+
+    def _e_Compare(self, e: ast.Compare, env) -> N:
+        vals = [self._term(o, env, "an operand of a comparison") for o in e.operands]
+        parts = []
+        for i, op in enumerate(e.ops):
+            a, b = vals[i], vals[i + 1]
+            span = Span(e.span.source, e.operands[i].span.line, e.operands[i].span.col,
+                        e.operands[i + 1].span.end_line, e.operands[i + 1].span.end_col)
+            if a.ty.kind == "error" or b.ty.kind == "error":
+                parts.append(self.b.mk("error", attr=id(span), ty=ERROR, span=span))
+                continue
+            ia, ib = a.ty.kind == "int", b.ty.kind == "int"
+            if ia or ib:
+                if not (ia and ib) and not (ia and _int_literal(b)) and not (ib and _int_literal(a)):
+                    parts.append(self._err(span, "cannot compare an index with a real number",
+                                           hint="compare indices with indices, labels or whole numbers"))
+                    continue
+                if ia and not ib:
+                    b = self.b.mk("int", attr=int(b.attr), ty=INT, span=b.span)
+                if ib and not ia:
+                    a = self.b.mk("int", attr=int(a.attr), ty=INT, span=a.span)
+            else:
+                shape = broadcast(a.ty.shape, b.ty.shape)
+                if isinstance(shape, str):
+                    parts.append(self._err(span, f"shape mismatch in '{op}': {shape}",
+                                           hint="compare values of the same shape, or a tensor with a scalar"))
+                    continue
+            parts.append(self.b.mk("cmp", (a, b), attr=(op, "all"), span=span))
+        if any(p.ty.kind == "error" for p in parts):
+            return self.b.mk("error", attr=id(e), ty=ERROR, span=e.span)
+        return self.b.and_(parts, span=e.span)
+
+    def _e_Not(self, e: ast.Not, env) -> N:
+        v = self._formula(e.operand, env, "the operand of 'not'")
+        if v.ty.kind == "error":
+            return v
+        return self.b.mk("not", (v,), span=e.span)
+
+    def _e_Connective(self, e: ast.Connective, env) -> N:
+        a = self._formula(e.left, env, f"the left side of '{e.op}'")
+        b = self._formula(e.right, env, f"the right side of '{e.op}'")
+        if a.ty.kind == "error" or b.ty.kind == "error":
+            return self.b.mk("error", attr=id(e), ty=ERROR, span=e.span)
+        if e.op == "and":
+            return self.b.and_([a, b], span=e.span)
+        if e.op == "or":
+            return self.b.or_([a, b], span=e.span)
+        return self.b.mk({"=>": "implies", "<=>": "iff"}[e.op], (a, b), span=e.span)
+
+    def _e_Quantifier(self, e: ast.Quantifier, env) -> N:
+        if e.var in env and env[e.var].op == "var" and env[e.var].attr[1] in ("qvar", "index"):
+            return self._err(e.var_span, f"'{e.var}' is already bound by an enclosing quantifier",
+                             hint=f"rename it, e.g. {e.var}2")
+        if e.var in self.out.params or e.var in self.out.networks:
+            return self._err(e.var_span, f"'{e.var}' is already the name of a "
+                             f"{'parameter' if e.var in self.out.params else 'network'}",
+                             hint="rename the bound variable")
+        if e.over is not None:
+            over = self._expr(e.over, env)
+            if over.ty.kind == "error":
+                return over
+            if over.ty.kind != "set":
+                return self._err(e.over.span, f"'{e.kind} {e.var} in ...' needs a finite set, not a {over.ty}",
+                                 hint="write `in classes` or `in range(10)`; to quantify over tensors "
+                                      f"write `{e.kind} {e.var} . premises => ...`")
+            var = self.b.mk("var", attr=(e.var, "index"), ty=INT, span=e.var_span)
+            body = self._formula(e.body, {**env, e.var: var}, f"the body of '{e.kind}'")
+            if body.ty.kind == "error":
+                return body
+            return self.b.mk(e.kind + "_idx", (over, body), attr=e.var, span=e.span)
+        ty = TENSOR
+        if e.var_type is not None:
+            ty = _resolve_type(e.var_type, self.diags)
+            if ty.kind not in ("real", "error"):
+                return self._err(e.var_type.span, f"'{e.kind} {e.var}' ranges over tensors, not {e.var_type}",
+                                 hint=f"to range over a finite set write `{e.kind} {e.var} in range(n)`")
+        var = self.b.mk("var", attr=(e.var, "qvar"), ty=ty, span=e.var_span)
+        body = self._formula(e.body, {**env, e.var: var}, f"the body of '{e.kind}'")
+        if body.ty.kind == "error":
+            return body
+        return self.b.mk(e.kind, (body,), attr=e.var, span=e.span)
+
+
+def _int_literal(n: N) -> bool:
+    return n.op == "const" and isinstance(n.attr, int)
+
+
+def check(module: ast.Module, params: dict[str, object] | None = None) -> tuple[CheckedModule, DiagnosticBag]:
+    c = Checker(module, params)
+    out = c.run()
+    # the same error can surface once per inlining of a helper: keep the first
+    seen, unique = set(), []
+    for d in c.diags.items:
+        key = (d.severity, d.message, d.span.line, d.span.col)
+        if key not in seen:
+            seen.add(key)
+            unique.append(d)
+    c.diags.items = unique
+    return out, c.diags

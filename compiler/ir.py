@@ -1,0 +1,230 @@
+"""The intermediate representation that every lowering reads.
+
+One uniform node type, `N(op, args, attr)`, so each interpreter (loss under a logic, boolean
+checker, search objective, sympy, pretty-printer) is a table keyed by `op`, and they cannot
+disagree about what a formula means. Nodes are hash-consed: building the same subterm twice
+(`f(x0)` in two places) gives the same object, so caches keyed by identity share the work.
+
+Term ops:    const int var apply neg abs exp log add sub mul div max2 min2
+             norm_inf norm_1 norm_2 normp sum max min softmax log_softmax argmax index
+             max_except (search surrogate only)
+Set ops:     range classes
+Formula ops: true false cmp and or not implies iff forall_idx exists_idx forall exists
+             (not/implies/iff exist only before normalisation)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from robustspec.dsl.diagnostics import NO_SPAN, Span
+
+from .types import Ty
+
+FORMULA_OPS = {"true", "false", "cmp", "and", "or", "not", "implies", "iff",
+               "forall_idx", "exists_idx", "forall", "exists"}
+CONT_QUANT = ("forall", "exists")
+IDX_QUANT = ("forall_idx", "exists_idx")
+REDUCE_OPS = ("norm_inf", "norm_1", "norm_2", "sum", "max", "min")
+FLIP = {"<=": ">=", "<": ">", ">=": "<=", ">": "<", "==": "==", "!=": "!="}
+NEGATE = {"<=": ">", "<": ">=", ">=": "<", ">": "<=", "==": "!=", "!=": "=="}
+
+
+class N:
+    """An interned IR node. Compare and hash by identity (interning makes that structural)."""
+
+    __slots__ = ("op", "args", "attr", "ty", "span", "_qvars", "__weakref__")
+
+    def __init__(self, op: str, args: tuple, attr: Any, ty: Ty, span: Span):
+        self.op, self.args, self.attr, self.ty, self.span = op, args, attr, ty, span
+        self._qvars: frozenset[str] | None = None
+
+    @property
+    def is_formula(self) -> bool:
+        return self.op in FORMULA_OPS
+
+    @property
+    def qvars(self) -> frozenset[str]:
+        """Names of quantified (searched) continuous variables occurring free or bound below."""
+        if self._qvars is None:
+            s: set[str] = set()
+            if self.op == "var" and self.attr[1] == "qvar":
+                s.add(self.attr[0])
+            for a in self.args:
+                s |= a.qvars
+            if self.op in CONT_QUANT:
+                dom: Quant = self.attr
+                for d in dom.domains:
+                    s |= d.qvars()
+            self._qvars = frozenset(s)
+        return self._qvars
+
+    def __repr__(self) -> str:
+        return show(self)
+
+
+@dataclass(frozen=True, eq=False)
+class Domain:
+    """The search domain of one continuous variable, inferred from its premises.
+
+    The box is the intersection of all bounds given; L-infinity balls intersect into it exactly;
+    an L2 ball is projected onto first and the box clipped after (alternating projection).
+    """
+
+    var: str
+    ty: Ty
+    lower: tuple[N, ...] = ()
+    upper: tuple[N, ...] = ()
+    linf: tuple[tuple[N, N], ...] = ()  # (center, radius)
+    l2: tuple[tuple[N, N], ...] = ()
+    premises: tuple[N, ...] = ()  # the premises consumed, for `explain`
+
+    def qvars(self) -> set[str]:
+        s: set[str] = set()
+        for n in (*self.lower, *self.upper, *(x for p in self.linf + self.l2 for x in p)):
+            s |= n.qvars
+        return s
+
+    @property
+    def center(self) -> N | None:
+        if self.linf:
+            return self.linf[0][0]
+        if self.l2:
+            return self.l2[0][0]
+        return None
+
+
+@dataclass(frozen=True, eq=False)
+class Quant:
+    """Attribute of a continuous quantifier node after normalisation."""
+
+    vars: tuple[str, ...]
+    domains: tuple[Domain, ...]
+    premise: N | None = None  # residual premise (not part of the domain), pre-NNF; for vacuity
+    conclusion: N | None = None
+    spans: tuple[Span, ...] = field(default=())
+
+
+class Builder:
+    """Makes interned nodes. One builder per compiled spec."""
+
+    def __init__(self) -> None:
+        self._table: dict[tuple, N] = {}
+
+    def mk(self, op: str, args: tuple = (), attr: Any = None, ty: Ty | None = None,
+           span: Span = NO_SPAN) -> N:
+        key = (op, tuple(id(a) for a in args), attr if _hashable(attr) else id(attr))
+        node = self._table.get(key)
+        if node is None:
+            from .types import BOOL, ERROR
+            node = N(op, tuple(args), attr, ty or (BOOL if op in FORMULA_OPS else ERROR), span)
+            self._table[key] = node
+        return node
+
+    # convenience constructors used by normalisation
+    def and_(self, items, span=NO_SPAN) -> N:
+        flat: list[N] = []
+        for it in items:
+            if it.op == "and":
+                flat.extend(it.args)
+            elif it.op == "true":
+                continue
+            elif it.op == "false":
+                return self.mk("false", span=span)
+            elif it not in flat:
+                flat.append(it)
+        if not flat:
+            return self.mk("true", span=span)
+        return flat[0] if len(flat) == 1 else self.mk("and", tuple(flat), span=span)
+
+    def or_(self, items, span=NO_SPAN) -> N:
+        flat: list[N] = []
+        for it in items:
+            if it.op == "or":
+                flat.extend(it.args)
+            elif it.op == "false":
+                continue
+            elif it.op == "true":
+                return self.mk("true", span=span)
+            elif it not in flat:
+                flat.append(it)
+        if not flat:
+            return self.mk("false", span=span)
+        return flat[0] if len(flat) == 1 else self.mk("or", tuple(flat), span=span)
+
+
+def _hashable(x: Any) -> bool:
+    try:
+        hash(x)
+        return True
+    except TypeError:
+        return False
+
+
+# ---------------------------------------------------------------- pretty printing
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+_PREC = {"iff": 1, "implies": 2, "or": 3, "and": 4, "not": 5, "cmp": 6, "add": 7, "sub": 7,
+         "mul": 8, "div": 8, "neg": 9}
+
+
+def show(n: N, parent_prec: int = 0) -> str:
+    """The node in the spec language's own notation (used by `explain` and in messages)."""
+    op, a = n.op, n.args
+    p = _PREC.get(op, 10)
+    if op == "const":
+        v = n.attr
+        s = str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(v)
+    elif op == "int":
+        s = str(n.attr)
+    elif op == "var":
+        s = n.attr[0]
+    elif op == "apply":
+        s = f"{n.attr}({show(a[0])})"
+    elif op in _INFIX:
+        right_prec = p + 1 if op in ("sub", "div") else p
+        s = f"{show(a[0], p)} {_INFIX[op]} {show(a[1], right_prec)}"
+    elif op == "neg":
+        s = f"-{show(a[0], p)}"
+    elif op == "index":
+        s = f"{show(a[0], 10)}[{show(a[1])}]"
+    elif op == "max2":
+        s = f"max({show(a[0])}, {show(a[1])})"
+    elif op == "min2":
+        s = f"min({show(a[0])}, {show(a[1])})"
+    elif op == "normp":
+        s = f"norm({show(a[0])}, {show(a[1])})"
+    elif op == "max_except":
+        s = f"max_except({show(a[0])}, {show(a[1])})"
+    elif op == "range":
+        s = f"range({show(a[0])})"
+    elif op == "classes":
+        s = "classes"
+    elif op in ("true", "false"):
+        s = op
+    elif op == "cmp":
+        cop, over = n.attr
+        s = f"{show(a[0], p + 1)} {cop} {show(a[1], p + 1)}"
+        if over == "any":
+            s = f"some_element({s})"
+            p = 10
+    elif op in ("and", "or"):
+        s = f" {op} ".join(show(x, p + 1) for x in a)
+    elif op == "not":
+        s = f"not {show(a[0], p)}"
+    elif op == "implies":
+        s = f"{show(a[0], p + 1)} => {show(a[1], p)}"
+    elif op == "iff":
+        s = f"{show(a[0], p + 1)} <=> {show(a[1], p + 1)}"
+    elif op in IDX_QUANT:
+        s = f"{op[:-4]} {n.attr} in {show(a[0])} . {show(a[1])}"
+        p = 0
+    elif op in CONT_QUANT:
+        q = n.attr
+        names = " ".join(q.vars) if isinstance(q, Quant) else str(q)
+        s = f"{op} {names} . {show(a[0])}"
+        if isinstance(q, Quant):
+            s = f"{op} {names} in D({', '.join(q.vars)}) . {show(a[0])}"
+        p = 0
+    else:
+        s = f"{op}({', '.join(show(x) for x in a)})"
+    return f"({s})" if p < parent_prec else s

@@ -1,0 +1,65 @@
+"""DL2 (Fischer et al., 2019): a formula's loss is >= 0, and 0 exactly when it is satisfied.
+
+    a <= b -> max(a - b, 0)           a < b  -> max(a - b, 0) + xi * [a = b]
+    a == b -> |a - b|                 a != b -> xi * [a = b]
+    A and B -> L(A) + L(B)            A or B -> L(A) * L(B)
+Negation is pushed into the atoms before the table is used (the IR is in NNF), and
+A => B is (not A) or B, i.e. L(not A) * L(B). `false` is the constant loss 1.
+"""
+from __future__ import annotations
+
+from .base import Logic
+
+
+class DL2(Logic):
+    name = "dl2"
+    kind = "loss"
+    truth_range = "[0, inf): 0 exactly when satisfied"
+
+    def __init__(self, xi: float = 1.0):
+        if not xi > 0:
+            raise ValueError(f"DL2 needs xi > 0 (got {xi}): with xi = 0 a violated strict "
+                             "inequality would cost nothing")
+        self.xi = float(xi)
+
+    def cmp(self, T, op, a, b):
+        if op == "<=":
+            return T.relu(a - b)
+        if op == ">=":
+            return T.relu(b - a)
+        if op == "<":
+            return T.relu(a - b) + self.xi * T.eq(a, b)
+        if op == ">":
+            return T.relu(b - a) + self.xi * T.eq(a, b)
+        if op == "==":
+            return T.abs(a - b)
+        if op == "!=":
+            return self.xi * T.eq(a, b)
+        raise ValueError(op)
+
+    def and_(self, T, xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+    def or_(self, T, xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+
+    def forall(self, T, v, dim):
+        return T.sum(v, dim)
+
+    def exists(self, T, v, dim):
+        return T.prod(v, dim)
+
+    def true(self, T):
+        return T.const(0.0)
+
+    def false(self, T):
+        return T.const(1.0)
+
+    def __repr__(self):
+        return f"<logic dl2 xi={self.xi}>"

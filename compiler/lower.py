@@ -1,0 +1,416 @@
+"""Lowering the IR to batched torch closures: the exact checker and the loss under a logic.
+
+The IR is compiled once into a tree of Python closures (no per-call dispatch on node types).
+Every runtime value is a tensor laid out as [batch, index axes..., value axes...]: the batch axis
+is 1 for values shared by all examples, and each enclosing finite quantifier (`forall j in
+classes`) adds one index axis, so `forall j` is a reduction over an axis, never a Python loop.
+A 0-dim tensor is a constant and broadcasts anywhere.
+
+Caching: a node is evaluated once per call (so `f(x0)` written twice runs the network once);
+during a search, nodes that do not depend on the searched variables are evaluated once for the
+whole search, without gradient (so `f(x0)` runs once per search, not once per step).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import torch
+
+from robustspec.dsl.diagnostics import Diagnostic, SpecError
+
+from .ir import CONT_QUANT, IDX_QUANT, N
+from .logics import Logic
+
+Fn = Callable[["Ctx"], Any]
+
+
+class Ctx:
+    """The runtime environment of one evaluation."""
+
+    __slots__ = ("vals", "nets", "cache", "static", "idx", "quant", "class_sizes", "dtype",
+                 "device", "batch")
+
+    def __init__(self, vals: dict, nets: dict, quant: Callable | None, dtype, device, batch: int,
+                 static: dict | None = None, class_sizes: dict | None = None):
+        self.vals = vals
+        self.nets = nets
+        self.cache: dict = {}
+        self.static = {} if static is None else static
+        self.idx: dict[str, tuple[torch.Tensor, int]] = {}
+        self.quant = quant
+        self.class_sizes = {} if class_sizes is None else class_sizes
+        self.dtype = dtype
+        self.device = device
+        self.batch = batch
+
+    def child(self, vals: dict) -> "Ctx":
+        """Same bindings but new variable values (fresh per-call cache, shared static cache)."""
+        c = Ctx(vals, self.nets, self.quant, self.dtype, self.device, self.batch, self.static,
+                self.class_sizes)
+        c.idx = self.idx
+        return c
+
+
+class TorchOps:
+    """The primitives a Logic may use, on torch tensors."""
+
+    relu = staticmethod(torch.relu)
+    abs = staticmethod(torch.abs)
+    exp = staticmethod(torch.exp)
+    log = staticmethod(torch.log)
+    minimum = staticmethod(torch.minimum)
+    maximum = staticmethod(torch.maximum)
+
+    @staticmethod
+    def eq(a, b):
+        r = a == b
+        return r.to(a.dtype if a.is_floating_point() else torch.get_default_dtype())
+
+    @staticmethod
+    def sum(v, dim):
+        return v.sum(dim)
+
+    @staticmethod
+    def prod(v, dim):
+        return v.prod(dim)
+
+    @staticmethod
+    def amin(v, dim):
+        return v.amin(dim)
+
+    @staticmethod
+    def amax(v, dim):
+        return v.amax(dim)
+
+    @staticmethod
+    def const(x):
+        return torch.tensor(x)
+
+    @staticmethod
+    def clamp(v, lo, hi):
+        return torch.clamp(v, lo, hi)
+
+    @staticmethod
+    def where(c, a, b):
+        return torch.where(c, a, b)
+
+
+T = TorchOps()
+
+
+def align(v: torch.Tensor, from_depth: int, to_depth: int) -> torch.Tensor:
+    """Insert index axes (size 1) so a value made at `from_depth` lines up at `to_depth`."""
+    if v.ndim == 0 or from_depth == to_depth:
+        return v
+    s = v.shape
+    return v.reshape(s[:1 + from_depth] + (1,) * (to_depth - from_depth) + s[1 + from_depth:])
+
+
+def _vrank(v: torch.Tensor, depth: int) -> int:
+    return 0 if v.ndim == 0 else v.ndim - 1 - depth
+
+
+def _same_rank(a: torch.Tensor, b: torch.Tensor, depth: int):
+    ra, rb = _vrank(a, depth), _vrank(b, depth)
+    if ra < rb and a.ndim:
+        a = a.reshape(a.shape + (1,) * (rb - ra))
+    elif rb < ra and b.ndim:
+        b = b.reshape(b.shape + (1,) * (ra - rb))
+    return a, b, max(ra, rb)
+
+
+def _value_dims(v: torch.Tensor, depth: int) -> tuple[int, ...]:
+    return tuple(range(1 + depth, v.ndim))
+
+
+def _as_float(v: torch.Tensor, dtype) -> torch.Tensor:
+    return v if v.is_floating_point() else v.to(dtype)
+
+
+_BINARY = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
+           "max2": torch.maximum, "min2": torch.minimum}
+_UNARY = {"neg": torch.neg, "abs": torch.abs, "exp": torch.exp, "log": torch.log}
+_CMP = {"<=": torch.le, "<": torch.lt, ">=": torch.ge, ">": torch.gt, "==": torch.eq, "!=": torch.ne}
+
+
+def untranslatable(formula: N, logic: Logic, what: str) -> list[Diagnostic]:
+    """Operators in `formula` the logic cannot translate, as diagnostics at the operator."""
+    out: list[Diagnostic] = []
+    seen: set[int] = set()
+
+    def walk(n: N):
+        if id(n) in seen:
+            return
+        seen.add(id(n))
+        if n.op in logic.unsupported:
+            if n.op == "argmax":
+                out.append(Diagnostic(
+                    "error", f"argmax has no gradient, so {what} cannot be compiled to a loss "
+                    f"under {logic.name}", n.span,
+                    hint="train with the margin form `forall j in classes . j != y => "
+                         "f(x)[y] > f(x)[j]`, or with strong classification robustness "
+                         "`softmax(f(x))[y] >= eta` (eta > 0.5); this property still compiles "
+                         "to a checker and an attack"))
+            else:
+                out.append(Diagnostic("error", f"the logic {logic.name} cannot translate '{n.op}'",
+                                      n.span))
+        if n.op in CONT_QUANT:
+            walk(n.args[0])
+            return
+        for a in n.args:
+            walk(a)
+    walk(formula)
+    return out
+
+
+class Lowering:
+    """Compiles IR nodes to closures under one semantics: `logic=None` is the exact checker."""
+
+    def __init__(self, logic: Logic | None, invariant_of: frozenset[str] | None = None):
+        self.logic = logic
+        self.invariant_of = invariant_of  # searched variables: other nodes are cached per search
+
+    # ------------------------------------------------------------ caching wrapper
+    def _cached(self, n: N, depth: int, fn: Fn) -> Fn:
+        key = (id(n), depth)
+        if self.invariant_of is not None and not (n.qvars & self.invariant_of):
+            def static(ctx: Ctx):
+                s = ctx.static
+                if key in s:
+                    return s[key]
+                with torch.no_grad():
+                    v = fn(ctx)
+                s[key] = v
+                return v
+            return static
+
+        def per_call(ctx: Ctx):
+            c = ctx.cache
+            if key in c:
+                return c[key]
+            v = c[key] = fn(ctx)
+            return v
+        return per_call
+
+    # ------------------------------------------------------------ terms
+    def term(self, n: N, depth: int) -> Fn:
+        op = n.op
+        if op == "const":
+            value = float(n.attr)
+            key = ("const", value)
+
+            def const(ctx: Ctx):
+                s = ctx.static
+                t = s.get(key)
+                if t is None:
+                    t = s[key] = torch.tensor(value, dtype=ctx.dtype, device=ctx.device)
+                return t
+            return const
+        if op == "int":
+            value_i = int(n.attr)
+            key_i = ("int", value_i)
+
+            def const_int(ctx: Ctx):
+                s = ctx.static
+                t = s.get(key_i)
+                if t is None:
+                    t = s[key_i] = torch.tensor(value_i, device=ctx.device)
+                return t
+            return const_int
+        if op == "var":
+            name, role = n.attr
+            if role == "index":
+                def index_var(ctx: Ctx):
+                    v, d = ctx.idx[name]
+                    return align(v, d, depth)
+                return index_var
+
+            def var(ctx: Ctx):
+                return align(ctx.vals[name], 0, depth)
+            return var
+        if op == "apply":
+            x_fn = self.term(n.args[0], depth)
+            net_name = n.attr
+
+            def apply(ctx: Ctx):
+                x = x_fn(ctx)
+                lead = x.shape[:1 + depth]
+                out = ctx.nets[net_name](x.reshape((-1,) + x.shape[1 + depth:]))
+                if out.ndim >= 2:
+                    ctx.class_sizes.setdefault(net_name, out.shape[-1])
+                return out.reshape(lead + out.shape[1:])
+            return self._cached(n, depth, apply)
+        if op in _UNARY:
+            f, a_fn = _UNARY[op], self.term(n.args[0], depth)
+            return self._cached(n, depth, lambda ctx: f(a_fn(ctx)))
+        if op in _BINARY:
+            f2 = _BINARY[op]
+            a_fn, b_fn = self.term(n.args[0], depth), self.term(n.args[1], depth)
+
+            def binary(ctx: Ctx):
+                a, b, _ = _same_rank(a_fn(ctx), b_fn(ctx), depth)
+                return f2(a, b)
+            return self._cached(n, depth, binary)
+        if op in ("norm_inf", "norm_1", "norm_2", "sum", "max", "min"):
+            a_fn = self.term(n.args[0], depth)
+            red = {"norm_inf": lambda v, d: v.abs().amax(d), "norm_1": lambda v, d: v.abs().sum(d),
+                   "norm_2": lambda v, d: v.square().sum(d).sqrt(), "sum": lambda v, d: v.sum(d),
+                   "max": lambda v, d: v.amax(d), "min": lambda v, d: v.amin(d)}[op]
+            if op == "norm_2":
+                # sqrt has an infinite gradient at 0 (x = x0 at a search's start): use a safe form
+                def red(v, d):  # noqa: F811
+                    sq = v.square().sum(d)
+                    return torch.where(sq > 0, sq.clamp_min(1e-30).sqrt(), torch.zeros_like(sq))
+            scalar = {"norm_inf": torch.abs, "norm_1": torch.abs, "norm_2": torch.abs}.get(op, lambda v: v)
+
+            def reduce(ctx: Ctx):
+                v = a_fn(ctx)
+                dims = _value_dims(v, depth)
+                return red(v, dims) if dims else scalar(v)
+            return self._cached(n, depth, reduce)
+        if op in ("softmax", "log_softmax"):
+            a_fn = self.term(n.args[0], depth)
+            f1 = torch.softmax if op == "softmax" else torch.log_softmax
+            return self._cached(n, depth, lambda ctx: f1(a_fn(ctx), -1))
+        if op == "argmax":
+            a_fn = self.term(n.args[0], depth)
+            return self._cached(n, depth, lambda ctx: a_fn(ctx).argmax(-1))
+        if op == "max_except":
+            a_fn, c_fn = self.term(n.args[0], depth), self.term(n.args[1], depth)
+
+            def max_except(ctx: Ctx):
+                v, c = a_fn(ctx), c_fn(ctx)
+                mask = torch.nn.functional.one_hot(c.long(), v.shape[-1]).bool() if c.ndim else \
+                    (torch.arange(v.shape[-1], device=v.device) == c)
+                return v.masked_fill(mask, float("-inf")).amax(-1)
+            return self._cached(n, depth, max_except)
+        if op == "index":
+            return self._cached(n, depth, self._index(n, depth))
+        raise SpecError([Diagnostic("error", f"cannot evaluate '{op}' here", n.span)])
+
+    def _index(self, n: N, depth: int) -> Fn:
+        base_fn = self.term(n.args[0], depth)
+        idx_node = n.args[1]
+        if idx_node.op == "int":
+            k = int(idx_node.attr)
+            return lambda ctx: base_fn(ctx).select(1 + depth, k)
+        idx_fn = self.term(idx_node, depth)
+
+        def gather(ctx: Ctx):
+            v, i = base_fn(ctx), idx_fn(ctx)
+            axis = 1 + depth
+            if i.ndim == 0:
+                return v.select(axis, int(i))
+            lead = torch.broadcast_shapes(v.shape[:axis], i.shape[:axis])
+            rest = v.shape[axis + 1:]
+            v = v.expand(lead + v.shape[axis:])
+            index = i.long().expand(lead).reshape(lead + (1,) + (1,) * len(rest)).expand(
+                lead + (1,) + rest)
+            return torch.gather(v, axis, index).squeeze(axis)
+        return gather
+
+    # ------------------------------------------------------------ formulas
+    def formula(self, n: N, depth: int = 0) -> Fn:
+        op = n.op
+        lg = self.logic
+        if op in ("true", "false"):
+            if lg is None:
+                val = op == "true"
+                return lambda ctx: torch.tensor(val, device=ctx.device)
+            key = ("truth", op)
+
+            def truth(ctx: Ctx):
+                t = ctx.static.get(key)
+                if t is None:
+                    base = lg.true(T) if op == "true" else lg.false(T)
+                    t = ctx.static[key] = base.to(dtype=ctx.dtype, device=ctx.device)
+                return t
+            return truth
+        if op == "cmp":
+            cop, over = n.attr
+            a_fn, b_fn = self.term(n.args[0], depth), self.term(n.args[1], depth)
+            if lg is None:
+                f = _CMP[cop]
+                red_all = over == "all"
+
+                def check_cmp(ctx: Ctx):
+                    a, b, vr = _same_rank(a_fn(ctx), b_fn(ctx), depth)
+                    r = f(a, b)
+                    if vr and r.ndim:
+                        r = r.flatten(1 + depth).all(-1) if red_all else r.flatten(1 + depth).any(-1)
+                    return r
+                return self._cached(n, depth, check_cmp)
+            reduce = lg.forall if over == "all" else lg.exists
+
+            def logic_cmp(ctx: Ctx):
+                a, b, vr = _same_rank(a_fn(ctx), b_fn(ctx), depth)
+                a, b = _as_float(a, ctx.dtype), _as_float(b, ctx.dtype)
+                r = lg.cmp(T, cop, a, b)
+                if vr and r.ndim:
+                    r = reduce(T, r.flatten(1 + depth), -1)
+                return r
+            return self._cached(n, depth, logic_cmp)
+        if op in ("and", "or"):
+            fns = [self.formula(a, depth) for a in n.args]
+            if lg is None:
+                combine = torch.logical_and if op == "and" else torch.logical_or
+                return lambda ctx: functools.reduce(combine, (f(ctx) for f in fns))
+            join = lg.and_ if op == "and" else lg.or_
+            return lambda ctx: join(T, [f(ctx) for f in fns])
+        if op in IDX_QUANT:
+            return self._index_quantifier(n, depth)
+        if op in CONT_QUANT:
+            node = n
+            return lambda ctx: ctx.quant(node, ctx)
+        raise SpecError([Diagnostic("error", f"cannot evaluate formula op '{op}'", n.span)])
+
+    def _index_quantifier(self, n: N, depth: int) -> Fn:
+        set_node, body = n.args
+        var = n.attr
+        body_fn = self.formula(body, depth + 1)
+        size_fn = self._set_size(set_node)
+        lg = self.logic
+        is_forall = n.op == "forall_idx"
+
+        def quantify(ctx: Ctx):
+            k = size_fn(ctx)
+            ar = torch.arange(k, device=ctx.device).reshape((1,) * (depth + 1) + (k,))
+            saved = ctx.idx.get(var)
+            ctx.idx = {**ctx.idx, var: (ar, depth + 1)}
+            try:
+                v = body_fn(ctx)
+            finally:
+                ctx.idx = {k2: v2 for k2, v2 in ctx.idx.items() if k2 != var}
+                if saved is not None:
+                    ctx.idx[var] = saved
+            if v.ndim < depth + 2:
+                v = v.reshape(v.shape + (1,) * (depth + 2 - v.ndim))
+            v = v.expand(v.shape[:-1] + (k,))
+            if lg is None:
+                return v.all(-1) if is_forall else v.any(-1)
+            return lg.forall(T, v, -1) if is_forall else lg.exists(T, v, -1)
+        return quantify
+
+    def _set_size(self, s: N) -> Callable[[Ctx], int]:
+        if s.op == "range":
+            n_fn = self.term(s.args[0], 0)
+
+            def size(ctx: Ctx) -> int:
+                v = n_fn(ctx)
+                if v.ndim and v.numel() > 1 and not bool((v == v.flatten()[0]).all()):
+                    raise SpecError([Diagnostic("error", "range(n) needs the same n for every example",
+                                                s.span)])
+                return int(v.flatten()[0]) if v.ndim else int(v)
+            return size
+        net, declared = s.attr
+
+        def classes(ctx: Ctx) -> int:
+            if declared is not None:
+                return declared
+            if net not in ctx.class_sizes:
+                raise SpecError([Diagnostic(
+                    "error", f"the number of classes of '{net}' is not known yet", s.span,
+                    hint=f"declare the output size: `network {net} : Tensor -> Tensor[10]`")])
+            return ctx.class_sizes[net]
+        return classes

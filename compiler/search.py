@@ -1,0 +1,277 @@
+"""Quantifier search: find, per example, the worst point of a domain for an objective.
+
+A forall is searched for a counterexample by descending the loss of its negated body; an exists
+for a witness by descending the loss of its body. Every strategy is batched over the whole
+batch, keeps the best point per example (ties broken towards the larger violation), and never
+leaves the domain: PGD projects after every step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+Objective = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+class RealDomain:
+    """A domain with its bounds evaluated: box [lo, hi] and/or an L2 ball, per example."""
+
+    def __init__(self, lo: torch.Tensor | None, hi: torch.Tensor | None,
+                 l2: tuple[torch.Tensor, torch.Tensor] | None, center: torch.Tensor | None):
+        self.lo, self.hi, self.l2, self.center = lo, hi, l2, center
+        ref = next(t for t in (lo, hi, center, l2[0] if l2 else None) if t is not None)
+        self.shape = ref.shape
+        if l2 is None and (lo is None or hi is None):
+            raise ValueError("unbounded domain")  # the compiler rejects these first
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        if self.l2 is not None:
+            c, r = self.l2
+            d = x - c
+            n = d.flatten(1).norm(dim=1).clamp_min(1e-12)
+            factor = torch.clamp(r.flatten() / n, max=1.0) if r.ndim else torch.clamp(r / n, max=1.0)
+            x = c + d * factor.reshape((-1,) + (1,) * (d.ndim - 1))
+        if self.lo is not None or self.hi is not None:
+            x = torch.clamp(x, self.lo, self.hi)
+        return x
+
+    def sample(self, gen: torch.Generator | None) -> torch.Tensor:
+        """A uniform sample (uniform in the box; in an L2 ball, uniform in the ball then clipped)."""
+        if self.l2 is not None:
+            c, r = self.l2
+            flat = c.flatten(1)
+            direction = torch.randn(flat.shape, generator=gen, dtype=c.dtype, device=c.device)
+            direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            u = torch.rand(flat.shape[0], 1, generator=gen, dtype=c.dtype, device=c.device)
+            rr = r.flatten().unsqueeze(1) if r.ndim else r
+            x = c + (direction * rr * u.pow(1.0 / flat.shape[1])).reshape(c.shape)
+            return self.project(x)
+        u = torch.rand(self.shape, generator=gen, dtype=self.lo.dtype, device=self.lo.device)
+        return self.lo + (self.hi - self.lo) * u
+
+    def start(self) -> torch.Tensor:
+        """A deterministic start: the ball's center (clipped into the box) or the box's middle."""
+        if self.center is not None:
+            return self.project(self.center.expand(self.shape).clone())
+        return (self.lo + self.hi) / 2
+
+    def default_step(self, steps: int) -> torch.Tensor:
+        """Madry et al.'s choice: 2.5 * radius / steps, so the search can cross the domain."""
+        if self.l2 is not None:
+            return 2.5 * self.l2[1] / steps
+        return 2.5 * (self.hi - self.lo) / 2 / steps
+
+    def step(self, x: torch.Tensor, g: torch.Tensor, size) -> torch.Tensor:
+        """Descend: signed steps in a box (L-infinity geometry), normalised ones in an L2 ball."""
+        if self.l2 is not None:
+            n = g.flatten(1).norm(dim=1).clamp_min(1e-12).reshape((-1,) + (1,) * (g.ndim - 1))
+            s = size.reshape((-1,) + (1,) * (g.ndim - 1)) if torch.is_tensor(size) and size.ndim else size
+            return self.project(x - s * g / n)
+        return self.project(x - size * g.sign())
+
+
+class _Best:
+    """Best point per example: lowest objective; ties go to the larger violation."""
+
+    def __init__(self) -> None:
+        self.obj: torch.Tensor | None = None
+        self.tie: torch.Tensor | None = None
+        self.points: dict[str, torch.Tensor] = {}
+
+    def update(self, points: dict[str, torch.Tensor], obj: torch.Tensor, tie: torch.Tensor | None):
+        obj = obj.detach()
+        tie = tie.detach() if tie is not None else None
+        if self.obj is None:
+            self.obj, self.tie = obj.clone(), (tie.clone() if tie is not None else None)
+            self.points = {k: v.detach().clone() for k, v in points.items()}
+            return
+        better = obj < self.obj
+        if tie is not None:
+            better = better | ((obj == self.obj) & (tie > self.tie))
+        self.obj = torch.where(better, obj, self.obj)
+        if tie is not None:
+            self.tie = torch.where(better, tie, self.tie)
+        for k, v in points.items():
+            m = better.reshape((-1,) + (1,) * (v.ndim - 1))
+            self.points[k] = torch.where(m, v.detach(), self.points[k])
+
+    def all_found(self) -> bool:
+        return bool((self.obj <= 0).all())
+
+
+def _evaluate(objective: Objective, points, batch: int):
+    obj, tie = objective(points)
+    if obj.ndim == 0:
+        obj = obj.expand(batch)
+    if tie is not None and tie.ndim == 0:
+        tie = tie.expand(batch)
+    return obj, tie
+
+
+class Search:
+    """Base class of search strategies. `run` returns (best points, objective at them)."""
+
+    name = "search"
+
+    def run(self, objective: Objective, domains: dict[str, RealDomain], batch: int,
+            generator: torch.Generator | None = None):
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+@dataclass
+class PGD(Search):
+    """Projected gradient descent on the objective from a uniform random start in the domain.
+
+    steps: gradient steps per restart; step_size: per-element step (default 2.5 * radius /
+    steps); restarts: independent starts, the worst point per example is kept; early_stop:
+    stop once every example has a point with objective 0 (a counterexample or witness).
+    """
+
+    steps: int = 50
+    step_size: float | None = None
+    restarts: int = 1
+    random_start: bool = True
+    early_stop: bool = True
+    name = "pgd"
+
+    def __post_init__(self):
+        if self.steps < 0 or self.restarts < 1:
+            raise ValueError(f"PGD needs steps >= 0 and restarts >= 1 (got {self.steps}, {self.restarts})")
+
+    def run(self, objective, domains, batch, generator=None):
+        best = _Best()
+        sizes = {k: (self.step_size if self.step_size is not None else d.default_step(max(self.steps, 1)))
+                 for k, d in domains.items()}
+        for _ in range(self.restarts):
+            x = {k: (d.sample(generator) if self.random_start else d.start()) for k, d in domains.items()}
+            for _ in range(self.steps):
+                xs = {k: v.requires_grad_(True) for k, v in x.items()}
+                with torch.enable_grad():
+                    obj, tie = _evaluate(objective, xs, batch)
+                    grads = torch.autograd.grad(obj.sum(), list(xs.values()), allow_unused=True) \
+                        if obj.requires_grad else [None] * len(xs)
+                best.update(xs, obj, tie)
+                if self.early_stop and best.all_found():
+                    return best.points, best.obj
+                x = {k: (domains[k].step(v.detach(), g, sizes[k]) if g is not None else v.detach())
+                     for (k, v), g in zip(xs.items(), grads)}
+            with torch.no_grad():
+                obj, tie = _evaluate(objective, x, batch)
+            best.update(x, obj, tie)
+            if self.early_stop and best.all_found():
+                break
+        return best.points, best.obj
+
+    def describe(self):
+        step = "2.5*radius/steps" if self.step_size is None else f"{self.step_size:g}"
+        return (f"PGD, {self.steps} signed-gradient steps of {step}, {self.restarts} restart(s) "
+                f"from a uniform random start, projected onto the domain after every step")
+
+
+@dataclass
+class FGSM(Search):
+    """One signed-gradient step from the domain's center to its boundary (Goodfellow et al.)."""
+
+    step_size: float | None = None
+    name = "fgsm"
+
+    def run(self, objective, domains, batch, generator=None):
+        best = _Best()
+        x = {k: d.start().requires_grad_(True) for k, d in domains.items()}
+        with torch.enable_grad():
+            obj, tie = _evaluate(objective, x, batch)
+            grads = torch.autograd.grad(obj.sum(), list(x.values()), allow_unused=True) \
+                if obj.requires_grad else [None] * len(x)
+        best.update(x, obj, tie)
+        new = {}
+        for (k, v), g in zip(x.items(), grads):
+            d = domains[k]
+            if g is None:
+                new[k] = v.detach()
+                continue
+            size = self.step_size
+            if size is None:
+                size = 2 * d.l2[1] if d.l2 is not None else (d.hi - d.lo)
+            new[k] = d.step(v.detach(), g, size)
+        with torch.no_grad():
+            obj, tie = _evaluate(objective, new, batch)
+        best.update(new, obj, tie)
+        return best.points, best.obj
+
+    def describe(self):
+        return "FGSM: one signed-gradient step from the domain's center to its boundary"
+
+
+@dataclass
+class RandomSampling(Search):
+    """`samples` uniform samples from the domain per example; the worst is kept."""
+
+    samples: int = 100
+    name = "random"
+
+    def run(self, objective, domains, batch, generator=None):
+        best = _Best()
+        with torch.no_grad():
+            for _ in range(self.samples):
+                x = {k: d.sample(generator) for k, d in domains.items()}
+                obj, tie = _evaluate(objective, x, batch)
+                best.update(x, obj, tie)
+        return best.points, best.obj
+
+    def describe(self):
+        return f"uniform random sampling, {self.samples} samples per example"
+
+
+@dataclass
+class FixedPoints(Search):
+    """Deterministic: try the given candidates ([batch, n, *shape] per variable), keep the worst.
+
+    Candidates are projected onto the domain first, so the result always lies in it.
+    """
+
+    points: dict
+    name = "points"
+
+    def run(self, objective, domains, batch, generator=None):
+        best = _Best()
+        pts = self.points if isinstance(self.points, dict) else {next(iter(domains)): self.points}
+        n = next(iter(pts.values())).shape[1]
+        with torch.no_grad():
+            for i in range(n):
+                x = {k: domains[k].project(pts[k][:, i]) for k in domains}
+                obj, tie = _evaluate(objective, x, batch)
+                best.update(x, obj, tie)
+        return best.points, best.obj
+
+    def describe(self):
+        return "fixed candidate points"
+
+
+STRATEGIES = {"pgd": PGD, "fgsm": FGSM, "random": RandomSampling, "points": FixedPoints}
+
+
+def make_search(search: str | Search = "pgd", **options) -> Search:
+    """A strategy from a name and options (steps=, step_size=, restarts=, samples=, points=)."""
+    if isinstance(search, Search):
+        if options:
+            raise TypeError(f"options {sorted(options)} given with a Search object; set them on it")
+        return search
+    cls = STRATEGIES.get(str(search).lower())
+    if cls is None:
+        import difflib
+        close = difflib.get_close_matches(str(search), STRATEGIES, n=1)
+        raise ValueError(f"unknown search '{search}'" + (f"; did you mean '{close[0]}'?" if close else "")
+                         + f" (available: {', '.join(STRATEGIES)})")
+    allowed = set(cls.__dataclass_fields__)
+    bad = set(options) - allowed
+    if bad:
+        raise TypeError(f"search '{search}' takes no option(s) {sorted(bad)}; it takes {sorted(allowed)}")
+    return cls(**options)
+
+
+__all__ = ["PGD", "FGSM", "RandomSampling", "FixedPoints", "Search", "RealDomain", "make_search"]

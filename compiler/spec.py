@@ -1,0 +1,122 @@
+"""compile_spec: a `.spec` file in, named compiled properties out (parse, check, normalise).
+
+Compiling takes milliseconds and happens once; properties are then called many times.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from robustspec.dsl import parse, parse_file
+from robustspec.dsl.diagnostics import Diagnostic, DiagnosticBag, SpecError, did_you_mean
+
+from .checker import check
+from .ir import N
+from .normalise import normalise
+from .property import Property
+
+
+class CompiledSpec:
+    """The properties of one spec, by name: `spec["sr"]`."""
+
+    def __init__(self, name: str, properties: dict[str, Property], params: dict, networks: dict,
+                 warnings: list[Diagnostic]):
+        self.name = name
+        self.properties = properties
+        self.params = params
+        self.networks = networks
+        self.warnings = warnings
+
+    def __getitem__(self, name: str) -> Property:
+        try:
+            return self.properties[name]
+        except KeyError:
+            hint = did_you_mean(name, self.properties)
+            raise KeyError(f"{self.name} has no property '{name}'"
+                           + (f"; {hint}" if hint else "")
+                           + f" (properties: {', '.join(self.properties) or 'none'})") from None
+
+    def __iter__(self):
+        return iter(self.properties)
+
+    def __len__(self) -> int:
+        return len(self.properties)
+
+    def __repr__(self) -> str:
+        return f"<spec {self.name}: {', '.join(self.properties)}>"
+
+
+def _looks_like_path(source: str | os.PathLike) -> bool:
+    if isinstance(source, os.PathLike):
+        return True
+    return "\n" not in source and (source.endswith(".spec") or os.path.exists(source))
+
+
+def compile_spec(source: str | os.PathLike, params: dict | None = None, *,
+                 filename: str | None = None) -> CompiledSpec:
+    """Compile a spec file (a path) or spec text. Raises SpecError with every diagnostic.
+
+    params overrides the spec's parameter defaults, e.g. {"eps": 0.05}; properties also take
+    params= per call, so one compiled spec serves a sweep over eps.
+    """
+    if _looks_like_path(source):
+        module = parse_file(source)
+        name = str(source)
+    else:
+        name = filename or "<string>"
+        module = parse(str(source), name)
+    checked, diags = check(module, params)
+    diags.raise_if_errors()
+    normal = normalise(checked, diags)
+    diags.raise_if_errors()
+    _warn(checked, normal, diags)
+    props = {k: Property(v, checked.networks, checked.params, name) for k, v in normal.items()}
+    return CompiledSpec(name, props, {k: v for k, (_t, v) in checked.params.items()},
+                        checked.networks, diags.warnings)
+
+
+def _warn(checked, normal, diags: DiagnosticBag) -> None:
+    """Warnings the paper gives reasons for: SCR with eta <= 0.5 no longer implies CR."""
+    params = {k: v for k, (_t, v) in checked.params.items()}
+
+    def value(n: N):
+        if n.op in ("const", "int"):
+            return n.attr
+        if n.op == "var" and n.attr[1] == "param":
+            return params.get(n.attr[0])
+        return None
+
+    def is_softmax_score(n: N) -> bool:
+        return n.op == "index" and n.args[0].op == "softmax"
+
+    seen = set()
+
+    def walk(n: N):
+        if id(n) in seen:
+            return
+        seen.add(id(n))
+        if n.op == "cmp":
+            op, _ = n.attr
+            a, b = n.args
+            eta = None
+            if op in (">=", ">") and is_softmax_score(a):
+                eta = value(b)
+            elif op in ("<=", "<") and is_softmax_score(b):
+                eta = value(a)
+            if eta is not None and eta <= 0.5:
+                diags.warning(f"a softmax score above {eta:g} does not make its class the argmax: "
+                              "with eta <= 0.5 this no longer implies classification robustness",
+                              n.span, hint="use eta > 0.5 (the paper and DL2 use 0.52)")
+        for a in n.args:
+            walk(a)
+    for p in normal.values():
+        walk(p.original)
+
+
+def check_file(path: str | Path, params: dict | None = None) -> tuple[CompiledSpec | None, list[Diagnostic]]:
+    """Compile and return (spec or None, all diagnostics): what `robustspec check` prints."""
+    try:
+        spec = compile_spec(path, params)
+        return spec, list(spec.warnings)
+    except SpecError as e:
+        return None, e.diagnostics
