@@ -71,7 +71,8 @@ def _resolve_type(t: ast.TypeExpr, diags: DiagnosticBag) -> Ty:
         return ERROR
     if kind == "tensor":
         return tensor(tuple(t.dims)) if t.dims is not None else TENSOR
-    return {"real": REAL, "int": INT, "bool": BOOL}[kind]
+    base = {"real": REAL, "int": INT, "bool": BOOL}[kind]
+    return Ty(base.kind, base.shape, name=t.name) if kind == "int" else base
 
 
 class Checker:
@@ -188,8 +189,6 @@ class Checker:
             if role == "arg" and p.name in RESERVED_ARGS:
                 self.diags.error(f"'{p.name}' is reserved as an option name", p.span,
                                  hint="rename the argument (e.g. x0, y)")
-            if ty.kind == "tensor":
-                ty = TENSOR
             scope[p.name] = (role, ty, p.span)
         return scope
 

@@ -66,8 +66,7 @@ def compile_spec(source: str | os.PathLike, params: dict | None = None, *,
         name = filename or "<string>"
         module = parse(str(source), name)
     checked, diags = check(module, params)
-    diags.raise_if_errors()
-    normal = normalise(checked, diags)
+    normal = normalise(checked, diags)  # also on a module with errors, to report them all at once
     diags.raise_if_errors()
     _warn(checked, normal, diags)
     props = {k: Property(v, checked.networks, checked.params, name) for k, v in normal.items()}

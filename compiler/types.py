@@ -6,7 +6,7 @@ symbolic dimensions (`Tensor[n]`) that are bound when a network and a batch are 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Dim = int | str
 Shape = tuple[Dim, ...] | None  # None: a tensor of unknown shape
@@ -18,12 +18,15 @@ class Ty:
     shape: Shape = ()
     inp: Shape = None  # networks only
     out: Shape = None
+    name: str | None = field(default=None, compare=False)  # as declared, e.g. "Label"
 
     @property
     def rank(self) -> int | None:
         return None if self.shape is None else len(self.shape)
 
     def __str__(self) -> str:
+        if self.name:
+            return self.name
         if self.kind == "real":
             if self.shape == ():
                 return "Real"
