@@ -113,7 +113,7 @@ class Builder:
 
     def mk(self, op: str, args: tuple = (), attr: Any = None, ty: Ty | None = None,
            span: Span = NO_SPAN) -> N:
-        key = (op, tuple(id(a) for a in args), attr if _hashable(attr) else id(attr), ty)
+        key = (op, tuple(id(a) for a in args), attr if _hashable(attr) else id(attr), type(attr), ty)
         node = self._table.get(key)
         if node is None:
             from .types import BOOL, ERROR

@@ -78,6 +78,7 @@ class Property:
         self.args = normal.args
         self.networks = networks  # name -> Ty
         self.params = {k: v for k, (_t, v) in params.items()}
+        self.param_types = {k: t for k, (t, _v) in params.items()}
         self.spec_name = spec_name
         self.formula = normal.formula
         self.quantifiers = normal.quantifiers()
@@ -133,7 +134,7 @@ class Property:
         # walk the formula with the checker (so an untranslatable body, e.g. argmax, is fine);
         # each quantifier's search still descends its objective under `logic`
         ctx.quant = self._search_handler(lg, strategy, generator, record=found, body_logic=None)
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(ctx.nets):
             self._check(ctx)
         return found
 
@@ -149,7 +150,7 @@ class Property:
         points = self._points(at)
         ctx = self._bind(model, networks, args, params)
         ctx.quant = self._check_handler(points, strategy, generator)
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(ctx.nets):  # a verdict must not depend on dropout
             holds = self._per_example(self._check(ctx), ctx.batch).bool()
             vacuous = self._vacuity(ctx, points) & holds
         return Verdict(holds, vacuous)
@@ -359,13 +360,26 @@ class Property:
             if k not in self.params:
                 close = difflib.get_close_matches(k, list(self.params), n=1)
                 raise TypeError(f"unknown parameter '{k}'" + (f"; did you mean '{close[0]}'?" if close else ""))
-            vals[k] = torch.as_tensor(val, dtype=dtype if isinstance(val, float) or
-                                      torch.is_tensor(val) and val.is_floating_point() else None,
-                                      device=device)
+            vals[k] = self._param_value(k, val, dtype, device)
         ctx = Ctx(vals, nets, None, dtype, device, batch or 1)
         if self._needs_probe:
             self._probe(ctx)
         return ctx
+
+    def _param_value(self, name: str, val, dtype, device) -> torch.Tensor:
+        """A parameter's value as a 0-dim tensor, checked like compile-time values are."""
+        t = torch.as_tensor(val, device=device)
+        if t.ndim > 1:
+            raise TypeError(f"parameter '{name}' takes a number or one number per example, got a "
+                            f"tensor of shape {list(t.shape)}")
+        if self.param_types[name].kind == "int":
+            if bool((t != t.round()).any()):
+                raise TypeError(f"parameter '{name}' is {self.param_types[name]} but {val!r} is "
+                                "not a whole number")
+            if bool((t < 0).any()) and str(self.param_types[name]) == "Nat":
+                raise ValueError(f"parameter '{name}' is Nat but {val!r} is negative")
+            return t.long()
+        return t.to(dtype)
 
     def _probe(self, ctx: Ctx) -> None:
         """Learn the networks' output sizes (for `classes`) from one example."""
@@ -386,9 +400,11 @@ class Property:
 
     @staticmethod
     def _per_example(v: torch.Tensor, batch: int) -> torch.Tensor:
+        """One value per example: formulas that ignore the batch are broadcast over it."""
         if v.ndim == 0:
             return v.expand(batch)
-        return v.reshape(v.shape[0], -1)[:, 0] if v.ndim > 1 else v
+        v = v.reshape(v.shape[0], -1)[:, 0] if v.ndim > 1 else v
+        return v.expand(batch) if v.shape[0] == 1 != batch else v
 
 
 def _fold(f, xs: list[torch.Tensor], shape) -> torch.Tensor | None:

@@ -178,11 +178,13 @@ class FGSM(Search):
     """One signed-gradient step from the domain's center to its boundary (Goodfellow et al.)."""
 
     step_size: float | None = None
+    random_start: bool = False  # start at a uniform random point instead of the center
     name = "fgsm"
 
     def run(self, objective, domains, batch, generator=None):
         best = _Best()
-        x = {k: d.start().requires_grad_(True) for k, d in domains.items()}
+        x = {k: (d.sample(generator) if self.random_start else d.start()).requires_grad_(True)
+             for k, d in domains.items()}
         with torch.enable_grad():
             obj, tie = _evaluate(objective, x, batch)
             grads = torch.autograd.grad(obj.sum(), list(x.values()), allow_unused=True) \
@@ -204,7 +206,8 @@ class FGSM(Search):
         return best.points, best.obj
 
     def describe(self):
-        return "FGSM: one signed-gradient step from the domain's center to its boundary"
+        start = "a uniform random point" if self.random_start else "the domain's center"
+        return f"FGSM: one signed-gradient step from {start} to the domain's boundary"
 
 
 @dataclass

@@ -6,6 +6,7 @@ mistakes people actually make (`=` for `==`, a quantifier without its `.`, unclo
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -208,6 +209,48 @@ def _describe_expected(expected: set[str]) -> str:
         if names else ""
 
 
+_QUANT_HEAD = re.compile(r"(forall|exists|∀|∃)\s+[A-Za-z_][A-Za-z_0-9']*"
+                         r"(\s*:\s*[A-Za-z_]+(\s*\[[^\]]*\])?)?\s*$")
+_DEF_HEAD = re.compile(r"(property\s+)?[A-Za-z_][A-Za-z_0-9']*\s*\([^()]*\)\s*$")
+
+
+def _strip_comments(text: str) -> str:
+    return re.sub(r"#[^\n]*", "", text)
+
+
+def _unclosed(text: str, open_: str, close: str) -> int:
+    return text.count(open_) - text.count(close)
+
+
+def _syntax_hint(tok: Token, expected: set[str], before: str) -> str:
+    """The likeliest fix, judged from the text before the error, never from lark's merged
+    expected-token sets alone (they are too large to say what is missing)."""
+    if tok.type == "EQUAL":
+        return "'=' only defines a name; compare with '=='"
+    if _QUANT_HEAD.search(before):
+        return "a quantifier is written 'forall x . body' (note the '.')"
+    if tok.type == "DOT" and re.search(r"(forall|exists|∀|∃)\s*$", before):
+        return "name the quantified variable: 'forall x . body'"
+    if tok.type == "RPAR" and _unclosed(before, "(", ")") <= 0:
+        return "this ')' has no matching '('"
+    if tok.type == "RSQB" and _unclosed(before, "[", "]") <= 0:
+        return "this ']' has no matching '['"
+    if _unclosed(before, "(", ")") > 0 and (tok.type == "$END" or "RPAR" in expected) and \
+            tok.type in ("$END", "PROPERTY", "PARAM", "NETWORK", "DEF", "NAME"):
+        return "a '(' is not closed"
+    if _unclosed(before, "[", "]") > 0 and "RSQB" in expected:
+        return "a '[' is not closed"
+    if "EQUAL" in expected and _DEF_HEAD.search(before):
+        return "a property or helper is defined with '=': property p(x0 : Tensor) = ..."
+    if tok.type == "$END":
+        return "the declaration is incomplete"
+    if tok.type in ("NUMBER", "LPAR") and re.search(r"[\w)\]]\s*$", before):
+        return ("two values stand next to each other: is an operator (+, -, *, /, <=, and, ...) "
+                "missing before this?")
+    return ("declarations start with 'network', 'param', 'property' or a helper's name; "
+            "check the text just before this point")
+
+
 def _syntax_diagnostic(src: Source, err: UnexpectedInput) -> Diagnostic:
     if isinstance(err, UnexpectedCharacters):
         ch = src.text[err.pos_in_stream] if err.pos_in_stream < len(src.text) else "?"
@@ -217,6 +260,9 @@ def _syntax_diagnostic(src: Source, err: UnexpectedInput) -> Diagnostic:
             hint = "comparisons are written <=, >=, <, >, == and !="
         elif ch in "|&":
             hint = "write 'and', 'or' and 'not' for the connectives"
+        else:
+            hint = ("names are letters, digits, _ and '; numbers like 0.1 or 1e-3; "
+                    "comments start with #")
         return Diagnostic("error", f"unexpected character {ch!r}", span, hint)
     assert isinstance(err, UnexpectedToken)
     tok = err.token
@@ -230,17 +276,8 @@ def _syntax_diagnostic(src: Source, err: UnexpectedInput) -> Diagnostic:
         span = _span_tok(src, tok)
         msg = f"unexpected {str(tok)!r}"
     expected = set(err.expected or ())
-    hint = None
-    if tok.type == "EQUAL":
-        hint = "'=' only defines a name; compare with '=='"
-    elif "DOT" in expected and len(expected) <= 3:
-        hint = "a quantifier is written 'forall x . body' (note the '.')"
-    elif "RPAR" in expected and tok.type in ("$END", "PROPERTY", "PARAM", "NETWORK", "DEF"):
-        hint = "a '(' is not closed"
-    elif "RSQB" in expected:
-        hint = "a '[' is not closed"
-    elif tok.type == "$END":
-        hint = "the declaration is incomplete"
+    before = src.text[: tok.start_pos] if tok.type != "$END" else src.text
+    hint = _syntax_hint(tok, expected, _strip_comments(before))
     exp = _describe_expected(expected)
     if exp:
         msg += f"; {exp}"
