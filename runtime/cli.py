@@ -25,7 +25,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [UserError, FileNotFoundError]
     try:
         from .data import DataError
-        errors.append(DataError)
+        from .training import TrainingError
+        errors += [DataError, TrainingError]
     except ImportError:  # pragma: no cover
         pass
     return tuple(errors)

@@ -1,0 +1,94 @@
+"""Any spec is an attack: search for counterexamples of a property and keep them.
+
+A counterexample is a point of the property's domain where the exact checker says the body
+is false; each comes with its score (the body's loss at the point under the logic).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustspec.compiler import PGD, Property, SpecError
+
+from .plots import plot_counterexamples
+from .training import property_args
+
+
+@dataclass
+class AttackResult:
+    property: str
+    x0: torch.Tensor  # originals
+    x: torch.Tensor  # the points found
+    y: torch.Tensor
+    pred_clean: torch.Tensor
+    pred_found: torch.Tensor
+    violated: torch.Tensor  # bool: the point is a counterexample
+    score: torch.Tensor  # the body's loss at the point (> 0 where violated, under DL2)
+    eps: float | None = None
+
+    @property
+    def success_rate(self) -> float:
+        return float(self.violated.float().mean()) if len(self.violated) else 0.0
+
+    def summary(self) -> str:
+        n, k = len(self.violated), int(self.violated.sum())
+        return (f"attack with property {self.property}" + (f" at eps {self.eps:g}" if self.eps is not None else "")
+                + f": {k} of {n} inputs have a counterexample ({100 * k / max(n, 1):.1f}%)")
+
+    def save(self, out_dir: str | Path, class_names: list[str] | None = None, grid: int = 8) -> dict:
+        """counterexamples.npz (every counterexample) and counterexamples.png (the first few)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        v = self.violated
+        npz = out / "counterexamples.npz"
+        np.savez_compressed(npz, x0=self.x0[v].numpy(), x=self.x[v].numpy(), y=self.y[v].numpy(),
+                            pred_clean=self.pred_clean[v].numpy(), pred_found=self.pred_found[v].numpy(),
+                            score=self.score[v].numpy(), index=torch.nonzero(v).flatten().numpy())
+        idx = torch.nonzero(v).flatten()[:grid]
+
+        def name(c):
+            return class_names[c] if class_names and c < len(class_names) else str(c)
+        top = [f"#{int(i)} y={name(int(self.y[i]))}\npred {name(int(self.pred_clean[i]))}" for i in idx]
+        bottom = [f"pred {name(int(self.pred_found[i]))}\nloss {float(self.score[i]):.3g}" for i in idx]
+        png = plot_counterexamples(self.x0[idx], self.x[idx], top, bottom, out / "counterexamples.png",
+                                   title=self.summary())
+        return {"npz": npz, "png": png}
+
+
+def attack(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Tensor, *,
+           eps: float | None = None, eps_param: str = "eps", steps: int = 50,
+           step_size: float | None = None, restarts: int = 1, logic: str = "dl2", seed: int = 0,
+           batch_size: int = 1000) -> AttackResult:
+    """PGD on the property's counterexample objective, batched; returns every point found."""
+    gen = torch.Generator().manual_seed(seed)
+    params = {eps_param: eps} if eps is not None else None
+    search = PGD(steps=steps, step_size=step_size, restarts=restarts)
+    xs, viol, scores = [], [], []
+    for i in range(0, len(x), batch_size):
+        args = property_args(prop, x[i:i + batch_size], y[i:i + batch_size])
+        found = prop.search(model, search=search, logic=logic, params=params, generator=gen, **args)
+        if len(found) != 1:
+            raise ValueError(f"property '{prop.name}' quantifies {list(found) or 'nothing'}; an "
+                             "attack needs exactly one quantified input")
+        verdict = prop.check(model, at=found, params=params, **args)
+        try:
+            with torch.no_grad():
+                s = prop.loss(model, logic=logic, search="points",
+                              points={k: v.unsqueeze(1) for k, v in found.points.items()},
+                              params=params, reduction="none", **args)
+        except SpecError:  # a property without a loss (argmax): no score
+            s = torch.full((len(verdict.holds),), float("nan"))
+        xs.append(next(iter(found.points.values())))
+        viol.append(~verdict.holds)
+        scores.append(s)
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        xf = torch.cat(xs)
+        pc = torch.cat([model(x[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
+        pf = torch.cat([model(xf[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
+    model.train(was)
+    return AttackResult(prop.name, x, xf, y, pc, pf, torch.cat(viol), torch.cat(scores), eps)

@@ -1,0 +1,125 @@
+"""The paper's metrics for any compiled property, batched over the data and swept over eps.
+
+    clean accuracy          argmax f(x0) == y
+    constraint security     fraction of inputs where a PGD attack finds no violation
+    constraint accuracy     fraction of inputs where n uniform samples find no violation
+    vacuous                 inputs where the property held only because a premise was false
+                            (counted separately, not hidden inside the satisfied ones)
+
+Constraint satisfaction (proof by a verifier) is not measured here.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from robustspec.compiler import PGD, Property, RandomSampling
+
+from .training import property_args
+
+
+@dataclass
+class EvalRow:
+    eps: float
+    n: int
+    clean_accuracy: float
+    constraint_security: float
+    constraint_accuracy: float | None
+    vacuous: int
+    seconds: float
+
+
+@dataclass
+class EvalResult:
+    """Per-eps metrics of one model against one property; `.table()` for people."""
+
+    property: str
+    rows: list[EvalRow] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def table(self) -> str:
+        head = f"{'eps':>6}  {'clean acc':>9}  {'security':>9}  {'accuracy':>9}  {'vacuous':>7}  {'n':>6}  {'time':>7}"
+        lines = [f"property {self.property}", head, "-" * len(head)]
+        for r in self.rows:
+            ca = f"{r.constraint_accuracy:9.4f}" if r.constraint_accuracy is not None else f"{'-':>9}"
+            lines.append(f"{r.eps:6.3f}  {r.clean_accuracy:9.4f}  {r.constraint_security:9.4f}  {ca}  "
+                         f"{r.vacuous:7d}  {r.n:6d}  {r.seconds:6.1f}s")
+        return "\n".join(lines)
+
+    __str__ = table
+
+    def to_dict(self) -> dict:
+        return {"property": self.property, "settings": self.settings,
+                "rows": [asdict(r) for r in self.rows]}
+
+    def save(self, stem: str | Path) -> tuple[Path, Path]:
+        """Write STEM.json and STEM.csv; returns both paths."""
+        stem = Path(stem)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        j, c = stem.with_suffix(".json"), stem.with_suffix(".csv")
+        j.write_text(json.dumps(self.to_dict(), indent=1))
+        with open(c, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(asdict(self.rows[0]).keys()) if self.rows else ["eps"])
+            w.writeheader()
+            for r in self.rows:
+                w.writerow(asdict(r))
+        return j, c
+
+
+def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Tensor,
+             eps=(0.1,), *, eps_param: str = "eps", steps: int = 50, step_size: float | None = None,
+             restarts: int = 1, samples: int = 100, batch_size: int = 1000, logic: str = "dl2",
+             seed: int = 0, params: dict | None = None, progress: bool | None = None) -> EvalResult:
+    """Clean accuracy, constraint security (PGD) and constraint accuracy (sampling) per eps.
+
+    samples=0 skips constraint accuracy. Everything is batched; examples are processed in
+    chunks of batch_size.
+    """
+    from tqdm.auto import tqdm
+
+    if eps_param not in prop.params:
+        raise ValueError(f"property '{prop.name}' has no parameter '{eps_param}' to sweep "
+                         f"(its parameters: {', '.join(prop.params) or 'none'})")
+    eps = [float(e) for e in eps]
+    gen = torch.Generator().manual_seed(seed)
+    pgd = PGD(steps=steps, step_size=step_size, restarts=restarts)
+    sampler = RandomSampling(samples=samples) if samples > 0 else None
+    result = EvalResult(prop.name, settings={"steps": steps, "step_size": step_size,
+                                             "restarts": restarts, "samples": samples,
+                                             "logic": logic, "seed": seed, "n": len(x)})
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            clean = torch.cat([model(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]
+                               for i in range(0, len(x), batch_size)]).float().mean().item()
+        chunks = range(0, len(x), batch_size)
+        bar = tqdm(total=len(eps) * len(chunks), desc=f"evaluate {prop.name}", unit="chunk",
+                   leave=False, disable=None if progress is None else not progress)
+        for e in eps:
+            start = time.perf_counter()
+            sec, acc, vac = 0, 0, 0
+            p = {**(params or {}), eps_param: e}
+            for i in chunks:
+                args = property_args(prop, x[i:i + batch_size], y[i:i + batch_size])
+                found = prop.search(model, search=pgd, logic=logic, params=p, generator=gen, **args)
+                verdict = prop.check(model, at=found, params=p, **args)
+                sec += int(verdict.holds.sum())
+                vac += int(verdict.vacuous.sum())
+                if sampler is not None:
+                    sampled = prop.search(model, search=sampler, logic=logic, params=p,
+                                          generator=gen, **args)
+                    acc += int(prop.check(model, at=sampled, params=p, **args).holds.sum())
+                bar.update()
+            n = len(x)
+            result.rows.append(EvalRow(e, n, clean, sec / n, acc / n if sampler else None, vac,
+                                       time.perf_counter() - start))
+        bar.close()
+    finally:
+        model.train(was_training)
+    return result
