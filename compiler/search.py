@@ -25,6 +25,15 @@ class RealDomain:
         self.shape = ref.shape
         if l2 is None and (lo is None or hi is None):
             raise ValueError("unbounded domain")  # the compiler rejects these first
+        self.width = hi - lo if l2 is None else None
+
+    @property
+    def is_point(self) -> bool:
+        """eps = 0: nothing to search, the start is the only point."""
+        if self.l2 is not None:
+            r = self.l2[1]
+            return bool((r <= 0).all())
+        return bool((self.width <= 0).all())
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         if self.l2 is not None:
@@ -49,7 +58,7 @@ class RealDomain:
             x = c + (direction * rr * u.pow(1.0 / flat.shape[1])).reshape(c.shape)
             return self.project(x)
         u = torch.rand(self.shape, generator=gen, dtype=self.lo.dtype, device=self.lo.device)
-        return self.lo + (self.hi - self.lo) * u
+        return torch.addcmul(self.lo, self.width, u)
 
     def start(self) -> torch.Tensor:
         """A deterministic start: the ball's center (clipped into the box) or the box's middle."""
@@ -110,6 +119,18 @@ def _evaluate(objective: Objective, points, batch: int):
     return obj, tie
 
 
+def _single_point(objective, domains, batch):
+    """Every domain is one point (eps = 0): evaluate it once instead of searching."""
+    if not all(d.is_point for d in domains.values()):
+        return None
+    best = _Best()
+    x = {k: d.start() for k, d in domains.items()}
+    with torch.no_grad():
+        obj, tie = _evaluate(objective, x, batch)
+    best.update(x, obj, tie)
+    return best.points, best.obj
+
+
 class Search:
     """Base class of search strategies. `run` returns (best points, objective at them)."""
 
@@ -144,6 +165,9 @@ class PGD(Search):
             raise ValueError(f"PGD needs steps >= 0 and restarts >= 1 (got {self.steps}, {self.restarts})")
 
     def run(self, objective, domains, batch, generator=None):
+        point = _single_point(objective, domains, batch)
+        if point is not None:
+            return point
         best = _Best()
         sizes = {k: (self.step_size if self.step_size is not None else d.default_step(max(self.steps, 1)))
                  for k, d in domains.items()}
@@ -218,6 +242,9 @@ class RandomSampling(Search):
     name = "random"
 
     def run(self, objective, domains, batch, generator=None):
+        point = _single_point(objective, domains, batch)
+        if point is not None:
+            return point
         best = _Best()
         with torch.no_grad():
             for _ in range(self.samples):
