@@ -59,12 +59,12 @@ class AttackResult:
 
 
 def attack(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Tensor, *,
-           eps: float | None = None, eps_param: str = "eps", steps: int = 50,
+           eps: float | None = None, eps_param: str = "eps", params: dict | None = None, steps: int = 50,
            step_size: float | None = None, restarts: int = 1, logic: str = "dl2", seed: int = 0,
            batch_size: int = 1000) -> AttackResult:
     """PGD on the property's counterexample objective, batched; returns every point found."""
     gen = torch.Generator().manual_seed(seed)
-    params = {eps_param: eps} if eps is not None else None
+    params = {**(params or {}), **({eps_param: eps} if eps is not None else {})} or None
     search = PGD(steps=steps, step_size=step_size, restarts=restarts)
     xs, viol, scores = [], [], []
     for i in range(0, len(x), batch_size):
@@ -86,9 +86,11 @@ def attack(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Ten
         scores.append(s)
     was = model.training
     model.eval()
-    with torch.no_grad():
-        xf = torch.cat(xs)
-        pc = torch.cat([model(x[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
-        pf = torch.cat([model(xf[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
-    model.train(was)
+    try:
+        with torch.no_grad():
+            xf = torch.cat(xs)
+            pc = torch.cat([model(x[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
+            pf = torch.cat([model(xf[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was)
     return AttackResult(prop.name, x, xf, y, pc, pf, torch.cat(viol), torch.cat(scores), eps)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from .cli import COMMANDS, UserError, _params, command
@@ -41,7 +40,8 @@ def _data_options(args) -> dict:
 def _load(dataset: str, split: str, args, options: dict):
     from .data import load_dataset
 
-    return load_dataset(dataset, split, data_dir=args.data_dir, limit=args.limit, **options)
+    return load_dataset(dataset, split, data_dir=args.data_dir, limit=args.limit,
+                        verify=not args.no_verify, **options)
 
 
 @command("train")
@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .models import build_model
-    from .training import Trainer, TrainConfig, TrainingError
+    from .training import Trainer, TrainConfig
 
     params = _params(args.param)
     if args.eps is not None:
@@ -66,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(regime=args.regime, epochs=args.epochs, batch_size=args.batch_size,
                           lr=args.lr, alpha=args.alpha, beta=args.beta, logic=args.logic,
                           search_steps=args.steps, step_size=args.step_size, adversary=args.adversary,
-                          seed=args.seed)
+                          seed=args.seed, params=params)
     except ValueError as e:
         raise UserError(str(e)) from None
     info = {"name": args.model, "input_shape": list(data.input_shape), "classes": data.num_classes,
@@ -75,14 +75,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(model, cfg, prop, out, info, progress=None)
     print(f"training {args.model} on {len(data)} {args.dataset} images, regime {args.regime}"
           + (f" with {prop.name} from {prop.spec_name}" if prop else "") + f"; checkpoints in {out}")
-    try:
-        trainer.fit(data.x, data.y, resume=args.resume,
-                    on_epoch=lambda s: print(f"epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f}, "
-                                             f"accuracy {s.accuracy:.4f}, {s.examples_per_s:.0f} ex/s, "
-                                             f"{s.seconds:.1f} s"))
-    except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    trainer.fit(data.x, data.y, resume=args.resume,  # TrainingError: cli.main prints it, exit 2
+                on_epoch=lambda s: print(f"epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f}, "
+                                         f"accuracy {s.accuracy:.4f}, {s.examples_per_s:.0f} ex/s, "
+                                         f"{s.seconds:.1f} s"))
     print(f"done: {trainer.checkpoint_path}")
     return 0
 
@@ -121,7 +117,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
     prop = _load_property(args.spec, args.property, _params(args.param))
     model, data = _model_and_test_data(args)
-    result = attack(model, prop, data.x, data.y, eps=args.eps, steps=args.steps,
+    result = attack(model, prop, data.x, data.y, eps=args.eps, params=_params(args.param), steps=args.steps,
                     step_size=args.step_size, restarts=args.restarts, logic=args.logic, seed=args.seed)
     print(result.summary())
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"attack-{prop.name}"
@@ -158,6 +154,7 @@ def add_parsers(sub) -> None:
         p.add_argument("--data-dir", metavar="DIR", help="where the datasets are (else $ROBUSTSPEC_DATA, "
                        "the user cache, /usr/share/datasets)")
         p.add_argument("--limit", type=int, metavar="N", help=limit_help)
+        p.add_argument("--no-verify", action="store_true", help="skip checksum verification of the data")
 
     def attack_args(p):
         p.add_argument("checkpoint", metavar="CHECKPOINT")

@@ -91,7 +91,8 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
     sampler = RandomSampling(samples=samples) if samples > 0 else None
     result = EvalResult(prop.name, settings={"steps": steps, "step_size": step_size,
                                              "restarts": restarts, "samples": samples,
-                                             "logic": logic, "seed": seed, "n": len(x)})
+                                             "logic": logic, "seed": seed, "n": len(x),
+                                             "swept": eps_param, "params": dict(params or {})})
     was_training = model.training
     model.eval()
     try:

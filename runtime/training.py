@@ -80,11 +80,15 @@ def atomic_save(obj, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -152,7 +156,10 @@ class Trainer:
             if cfg.regime == "augment-uniform":
                 searches = [RandomSampling(samples=1), RandomSampling(samples=1)]
             else:
-                searches = [FGSM(), FGSM(random_start=True)]
+                # two FGSM points, each from a uniform random start: from the center the gradient
+                # can vanish (SR's norm_inf(f(x) - f(x0)) is flat at x = x0) and FGSM would
+                # return x0 itself
+                searches = [FGSM(random_start=True), FGSM(random_start=True)]
 
             def augment(x, y):
                 extra = [points(x, y, s) for s in searches]
@@ -163,7 +170,7 @@ class Trainer:
 
         if cfg.regime == "adversarial":
             search = PGD(steps=cfg.search_steps, step_size=cfg.step_size) if cfg.adversary == "pgd" \
-                else FGSM()
+                else FGSM(random_start=True)  # a random start, for the reason given above
 
             def adversarial(x, y):
                 x_adv = points(x, y, search)
@@ -206,10 +213,23 @@ class Trainer:
         mine = asdict(self.cfg)
         differ = {k for k in mine if k not in ("epochs",) and saved.get(k) != mine[k]}
         if differ:
-            raise TrainingError(f"the checkpoint was made with other settings ({', '.join(sorted(differ))}"
-                                f"); resume with the same options or start a new --out folder")
-        self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["optimizer"])
+            what = ", ".join(f"{k}: {saved.get(k)} then, {mine[k]} now" for k in sorted(differ))
+            raise TrainingError(f"the checkpoint was made with other settings ({what}); resume "
+                                "with the same options or start a new --out folder")
+        mine_prop = {"spec": self.prop.spec_name, "name": self.prop.name} if self.prop else None
+        if json.loads(ckpt["property"]) != mine_prop:
+            raise TrainingError(f"the checkpoint was trained with property {json.loads(ckpt['property'])}, "
+                                f"not {mine_prop}; resume with the same --spec/--property or start a "
+                                "new --out folder")
+        saved_model = json.loads(ckpt["model_info"])
+        if self.model_info and saved_model and saved_model != self.model_info:
+            raise TrainingError(f"the checkpoint holds another model ({saved_model}); resume with the "
+                                "same --model and data options or start a new --out folder")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise TrainingError(f"the checkpoint does not fit this model: {e}") from None
         self.epoch = int(ckpt["epoch"])
         self.shuffle_rng.set_state(ckpt["shuffle_rng"])
         self.search_rng.set_state(ckpt["search_rng"])

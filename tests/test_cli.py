@@ -1,0 +1,313 @@
+"""The `robustspec` command line: exit codes, messages and files, end to end on tiny synthetic
+Fashion-MNIST files in the official IDX format.
+
+Loading verifies the official checksums; the synthetic files get theirs by patching
+``robustspec.runtime.data.FASHION_MNIST_FILES`` (looked up at call time for this purpose).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from robustspec.runtime import data
+from robustspec.runtime.cli import main
+from robustspec.runtime.data import Checksum
+from robustspec.runtime.training import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs"
+SR = str(SPECS / "standard_robustness.spec")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Never read or write the user's data, caches or mirror settings; one torch thread."""
+    for var in ("ROBUSTSPEC_DATA", "ROBUSTSPEC_CACHE", "ROBUSTSPEC_MIRROR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian" / "fashion-mnist")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------
+# Synthetic Fashion-MNIST (the same builders as test_data.py, copied to keep files independent)
+
+
+def idx_bytes(arr: np.ndarray, type_code: int = 0x08) -> bytes:
+    header = bytes([0, 0, type_code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+
+
+def md5(b: bytes) -> str:
+    return hashlib.md5(b).hexdigest()
+
+
+def write_fashion(folder: Path, n_train: int = 60, n_test: int = 20, seed: int = 0) -> dict:
+    """Official-format files of learnable images (class c brightens row band c); checksums."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        img_name, lab_name = data._FASHION_SPLIT_FILES[split]
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+        for i, c in enumerate(labels):
+            images[i, 2 * c + 4:2 * c + 7] = 230
+        for fname, arr in ((img_name, images), (lab_name, labels)):
+            raw = idx_bytes(arr)
+            packed = gzip.compress(raw, mtime=0)
+            (folder / fname).write_bytes(packed)
+            sums[fname] = Checksum(md5(packed), md5(raw))
+    return sums
+
+
+@pytest.fixture
+def fashion(tmp_path, monkeypatch) -> Path:
+    """A data dir holding fashion-mnist/ with the four files; returns the data dir."""
+    sums = write_fashion(tmp_path / "data" / "fashion-mnist")
+    monkeypatch.setattr(data, "FASHION_MNIST_FILES", sums)
+    return tmp_path / "data"
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+TRAIN = ("--epochs", 1, "--lr", 1e-3, "--batch-size", 16, "--limit", 40)
+
+
+# ------------------------------------------------------------------------------------------
+# check / explain
+
+
+def test_check_good_specs(capsys):
+    files = sorted(SPECS.glob("*.spec"))
+    assert len(files) >= 5
+    code, out, err = run(capsys, "check", *files)
+    assert code == 0, err
+    assert f"{SR}: ok, 1 property (sr)" in out
+    assert out.count(": ok,") == len(files)
+
+
+def test_check_bad_spec_exits_2_with_diagnostics(capsys, tmp_path):
+    bad = tmp_path / "bad.spec"
+    bad.write_text("network f : Tensor -> Tensor\nparam eps : Real = 0.1\n"
+                   "property p(x0 : Tensor) =\n"
+                   "  forall x . norm_inf(x - x0) <= epz and 0 <= x <= 1 => f(x)[0] >= 0\n")
+    code, out, err = run(capsys, "check", SR, bad)
+    assert code == 2
+    assert f"{bad}:4:34: error: unknown name 'epz'" in err
+    assert "did you mean 'eps'?" in err and f"{bad}: 1 error" in err
+    assert f"{SR}: ok" in out  # the good file is still reported
+
+
+def test_check_missing_file_and_param_override(capsys, tmp_path):
+    code, _, err = run(capsys, "check", tmp_path / "nope.spec")
+    assert code == 2 and "nope.spec" in err and "Traceback" not in err
+    code, _, err = run(capsys, "check", SR, "--param", "eps")
+    assert code == 2 and "--param takes NAME=VALUE" in err
+
+
+def test_explain(capsys):
+    code, out, _ = run(capsys, "explain", SR)
+    assert code == 0
+    assert "property sr(x0 : Tensor, y : Label)" in out and "loss under dl2" in out
+    code, out, _ = run(capsys, "explain", SPECS / "classification_robustness.spec",
+                       "--property", "cr_margin", "--search", "fgsm")
+    assert code == 0 and "cr_margin" in out and "FGSM" in out
+    code, _, err = run(capsys, "explain", SR, "--property", "rs")
+    assert code == 2 and "has no property 'rs'" in err
+
+
+def test_no_command_prints_help(capsys):
+    code, out, _ = run(capsys)
+    assert code == 2 and "usage: robustspec" in out
+
+
+# ------------------------------------------------------------------------------------------
+# train / evaluate / attack / data
+
+
+def test_train_constraint_needs_a_spec(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--regime", "constraint", "--data-dir", tmp_path)
+    assert code == 2
+    assert "--regime constraint needs a property: add --spec FILE --property NAME" in err
+
+
+def test_train_unknown_property(capsys, fashion, tmp_path):
+    code, _, err = run(capsys, "train", "--regime", "constraint", "--spec", SR,
+                       "--property", "sr2", "--data-dir", fashion, *TRAIN)
+    assert code == 2 and "no property 'sr2'" in err
+
+
+def test_missing_data_says_where_it_looked_and_how_to_get_it(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--regime", "baseline", "--data-dir", tmp_path / "nothing",
+                       "--out", tmp_path / "run", *TRAIN)
+    assert code == 2
+    assert "fashion-mnist (train split) not found. Looked in:" in err
+    assert str(tmp_path / "nothing" / "fashion-mnist") in err
+    assert str(tmp_path / "debian" / "fashion-mnist") in err
+    assert "robustspec data fetch fashion-mnist" in err and "--data-dir" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_synthetic_files_fail_the_official_checksums(capsys, tmp_path):
+    write_fashion(tmp_path / "data" / "fashion-mnist")  # checksums not patched
+    code, _, err = run(capsys, "train", "--regime", "baseline", "--data-dir", tmp_path / "data",
+                       "--out", tmp_path / "run", *TRAIN)
+    assert code == 2 and "checksum mismatch" in err
+
+
+def test_train_evaluate_attack_end_to_end(capsys, fashion, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--regime", "constraint", "--spec", SR,
+                            "--property", "sr", "--steps", 2, "--step-size", 0.05, "--eps", 0.1,
+                            "--data-dir", fashion, "--out", out, *TRAIN)
+    assert code == 0, err
+    assert "training mlp on 40 fashion-mnist images, regime constraint with sr" in stdout
+    assert "epoch 1/1: loss" in stdout and f"done: {out / 'last.pt'}" in stdout
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    assert json.loads(ckpt["model_info"])["dataset"] == "fashion-mnist"
+    assert json.loads(ckpt["config"])["regime"] == "constraint"
+
+    code, stdout, err = run(capsys, "evaluate", out / "last.pt", "--spec", SR, "--eps", "0,0.1",
+                            "--steps", 3, "--samples", 5, "--data-dir", fashion, "--limit", 20)
+    assert code == 0, err
+    assert "property sr" in stdout and "clean acc" in stdout
+    saved = json.loads((out / "eval-sr.json").read_text())
+    assert [r["eps"] for r in saved["rows"]] == [0.0, 0.1]
+    assert all(r["n"] == 20 for r in saved["rows"])
+    assert saved["rows"][0]["constraint_security"] == 1.0
+    assert saved["settings"]["steps"] == 3 and saved["settings"]["samples"] == 5
+    header = (out / "eval-sr.csv").read_text().splitlines()[0]
+    assert header == "eps,n,clean_accuracy,constraint_security,constraint_accuracy,vacuous,seconds"
+    assert len((out / "eval-sr.csv").read_text().splitlines()) == 3
+
+    code, stdout, err = run(capsys, "evaluate", out / "last.pt", "--spec",
+                            SPECS / "strong_classification_robustness.spec", "--eps", "0.05",
+                            "--steps", 2, "--samples", 0, "--data-dir", fashion, "--limit", 10,
+                            "--out", tmp_path / "elsewhere" / "scr")
+    assert code == 0, err
+    assert (tmp_path / "elsewhere" / "scr.json").is_file()
+    assert json.loads((tmp_path / "elsewhere" / "scr.json").read_text())["rows"][0][
+        "constraint_accuracy"] is None
+
+    code, stdout, err = run(capsys, "attack", out / "last.pt", "--spec", SR,
+                            "--param", "delta=0.01",
+                            "--steps", 3, "--data-dir", fashion, "--limit", 10)
+    assert code == 0, err
+    assert "attack with property sr at eps" not in stdout  # no --eps: the spec's own
+    assert "attack with property sr: " in stdout and "inputs have a counterexample" in stdout
+    folder = out / "attack-sr"
+    with np.load(folder / "counterexamples.npz") as z:
+        assert len(z["index"]) > 0  # delta 0.01 is violated by any trained network
+        x, x0 = z["x"], z["x0"]
+        assert x.shape[1:] == (1, 28, 28)
+        assert (np.abs(x - x0) <= 0.1 + 1e-6).all() and x.min() >= 0 and x.max() <= 1
+    with Image.open(folder / "counterexamples.png") as im:
+        assert im.format == "PNG"
+
+    code, stdout, err = run(capsys, "attack", out / "last.pt", "--spec",
+                            SPECS / "classification_robustness.spec", "--property", "cr",
+                            "--eps", 0.2, "--steps", 3, "--data-dir", fashion, "--limit", 10,
+                            "--out", tmp_path / "cr")
+    assert code == 0, err
+    assert "attack with property cr at eps 0.2" in stdout
+    assert (tmp_path / "cr" / "counterexamples.npz").is_file()
+
+
+def test_evaluate_needs_a_property_choice(capsys, fashion, tmp_path):
+    assert run(capsys, "train", "--regime", "baseline", "--data-dir", fashion, "--out", tmp_path,
+               *TRAIN)[0] == 0
+    code, _, err = run(capsys, "evaluate", tmp_path / "last.pt", "--spec",
+                       SPECS / "class_groups.spec", "--data-dir", fashion, "--limit", 5)
+    assert code == 2 and "has several properties" in err and "--property NAME" in err
+    code, _, err = run(capsys, "evaluate", tmp_path / "last.pt", "--spec", SR, "--eps", "0.1,x",
+                       "--data-dir", fashion)
+    assert code == 2 and "--eps takes numbers separated by commas" in err
+    code, _, err = run(capsys, "evaluate", tmp_path / "missing.pt", "--spec", SR,
+                       "--data-dir", fashion)
+    assert code == 2 and "no checkpoint at" in err
+    (tmp_path / "torn.pt").write_bytes(b"garbage")
+    code, _, err = run(capsys, "attack", tmp_path / "torn.pt", "--spec", SR, "--data-dir", fashion)
+    assert code == 2 and "is not a robustspec checkpoint" in err
+
+
+def test_resume_from_the_cli(capsys, fashion, tmp_path):
+    args = ("train", "--regime", "augment-uniform", "--spec", SR, "--data-dir", fashion,
+            "--lr", 1e-3, "--batch-size", 16, "--limit", 40, "--seed", 3)
+    assert run(capsys, *args, "--epochs", 2, "--out", tmp_path / "A")[0] == 0
+    assert run(capsys, *args, "--epochs", 1, "--out", tmp_path / "B")[0] == 0
+    code, stdout, err = run(capsys, *args, "--epochs", 2, "--out", tmp_path / "B", "--resume")
+    assert code == 0, err
+    assert "epoch 1/2" not in stdout and "epoch 2/2" in stdout  # only the missing epoch ran
+    a, b = load_checkpoint(tmp_path / "A" / "last.pt"), load_checkpoint(tmp_path / "B" / "last.pt")
+    assert b["epoch"] == 2
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # other options on resume: a clear error, no traceback
+    code, _, err = run(capsys, *args, "--epochs", 3, "--out", tmp_path / "B", "--resume",
+                       "--beta", 0.5)
+    assert code != 0 and "other settings (beta)" in err and "Traceback" not in err
+
+
+def test_resume_with_another_eps_is_refused(capsys, fashion, tmp_path):
+    args = ("train", "--regime", "constraint", "--spec", SR, "--steps", 2, "--data-dir", fashion,
+            "--out", tmp_path, *TRAIN)
+    assert run(capsys, *args, "--eps", 0.1)[0] == 0
+    code, _, err = run(capsys, *args, "--epochs", 2, "--eps", 0.3, "--resume")  # last wins
+    assert code == 2 and "eps" in err
+
+
+def test_resume_with_another_model_is_a_clear_error(capsys, fashion, tmp_path):
+    args = ("train", "--regime", "baseline", "--data-dir", fashion, "--out", tmp_path, *TRAIN)
+    assert run(capsys, *args)[0] == 0
+    code, _, err = run(capsys, *args, "--model", "cnn", "--resume")
+    assert code == 2 and "Traceback" not in err
+
+
+def test_data_where(capsys, fashion, tmp_path):
+    code, out, _ = run(capsys, "data", "where", "fashion-mnist", "--data-dir", fashion)
+    assert code == 0 and out.strip() == str(fashion / "fashion-mnist")
+    code, _, err = run(capsys, "data", "where", "fashion-mnist", "--data-dir", tmp_path / "none")
+    assert code == 2 and "Looked in" in err
+
+
+def test_demo_on_tiny_data(capsys, fashion, tmp_path):
+    code, out, err = run(capsys, "demo", "--data-dir", fashion, "--out", tmp_path / "demo",
+                         "--epochs", 1, "--train-limit", 30, "--test-limit", 5)
+    assert code == 0, err
+    assert "Fashion-MNIST: 30 training and 5 test images" in out
+    assert "Constraint loss (SR)" in out and "SCR" in out
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert set(results["models"]) == {"baseline", "constraint"}
+    with Image.open(tmp_path / "demo" / "security.png") as im:
+        assert im.format == "PNG"
+    for regime in ("baseline", "constraint"):
+        for name in ("last.pt", "eval-sr.json", "eval-sr.csv", "eval-scr.csv"):
+            assert (tmp_path / "demo" / regime / name).is_file()
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "robustspec"
+    assert script.is_file(), f"no console script at {script}: pip install -e ."
+    done = subprocess.run([str(script), "check", SR], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{SR}: ok, 1 property (sr)"
