@@ -264,7 +264,7 @@ def test_resume_from_the_cli(capsys, fashion, tmp_path):
     # other options on resume: a clear error, no traceback
     code, _, err = run(capsys, *args, "--epochs", 3, "--out", tmp_path / "B", "--resume",
                        "--beta", 0.5)
-    assert code != 0 and "other settings (beta)" in err and "Traceback" not in err
+    assert code != 0 and "other settings (beta: 0.2 then, 0.5 now)" in err and "Traceback" not in err
 
 
 def test_resume_with_another_eps_is_refused(capsys, fashion, tmp_path):

@@ -175,7 +175,8 @@ def test_table_and_save(sr, data, tmp_path):
     assert len(text.splitlines()) == 3 + 2  # title, head, rule, one line per eps
     assert str(r) == text
     assert r.settings == {"steps": 5, "step_size": None, "restarts": 1, "samples": 3,
-                          "logic": "dl2", "seed": 7, "n": 7}
+                          "logic": "dl2", "seed": 7, "n": 7, "swept": "eps",
+                          "params": {"delta": 0.5}}
 
     j, c = r.save(tmp_path / "out" / "eval-sr")
     assert (j.name, c.name) == ("eval-sr.json", "eval-sr.csv")

@@ -311,9 +311,9 @@ def test_resume_without_checkpoint_starts_fresh(tmp_path):
 
 def test_resume_with_other_settings_names_the_fields(sr, tmp_path):
     trainer(epochs=1, out=tmp_path, lr=1e-2).fit(X, Y)
-    with pytest.raises(TrainingError, match=r"other settings \(lr\).*new --out folder"):
+    with pytest.raises(TrainingError, match=r"other settings \(lr: 0.01 then, 0.001 now\).*new --out folder"):
         trainer(epochs=2, out=tmp_path, lr=1e-3).fit(X, Y, resume=True)
-    with pytest.raises(TrainingError, match=r"\(beta, params, regime\)"):
+    with pytest.raises(TrainingError, match=r"\(beta: 0.2 then, 0.5 now, params: .*, regime: baseline then, constraint now\)"):
         trainer("constraint", sr, epochs=2, out=tmp_path, beta=0.5).fit(X, Y, resume=True)
     # without resume a new run simply overwrites
     trainer(epochs=1, out=tmp_path, lr=1e-3).fit(X, Y)
