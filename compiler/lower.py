@@ -302,6 +302,8 @@ class Lowering:
             axis = 1 + depth
             if i.ndim == 0:
                 return v.select(axis, int(i))
+            if v.ndim == axis + 1 and v.shape[:axis] == i.shape:  # the common case: f(x)[y]
+                return torch.gather(v, axis, i.long().unsqueeze(axis)).squeeze(axis)
             lead = torch.broadcast_shapes(v.shape[:axis], i.shape[:axis])
             rest = v.shape[axis + 1:]
             v = v.expand(lead + v.shape[axis:])

@@ -161,16 +161,16 @@ class Property:
 
     # ------------------------------------------------------------ compiled pieces
     def _loss_fn(self, lg: Logic) -> Callable:
-        fn = self._loss_fns.get(id(lg))
+        fn = self._loss_fns.get(_logic_key(lg))
         if fn is None:
             diags = untranslatable(self.formula, lg, f"property '{self.name}'")
             if diags:
                 raise SpecError(diags)
-            fn = self._loss_fns[id(lg)] = Lowering(lg).formula(self.formula)
+            fn = self._loss_fns[_logic_key(lg)] = Lowering(lg).formula(self.formula)
         return fn
 
     def _objective(self, q: N, lg: Logic) -> tuple[Callable, Callable | None]:
-        key = (id(q), id(lg))
+        key = (id(q), _logic_key(lg))
         got = self._objective_fns.get(key)
         if got is None:
             target = q.args[1]
@@ -191,7 +191,7 @@ class Property:
         return got
 
     def _body(self, q: N, lg: Logic | None) -> Callable:
-        key = (id(q), id(lg) if lg else 0)
+        key = (id(q), _logic_key(lg) if lg else None)
         fn = self._body_fns.get(key)
         if fn is None:
             fn = self._body_fns[key] = Lowering(lg).formula(q.args[0])
@@ -221,7 +221,8 @@ class Property:
                 ball, center = (c, r), (center if center is not None else c)
             shapes = [v.shape for v in los + his + ([center] if center is not None else []) if v.ndim]
             batch_shape = (ctx.batch,) + tuple(declared) if declared else None
-            shape = torch.broadcast_shapes(*shapes) if shapes else batch_shape
+            shape = (shapes[0] if all(sh == shapes[0] for sh in shapes) else
+                     torch.broadcast_shapes(*shapes)) if shapes else batch_shape
             if shape is None:
                 raise SpecError([Diagnostic("error", f"cannot tell the shape of '{d.var}'",
                                             hint=f"annotate it: forall {d.var} : Tensor[...] . ...")])
@@ -405,6 +406,15 @@ class Property:
             return v.expand(batch)
         v = v.reshape(v.shape[0], -1)[:, 0] if v.ndim > 1 else v
         return v.expand(batch) if v.shape[0] == 1 != batch else v
+
+
+def _logic_key(lg: Logic):
+    """Compiled closures are cached per logic *value* (name and options), so a caller passing
+    a fresh `DL2()` on every step reuses them instead of growing the caches without bound."""
+    attrs = vars(lg)
+    if not all(isinstance(v, (int, float, str, bool, type(None))) for v in attrs.values()):
+        return (type(lg), id(lg))  # options we cannot compare by value: cache per instance
+    return (type(lg), tuple(sorted(attrs.items())))
 
 
 def _fold(f, xs: list[torch.Tensor], shape) -> torch.Tensor | None:

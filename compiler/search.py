@@ -32,8 +32,8 @@ class RealDomain:
         """eps = 0: nothing to search, the start is the only point."""
         if self.l2 is not None:
             r = self.l2[1]
-            return bool((r <= 0).all())
-        return bool((self.width <= 0).all())
+            return bool(r.amax() <= 0)
+        return bool(self.width.amax() <= 0)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         if self.l2 is not None:
