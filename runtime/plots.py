@@ -12,6 +12,15 @@ import torch  # noqa: E402
 _STYLES = ["-", "--", ":", "-."]
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_security(curves: dict[str, dict[str, list[tuple[float, float]]]], path: str | Path,
                   title: str = "Constraint security against eps") -> Path:
     """curves[attack][model] = [(eps, security), ...]: one panel per attack, one line per model."""
@@ -28,12 +37,7 @@ def plot_security(curves: dict[str, dict[str, list[tuple[float, float]]]], path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_counterexamples(x0: torch.Tensor, x: torch.Tensor, top: list[str], bottom: list[str],
@@ -58,9 +62,4 @@ def plot_counterexamples(x0: torch.Tensor, x: torch.Tensor, top: list[str], bott
         axes[0][0].axis("off")
         axes[1][0].axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -22,15 +22,6 @@ SPECS = Path(__file__).resolve().parents[1] / "specs"
 EPS = 0.1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from threads; on a busy 2-core box OpenMP threads thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Ramp(nn.Module):
     def forward(self, x):
         m = x.flatten(1).mean(1, keepdim=True)

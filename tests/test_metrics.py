@@ -30,15 +30,6 @@ ON_RAMP = [4, 5, 6]  # the examples SR(0.1, 0.5) is violated at
 LABELS = [1, 1, 1, 0, 0, 0, 1]  # predictions are [1, 1, 1, 1, 0, 0, 0]: 5 of 7 correct
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from threads; on a busy 2-core box OpenMP threads thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Ramp(nn.Module):
     """f(x) = [10 * relu(mean(x) - 0.5), 0.5]; records the mode of every forward call."""
 

@@ -30,15 +30,6 @@ FAST = dict(lr=1e-2, batch_size=50, search_steps=3, step_size=0.05, progress=Fal
 INFO = {"name": "mlp", "input_shape": [1, 8, 8], "classes": 10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny layers gain nothing from threads; on a busy 2-core box OpenMP threads thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_data(n: int = 200, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % 4
