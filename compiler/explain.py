@@ -14,7 +14,7 @@ from .logics import get_logic
 from .lower import untranslatable
 from .property import Property
 from .search import Search, make_search
-from .symbolic import loss_expression
+from .symbolic import symbolic_loss
 
 
 def describe_domain(d: Domain) -> str:
@@ -57,7 +57,7 @@ def explain(prop: Property, logic: str = "dl2", search: Search | str = "pgd",
         target = "not body" if q.op == "forall" else "body"
         lines.append(f"    search: {strategy.describe()}")
         lines.append(f"    objective: minimise L_{lg.name}({target}) = "
-                     f"{_pretty(loss_expression(q.args[1], lg), unicode)}")
+                     f"{_pretty(symbolic_loss(q.args[1], lg), unicode)}")
         if q.args[1] is not (q.args[0]) and any(n.op == "max_except" for n in _nodes(q.args[1])):
             lines.append("      (argmax(v) == c is searched through its margin form v[c] > max_except(v, c))")
     lines += ["", f"loss under {lg.name} ({lg.truth_range}):"]
@@ -65,9 +65,7 @@ def explain(prop: Property, logic: str = "dl2", search: Search | str = "pgd",
     if bad:
         lines.append("  none: " + SpecError(bad).render().replace("\n", "\n  "))
     else:
-        expr = loss_expression(prop.formula, lg)
-        if lg.kind != "loss":
-            expr = 1 - expr
+        expr = symbolic_loss(prop.formula, lg)  # the logic's to_loss: 1 - truth, relu(-robustness)
         lines.append("  L = " + _pretty(expr, unicode).replace("\n", "\n      "))
         if prop.quantifiers:
             stars = ", ".join(f"{v}*" for q in prop.quantifiers for v in q.attr.vars)

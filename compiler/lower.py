@@ -95,6 +95,16 @@ class TorchOps:
     def where(c, a, b):
         return torch.where(c, a, b)
 
+    symbolic = False
+
+    @staticmethod
+    def logsumexp(v, dim):
+        return torch.logsumexp(v, dim)
+
+    @staticmethod
+    def size(v, dim):
+        return v.shape[dim]
+
 
 T = TorchOps()
 

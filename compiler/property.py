@@ -107,12 +107,8 @@ class Property:
         reduction: "mean" (0-dim), "sum", or "none" (per example).
         """
         lg = get_logic(logic)
-        strategy, args = self._split(search, kwargs)
-        ctx = self._bind(model, networks, args, params)
-        fn = self._loss_fn(lg)
-        ctx.quant = self._search_handler(lg, strategy, generator, record=None, body_logic=lg)
-        value = fn(ctx)
-        per_example = self._per_example(lg.to_loss(None, value), ctx.batch)
+        per_example = lg.to_loss(None, self.value(model, logic=lg, search=search, networks=networks,
+                                                  params=params, generator=generator, **kwargs))
         if reduction == "mean":
             return per_example.mean()
         if reduction == "sum":
@@ -120,6 +116,18 @@ class Property:
         if reduction == "none":
             return per_example
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+
+    def value(self, model=None, *, logic: str | Logic = "dl2", search: str | Search = "pgd",
+              networks: dict | None = None, params: dict | None = None,
+              generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
+        """The formula's value under `logic`, per example: a loss for DL2, a truth degree for
+        the fuzzy logics, a robustness degree for STL (quantified variables searched first)."""
+        lg = get_logic(logic)
+        strategy, args = self._split(search, kwargs)
+        ctx = self._bind(model, networks, args, params)
+        fn = self._loss_fn(lg)
+        ctx.quant = self._search_handler(lg, strategy, generator, record=None, body_logic=lg)
+        return self._per_example(fn(ctx), ctx.batch)
 
     def search(self, model=None, *, search: str | Search = "pgd", logic: str | Logic = "dl2",
                networks: dict | None = None, params: dict | None = None,

@@ -151,8 +151,6 @@ def test_explain_prints_unicode_and_latex(name):
     assert "L = " in text and "LaTeX: " in text and "delta" in text
 
 
-@pytest.mark.xfail(reason="explain.py converts every non-loss value with 1 - v; it should call the "
-                          "logic's to_loss (symbolic_loss), see docs/logics.md", strict=False)
 def test_explain_prints_the_stl_loss():
     from robustspec.compiler.explain import explain
     prop = compile_spec(SPECS / "standard_robustness.spec")["sr"]

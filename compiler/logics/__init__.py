@@ -1,40 +1,138 @@
-"""The registry of logics: pick one by name (`logic="dl2"`), or register your own.
+"""The registry of logics: pick one by name (`logic="goedel"`), or register your own.
 
     from robustspec.compiler.logics import Logic, register_logic
     register_logic("mine", MyLogic)      # then logic="mine" works everywhere
+
+Built in (see docs/logics.md): dl2, goedel, lukasiewicz, product (Reichenbach), yager (p),
+stl (nu). Options go as keywords, `get_logic("yager", p=3)`, or in the name, "yager:p=3" or
+"yager(p=3)" (what `--logic` takes on the command line). `get_logic` returns one shared
+instance per name and options, so a property compiles once per logic, not once per call.
 """
 from __future__ import annotations
 
+import difflib
+import inspect
+import re
 from typing import Callable
 
-from robustspec.dsl.diagnostics import Diagnostic, SpecError, did_you_mean
+from robustspec.dsl.diagnostics import Diagnostic, SpecError
 
-from .base import Logic
+from .base import CLAIMS, Logic
 from .dl2 import DL2
+from .goedel import Goedel
+from .lukasiewicz import Lukasiewicz
+from .product import Product
+from .stl import STL
+from .yager import Yager
 
-_REGISTRY: dict[str, Callable[..., Logic]] = {"dl2": DL2}
+_REGISTRY: dict[str, Callable[..., Logic]] = {
+    "dl2": DL2, "goedel": Goedel, "lukasiewicz": Lukasiewicz, "product": Product,
+    "yager": Yager, "stl": STL,
+}
+_ALIASES = {"godel": "goedel", "gödel": "goedel", "łukasiewicz": "lukasiewicz",
+            "reichenbach": "product", "smooth-stl": "stl"}
+BUILTIN_LOGICS = ("dl2", "goedel", "lukasiewicz", "product", "yager", "stl")
+_INSTANCES: dict[tuple, Logic] = {}
 
 
-def register_logic(name: str, factory: Callable[..., Logic]) -> None:
-    """Make `logic=name` available; `factory(**options)` returns a Logic instance."""
-    _REGISTRY[name.lower()] = factory
+def register_logic(name: str, factory: Callable[..., Logic] | Logic) -> None:
+    """Make `logic=name` available; `factory(**options)` returns a Logic instance (a Logic
+    subclass is such a factory; an instance is used as is)."""
+    key = name.lower()
+    if not re.fullmatch(r"[a-z_][a-z0-9_\-]*", key):
+        raise ValueError(f"a logic name is a word (letters, digits, _ and -), not {name!r}")
+    if isinstance(factory, Logic):
+        instance = factory
+        factory = lambda **options: instance if not options else _no_options(name, options)  # noqa: E731
+    elif not callable(factory):
+        raise TypeError(f"register_logic({name!r}, ...) needs a Logic subclass, a factory "
+                        f"returning a Logic, or a Logic instance; got {factory!r}")
+    _REGISTRY[key] = factory
+    for k in [k for k in _INSTANCES if k[0] == key]:
+        del _INSTANCES[k]
+
+
+def _no_options(name, options):
+    raise TypeError(f"logic '{name}' was registered as an instance and takes no options "
+                    f"(got {sorted(options)})")
+
+
+def _option_names(factory) -> list[str] | None:
+    """The keyword options a factory takes, or None when it takes **kwargs (or is opaque)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def available_logics() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _parse_name(text: str) -> tuple[str, dict]:
+    """'yager:p=3,xi=0.5' or 'yager(p=3)' -> ('yager', {'p': 3.0, 'xi': 0.5})."""
+    m = re.fullmatch(r"\s*([^:(\s]+)\s*(?:[:(](.*?)\)?)?\s*", text)
+    if not m:
+        return text, {}
+    name, rest = m.group(1), m.group(2)
+    options: dict = {}
+    for part in filter(None, (p.strip() for p in (rest or "").split(","))):
+        if "=" not in part:
+            raise SpecError([Diagnostic("error", f"logic option {part!r} is not NAME=VALUE",
+                                        hint=f"e.g. {name}:p=3")])
+        k, v = (s.strip() for s in part.split("=", 1))
+        try:
+            options[k] = float(v)
+        except ValueError:
+            raise SpecError([Diagnostic("error", f"logic option {k}: {v!r} is not a number")]) from None
+    return name, options
+
+
 def get_logic(logic: str | Logic = "dl2", **options) -> Logic:
-    """A Logic from a name (with options such as xi=...) or an instance passed through."""
+    """A Logic from a name (with options such as xi=..., p=..., nu=...) or an instance passed
+    through. Unknown names are an error with a did-you-mean hint."""
     if isinstance(logic, Logic):
+        if options:
+            raise TypeError(f"options {sorted(options)} given with a Logic instance; set them on it")
         return logic
-    factory = _REGISTRY.get(str(logic).lower())
+    name, in_name = _parse_name(str(logic))
+    options = {**in_name, **options}
+    key = name.lower()
+    key = _ALIASES.get(key, key)
+    factory = _REGISTRY.get(key)
     if factory is None:
+        close = difflib.get_close_matches(key, list(_REGISTRY) + list(_ALIASES), n=3, cutoff=0.6)
+        close = list(dict.fromkeys(_ALIASES.get(c, c) for c in close))
+        hint = ("did you mean " + " or ".join(f"'{c}'" for c in close) + "?") if close else ""
         raise SpecError([Diagnostic(
-            "error", f"unknown logic '{logic}'",
-            hint=(did_you_mean(str(logic), _REGISTRY) or "") +
-            f" (available: {', '.join(available_logics())})")])
-    return factory(**options)
+            "error", f"unknown logic '{name}'",
+            hint=hint + f"{' ' if hint else ''}(available: {', '.join(available_logics())})")])
+    try:
+        cache_key = (key, tuple(sorted(options.items())))
+        hash(cache_key)
+    except TypeError:
+        cache_key = None
+    if cache_key is not None and cache_key in _INSTANCES:
+        return _INSTANCES[cache_key]
+    known = _option_names(factory)
+    bad = sorted(set(options) - set(known)) if known is not None else []
+    if bad:
+        raise SpecError([Diagnostic(
+            "error", f"logic '{key}' has no option '{bad[0]}'",
+            hint=f"its options: {', '.join(known) or 'none'}")])
+    try:
+        lg = factory(**options)
+    except (TypeError, ValueError) as e:
+        raise SpecError([Diagnostic("error", f"logic '{key}': {e}")]) from None
+    if not isinstance(lg, Logic):
+        raise TypeError(f"the factory registered for logic '{key}' returned {lg!r}, not a Logic")
+    if cache_key is not None:
+        _INSTANCES[cache_key] = lg
+    return lg
 
 
-__all__ = ["Logic", "DL2", "register_logic", "get_logic", "available_logics"]
+__all__ = ["Logic", "DL2", "Goedel", "Lukasiewicz", "Product", "Yager", "STL", "CLAIMS",
+           "BUILTIN_LOGICS", "register_logic", "get_logic", "available_logics"]

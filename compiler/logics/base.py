@@ -4,18 +4,52 @@ A logic never sees the IR; the lowering hands it already-computed operand values
 `T` (torch here, sympy for the reference lowering) with the few primitives it may use. So a new
 logic is one small class, and the same table serves the loss, the search objective and the
 symbolic printout.
+
+The table a logic fills in (every method receives the backend `T` first):
+
+    cmp(T, op, a, b)      an atom a op b (op in <= < >= > == !=) -> value
+    and_(T, [x, ...])     n-ary conjunction (n >= 1)        or_(T, [x, ...])   disjunction
+    forall(T, v, dim)     conjunction over one axis of v    exists(T, v, dim)  disjunction
+    true(T), false(T)     the constants
+    to_loss(T, v)         the per-example loss to minimise (>= 0)
+
+There is no negation: the compiler pushes `not` into the atoms first (negation normal form)
+and eliminates `A => B` as `(not A) or B`, so a logic's implication is always the
+S-implication of its disjunction with the standard negation.
+
+Backend primitives every `T` has: relu abs exp log minimum maximum eq sum prod amin amax const
+clamp where. Optional ones a logic gets through `prim(T, name)`, which falls back to a torch
+implementation when the backend lacks them: logsumexp(v, dim), size(v, dim), and the flag
+`symbolic` (True on the sympy backend: a logic may then skip purely numerical safeguards such
+as stability shifts that do not change the value).
+
+What a logic *claims* (`claims`) is what the property-test kit (`robustspec.compiler.testing`)
+holds it to: "sound", "complete", "commutative", "associative", "shadow_lifting". A check the
+logic does not claim is still run and reported, as "not claimed".
 """
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
+
+CLAIMS = ("sound", "complete", "commutative", "associative", "shadow_lifting")
 
 
 class Logic:
-    """Base class. Values are either losses (0 = satisfied, `kind = "loss"`) or truth degrees."""
+    """Base class. Values are losses (`kind = "loss"`), truth degrees (`"truth"`) or
+    robustness degrees (`"robustness"`, any real number, >= 0 read as satisfied)."""
 
     name: ClassVar[str] = "logic"
-    kind: ClassVar[str] = "loss"  # "loss": values >= 0, 0 iff satisfied | "truth": values in [0, 1]
+    kind: ClassVar[str] = "loss"  # "loss" | "truth" | "robustness"
     truth_range: ClassVar[str] = "[0, inf), 0 = satisfied"
+    # the closed range of values, for the range check: (lo, hi)
+    value_range: ClassVar[tuple[float, float]] = (0.0, math.inf)
+    # values of "partly satisfied" formulas (open interval), where the kit draws operands from
+    partial_range: ClassVar[tuple[float, float]] = (0.0, 10.0)
+    # how atoms become values, in words (docs and `describe`)
+    atoms: ClassVar[str] = ""
+    # what the kit holds this logic to (see CLAIMS)
+    claims: ClassVar[frozenset[str]] = frozenset()
     # IR term ops this logic cannot translate (compile error at the operator)
     unsupported: ClassVar[frozenset[str]] = frozenset({"argmax"})
 
@@ -42,11 +76,103 @@ class Logic:
         raise NotImplementedError
 
     def to_loss(self, T: Any, v: Any) -> Any:
-        """Per-example loss to minimise; >= 0."""
-        return v if self.kind == "loss" else 1 - v
+        """Per-example loss to minimise; >= 0. `T` may be None (the backend of `v` is used)."""
+        if self.kind == "loss":
+            return v
+        if self.kind == "truth":
+            return 1 - v
+        T = T if T is not None else backend_for(v)
+        return T.relu(-v)
+
+    def satisfied(self, v: Any) -> Any:
+        """Does the value read as "satisfied" (loss 0)? Bool tensor, for tensors `v`."""
+        return self.to_loss(None, v) == 0
+
+    def options(self) -> dict:
+        """The logic's parameters (for repr, docs and the kit's report)."""
+        return {}
 
     def describe(self) -> str:
-        return f"{self.name}: values in {self.truth_range}"
+        opts = ", ".join(f"{k}={v:g}" for k, v in self.options().items())
+        return f"{self.name}{'(' + opts + ')' if opts else ''}: values in {self.truth_range}"
 
     def __repr__(self) -> str:
-        return f"<logic {self.name}>"
+        opts = " ".join(f"{k}={v:g}" for k, v in self.options().items())
+        return f"<logic {self.name}{' ' + opts if opts else ''}>"
+
+
+# ---------------------------------------------------------------- helpers for logic tables
+def fold(f, xs: list):
+    """f(...f(f(x0, x1), x2)..., xn): an n-ary operator from a binary one."""
+    out = xs[0]
+    for x in xs[1:]:
+        out = f(out, x)
+    return out
+
+
+def backend_for(v: Any):
+    """The backend a value belongs to: SympyOps for sympy expressions, TorchOps otherwise."""
+    if getattr(v, "is_symbolic_family", False) or type(v).__module__.startswith("sympy"):
+        from ..symbolic import SympyOps
+        return SympyOps()
+    from ..lower import TorchOps
+    return TorchOps()
+
+
+class _TorchExtras:
+    """Reference torch implementations of the optional primitives."""
+
+    symbolic = False
+
+    @staticmethod
+    def logsumexp(v, dim):
+        import torch
+        return torch.logsumexp(v, dim)
+
+    @staticmethod
+    def size(v, dim):
+        return v.shape[dim]
+
+
+def prim(T: Any, name: str):
+    """The backend's primitive `name`, or the torch reference when the backend lacks it."""
+    f = getattr(T, name, None)
+    return f if f is not None else getattr(_TorchExtras, name)
+
+
+def is_symbolic(T: Any) -> bool:
+    return bool(getattr(T, "symbolic", False))
+
+
+def logsumexp_list(T: Any, xs: list):
+    """log(sum(exp(x))) over a list of values, elementwise; numerically stable on torch."""
+    if len(xs) == 1:
+        return xs[0]
+    if is_symbolic(T):
+        return T.log(sum(T.exp(x) for x in xs))
+    m = fold(T.maximum, xs)  # shift: the result (and its gradient) do not depend on it
+    return m + T.log(sum(T.exp(x - m) for x in xs))
+
+
+def violation(T: Any, op: str, a: Any, b: Any, xi: float) -> Any:
+    """DL2's violation of an atom: >= 0, and 0 exactly when `a op b` holds (xi > 0 for < > !=)."""
+    if op == "<=":
+        return T.relu(a - b)
+    if op == ">=":
+        return T.relu(b - a)
+    if op == "<":
+        return T.relu(a - b) + xi * T.eq(a, b)
+    if op == ">":
+        return T.relu(b - a) + xi * T.eq(a, b)
+    if op == "==":
+        return T.abs(a - b)
+    if op == "!=":
+        return xi * T.eq(a, b)
+    raise ValueError(op)
+
+
+def check_xi(name: str, xi: float) -> float:
+    if not xi > 0:
+        raise ValueError(f"{name} needs xi > 0 (got {xi}): with xi = 0 a violated strict "
+                         "inequality would cost nothing")
+    return float(xi)
