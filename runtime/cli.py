@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="show the normalised formula, domains, searches and loss")
     e.add_argument("file", metavar="FILE")
     e.add_argument("--property", metavar="NAME")
-    e.add_argument("--logic", default="dl2")
+    e.add_argument("--logic", default="dl2", help="dl2 | goedel | lukasiewicz | product | "
+                   "yager[:p=2] | stl[:nu=1] (options as NAME:k=v)")
     e.add_argument("--search", default="pgd", choices=["pgd", "fgsm", "random"])
     e.add_argument("--steps", type=int, default=50)
     e.add_argument("--latex", action="store_true", help="also print the loss in LaTeX")
