@@ -217,7 +217,7 @@ def add_parsers(sub) -> None:
                        "Fashion-MNIST, SR and SCR attacks, table and plot")
     m.add_argument("--data-dir", metavar="DIR")
     m.add_argument("--out", default="runs/demo")
-    m.add_argument("--epochs", type=int, default=3)
+    m.add_argument("--epochs", type=int, default=8)
     m.add_argument("--train-limit", type=int, default=None)
     m.add_argument("--test-limit", type=int, default=1000)
     m.add_argument("--seed", type=int, default=0)

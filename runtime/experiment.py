@@ -2,8 +2,9 @@
 
 Trains a baseline and an SR-constraint network with the same seed and budget, attacks both
 with the SR and SCR properties over several eps, prints the table and plots constraint
-security against eps. The budget is small (minutes on 2 cores), so the learning rate is 1e-3
-instead of the paper's 1e-4 and the constraint's PGD takes 10 steps instead of 50.
+security against eps. The budget is small (about a minute on 2 cores), so it trains 8 epochs
+with lr 1e-3 instead of the paper's 100 at 1e-4, and the constraint's PGD takes 10 steps of
+0.025 instead of 50 of 0.01.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class DemoConfig:
     out: str = "runs/demo"
     train_limit: int | None = None  # None: all 60000 training images
     test_limit: int = 1000
-    epochs: int = 3
+    epochs: int = 8
     lr: float = 1e-3
     train_steps: int = 10
     eval_steps: int = 50
@@ -87,6 +88,12 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
         results["models"][regime] = entry
     log("")
     log(table(results, labels))
+    if {"baseline", "constraint"} <= set(results["models"]):
+        def sec(regime):
+            return results["models"][regime]["attacks"]["SR"]["rows"][-1]["constraint_security"]
+        log(f"\nSR constraint training moved SR security at eps {cfg.eps[-1]:g} from "
+            f"{100 * sec('baseline'):.1f}% (baseline) to {100 * sec('constraint'):.1f}% with the same "
+            "seed and budget")
     png = plot_security(curves, out / "security.png",
                         title=f"Fashion-MNIST, {len(test)} test images, PGD {cfg.eval_steps} steps")
     results["plot"] = str(png)
