@@ -52,7 +52,9 @@ class AttackResult:
         def name(c):
             return class_names[c] if class_names and c < len(class_names) else str(c)
         top = [f"#{int(i)} y={name(int(self.y[i]))}\npred {name(int(self.pred_clean[i]))}" for i in idx]
-        bottom = [f"pred {name(int(self.pred_found[i]))}\nloss {float(self.score[i]):.3g}" for i in idx]
+        bottom = [f"pred {name(int(self.pred_found[i]))}" + (
+            f"\nloss {float(self.score[i]):.3g}" if not torch.isnan(self.score[i]) else "")
+            for i in idx]
         png = plot_counterexamples(self.x0[idx], self.x[idx], top, bottom, out / "counterexamples.png",
                                    title=self.summary())
         return {"npz": npz, "png": png}

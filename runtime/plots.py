@@ -44,7 +44,7 @@ def plot_counterexamples(x0: torch.Tensor, x: torch.Tensor, top: list[str], bott
                          path: str | Path, title: str = "") -> Path:
     """Originals (top row) next to their counterexamples (bottom row), with captions."""
     n = len(x0)
-    fig, axes = plt.subplots(2, max(n, 1), figsize=(1.7 * max(n, 1), 4.0), squeeze=False)
+    fig, axes = plt.subplots(2, max(n, 1), figsize=(1.8 * max(n, 1), 4.6), squeeze=False)
     for i in range(n):
         for row, img, cap in ((0, x0[i], top[i]), (1, x[i], bottom[i])):
             ax = axes[row][i]
@@ -55,8 +55,10 @@ def plot_counterexamples(x0: torch.Tensor, x: torch.Tensor, top: list[str], bott
             elif a.ndim == 3:
                 a = a.squeeze(0) if a.shape[0] == 1 else a.permute(1, 2, 0)
             ax.imshow(a.numpy(), cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=1)
-            ax.set_title(cap, fontsize=7)
-            ax.axis("off")
+            # originals captioned above, counterexamples below, so captions never cover an image
+            (ax.set_title if row == 0 else ax.set_xlabel)(cap, fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
     if n == 0:
         axes[0][0].text(0.5, 0.5, "no counterexample found", ha="center")
         axes[0][0].axis("off")
