@@ -18,10 +18,9 @@ and eliminates `A => B` as `(not A) or B`, so a logic's implication is always th
 S-implication of its disjunction with the standard negation.
 
 Backend primitives every `T` has: relu abs exp log minimum maximum eq sum prod amin amax const
-clamp where. Optional ones a logic gets through `prim(T, name)`, which falls back to a torch
-implementation when the backend lacks them: logsumexp(v, dim), size(v, dim), and the flag
-`symbolic` (True on the sympy backend: a logic may then skip purely numerical safeguards such
-as stability shifts that do not change the value).
+clamp where logsumexp(v, dim) size(v, dim), and the flag `symbolic` (True on the sympy backend:
+a logic may then skip purely numerical safeguards such as stability shifts that do not change
+the value).
 
 What a logic *claims* (`claims`) is what the property-test kit (`robustspec.compiler.testing`)
 holds it to: "sound", "complete", "commutative", "associative", "shadow_lifting". A check the
@@ -119,25 +118,6 @@ def backend_for(v: Any):
     return TorchOps()
 
 
-class _TorchExtras:
-    """Reference torch implementations of the optional primitives."""
-
-    symbolic = False
-
-    @staticmethod
-    def logsumexp(v, dim):
-        import torch
-        return torch.logsumexp(v, dim)
-
-    @staticmethod
-    def size(v, dim):
-        return v.shape[dim]
-
-
-def prim(T: Any, name: str):
-    """The backend's primitive `name`, or the torch reference when the backend lacks it."""
-    f = getattr(T, name, None)
-    return f if f is not None else getattr(_TorchExtras, name)
 
 
 def is_symbolic(T: Any) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from .base import Logic, check_xi, is_symbolic, logsumexp_list, prim
+from .base import Logic, check_xi, is_symbolic, logsumexp_list
 
 
 class STL(Logic):
@@ -75,13 +75,13 @@ class STL(Logic):
 
     def forall(self, T, v, dim):
         nu = self.nu
-        return -nu * prim(T, "logsumexp")(-v / nu, dim)
+        return -nu * T.logsumexp(-v / nu, dim)
 
     def exists(self, T, v, dim):
         nu = self.nu
-        n = prim(T, "size")(v, dim)
+        n = T.size(v, dim)
         log_n = math.log(n) if isinstance(n, int) else T.log(n)
-        return nu * (prim(T, "logsumexp")(v / nu, dim) - log_n)
+        return nu * (T.logsumexp(v / nu, dim) - log_n)
 
     def true(self, T):
         return T.const(math.inf)
