@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from robustspec.dsl import ast
-from robustspec.dsl.diagnostics import NO_SPAN, DiagnosticBag, Span, did_you_mean
+from robustspec.dsl.diagnostics import DiagnosticBag, Span, did_you_mean
 
 from .ir import Builder, N
 from .types import BOOL, ERROR, INT, REAL, SET, TENSOR, Ty, broadcast, fmt_shape, tensor

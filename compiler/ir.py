@@ -85,14 +85,6 @@ class Domain:
             s |= n.qvars
         return s
 
-    @property
-    def center(self) -> N | None:
-        if self.linf:
-            return self.linf[0][0]
-        if self.l2:
-            return self.l2[0][0]
-        return None
-
 
 @dataclass(frozen=True, eq=False)
 class Quant:

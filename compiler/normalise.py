@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from robustspec.dsl.diagnostics import DiagnosticBag, Span
 
-from .checker import CheckedModule, PropertyIR
+from .checker import CheckedModule
 from .ir import CONT_QUANT, IDX_QUANT, NEGATE, Builder, Domain, N, Quant
 from .types import INT, REAL, TENSOR, tensor
 
@@ -83,8 +83,8 @@ class Normaliser:
         lower, upper, linf, l2, used, rest = [], [], [], [], [], []
         for p in premises:
             kind = self._bound(p, v)
-            if kind is None:
-                rest.append(p)
+            if kind is None or (kind[0] == "l2" and l2):
+                rest.append(p)  # not a bound, or a second L2 ball: stays a premise, checked exactly
                 continue
             used.append(p)
             what, a, b = kind

@@ -18,7 +18,7 @@ import torch
 
 from robustspec.dsl.diagnostics import Diagnostic, SpecError
 
-from .ir import CONT_QUANT, N
+from .ir import N
 from .logics import Logic, get_logic
 from .lower import Ctx, Lowering, untranslatable
 from .normalise import NormalProperty
@@ -91,6 +91,7 @@ class Property:
                             for q in self.quantifiers}
         self._vacuity = self._vacuity_fn()
         self._needs_probe = self._uses_unsized_classes(self.formula)
+        self._class_sizes: dict[int, int] = {}  # id(network) -> output size, learnt once
 
     def __repr__(self) -> str:
         sig = ", ".join(f"{n} : {t}" for n, t in self.args)
@@ -333,15 +334,16 @@ class Property:
         if absent:
             raise TypeError(f"property '{self.name}' needs argument(s) {absent} "
                             f"(signature: {self.name}({', '.join(f'{n} : {t}' for n, t in self.args)}))")
-        ref = next((torch.as_tensor(args[n]) for n, t in self.args
-                    if t.kind == "real" and torch.as_tensor(args[n]).is_floating_point()), None)
+        given = {n: torch.as_tensor(args[n]) for n, _t in self.args}
+        ref = next((given[n] for n, t in self.args if t.kind == "real" and given[n].is_floating_point()),
+                   None)
         dtype = ref.dtype if ref is not None else torch.get_default_dtype()
         device = ref.device if ref is not None else torch.device("cpu")
         vals: dict[str, torch.Tensor] = {}
         batch = None
         dims: dict[str, int] = {}
         for n, t in self.args:
-            v = torch.as_tensor(args[n], device=device)
+            v = given[n].to(device)
             if t.kind == "int":
                 if v.is_floating_point():
                     raise TypeError(f"argument '{n}' is a label/index and must hold integers")
@@ -370,13 +372,16 @@ class Property:
                 close = difflib.get_close_matches(k, list(self.params), n=1)
                 raise TypeError(f"unknown parameter '{k}'" + (f"; did you mean '{close[0]}'?" if close else ""))
             vals[k] = self._param_value(k, val, dtype, device)
+            if vals[k].ndim == 1 and len(vals[k]) not in (1, batch or 1):
+                raise ValueError(f"parameter '{k}' has {len(vals[k])} values but the batch has "
+                                 f"{batch} examples: give one number, or one per example")
         ctx = Ctx(vals, nets, None, dtype, device, batch or 1)
         if self._needs_probe:
             self._probe(ctx)
         return ctx
 
     def _param_value(self, name: str, val, dtype, device) -> torch.Tensor:
-        """A parameter's value as a 0-dim tensor, checked like compile-time values are."""
+        """A parameter's value (0-dim, or 1-D: one per example), checked like compile-time values."""
         t = torch.as_tensor(val, device=device)
         if t.ndim > 1:
             raise TypeError(f"parameter '{name}' takes a number or one number per example, got a "
@@ -391,16 +396,19 @@ class Property:
         return t.to(dtype)
 
     def _probe(self, ctx: Ctx) -> None:
-        """Learn the networks' output sizes (for `classes`) from one example."""
+        """Learn the networks' output sizes (for `classes`) from one example, once per network."""
         x = next((ctx.vals[n][:1] for n, t in self.args if t.kind == "real"), None)
-        if x is None:
-            return
-        with torch.no_grad(), eval_mode(ctx.nets):
-            for name, net in ctx.nets.items():
-                try:
-                    ctx.class_sizes[name] = net(x).shape[-1]
-                except Exception:  # a network of another input shape: sized on first use instead
-                    pass
+        for name, net in ctx.nets.items():
+            known = self._class_sizes.get(id(net))
+            if known is not None:
+                ctx.class_sizes[name] = known
+            elif x is not None:
+                with torch.no_grad(), eval_mode({name: net}):
+                    try:
+                        size = net(x).shape[-1]
+                    except Exception:  # a network of another input shape: sized on first use
+                        continue
+                ctx.class_sizes[name] = self._class_sizes[id(net)] = size
 
     def _uses_unsized_classes(self, n: N) -> bool:
         if n.op == "classes" and n.attr[1] is None:

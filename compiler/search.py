@@ -20,11 +20,11 @@ class RealDomain:
 
     def __init__(self, lo: torch.Tensor | None, hi: torch.Tensor | None,
                  l2: tuple[torch.Tensor, torch.Tensor] | None, center: torch.Tensor | None):
+        if l2 is None and (lo is None or hi is None):
+            raise ValueError("unbounded domain")  # the compiler rejects these first
         self.lo, self.hi, self.l2, self.center = lo, hi, l2, center
         ref = next(t for t in (lo, hi, center, l2[0] if l2 else None) if t is not None)
         self.shape = ref.shape
-        if l2 is None and (lo is None or hi is None):
-            raise ValueError("unbounded domain")  # the compiler rejects these first
         self.width = hi - lo if l2 is None else None
 
     @property
@@ -96,7 +96,7 @@ class _Best:
             self.obj, self.tie = obj.clone(), (tie.clone() if tie is not None else None)
             self.points = {k: v.detach().clone() for k, v in points.items()}
             return
-        better = obj < self.obj
+        better = (obj < self.obj) | (torch.isnan(self.obj) & ~torch.isnan(obj))
         if tie is not None:
             better = better | ((obj == self.obj) & (tie > self.tie))
         self.obj = torch.where(better, obj, self.obj)
@@ -163,6 +163,9 @@ class PGD(Search):
     def __post_init__(self):
         if self.steps < 0 or self.restarts < 1:
             raise ValueError(f"PGD needs steps >= 0 and restarts >= 1 (got {self.steps}, {self.restarts})")
+        if self.restarts > 1 and not self.random_start:
+            raise ValueError("PGD restarts without a random start would repeat the same run: "
+                             "use random_start=True or restarts=1")
 
     def run(self, objective, domains, batch, generator=None):
         point = _single_point(objective, domains, batch)
@@ -193,8 +196,10 @@ class PGD(Search):
 
     def describe(self):
         step = "2.5*radius/steps" if self.step_size is None else f"{self.step_size:g}"
-        return (f"PGD, {self.steps} signed-gradient steps of {step}, {self.restarts} restart(s) "
-                f"from a uniform random start, projected onto the domain after every step")
+        start = "a uniform random start" if self.random_start else "the domain's center"
+        return (f"PGD, {self.steps} gradient steps of {step} (signed in a box, normalised in an "
+                f"L2 ball), {self.restarts} restart(s) from {start}, projected onto the domain "
+                "after every step")
 
 
 @dataclass

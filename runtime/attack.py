@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from robustspec.compiler import PGD, Property, SpecError
+from robustspec.compiler.property import eval_mode
 
 from .plots import plot_counterexamples
 from .training import property_args
@@ -77,7 +78,7 @@ def attack(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Ten
                              "attack needs exactly one quantified input")
         verdict = prop.check(model, at=found, params=params, **args)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode({"model": model}):
                 s = prop.loss(model, logic=logic, search="points",
                               points={k: v.unsqueeze(1) for k, v in found.points.items()},
                               params=params, reduction="none", **args)

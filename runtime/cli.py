@@ -9,6 +9,7 @@ end in a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -22,7 +23,7 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [UserError, FileNotFoundError]
+    errors: list[type[BaseException]] = [UserError, OSError]
     try:
         from .data import DataError
         from .training import TrainingError
@@ -40,6 +41,19 @@ def command(name: str):
         COMMANDS[name] = fn
         return fn
     return register
+
+
+def count(minimum: int):
+    """An argparse type: an integer >= minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
 
 
 def _params(pairs: list[str] | None) -> dict[str, float]:
@@ -112,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--logic", default="dl2", help="dl2 | goedel | lukasiewicz | product | "
                    "yager[:p=2] | stl[:nu=1] (options as NAME:k=v)")
     e.add_argument("--search", default="pgd", choices=["pgd", "fgsm", "random"])
-    e.add_argument("--steps", type=int, default=50)
+    e.add_argument("--steps", type=count(0), default=50)
     e.add_argument("--latex", action="store_true", help="also print the loss in LaTeX")
     e.add_argument("--param", action="append", metavar="NAME=VALUE")
 
@@ -137,8 +151,18 @@ def main(argv: list[str] | None = None) -> int:
         print(e.render(), file=sys.stderr)
         return 2
     except USER_ERRORS as e:
-        msg = e.args[0] if e.args else str(e)
+        if isinstance(e, OSError) and e.strerror:
+            msg = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+        else:
+            msg = e.args[0] if e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as e:
+        # the Python API's checks of its inputs (shapes, parameters, search options) say what is
+        # wrong in their message; a traceback helps only when debugging robustspec itself
+        if os.environ.get("ROBUSTSPEC_DEBUG"):
+            raise
+        print(f"error: {e}\n(set ROBUSTSPEC_DEBUG=1 to see where it came from)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli import COMMANDS, UserError, _params, command
+from .cli import COMMANDS, UserError, _params, command, count
 
 
 def _floats(text: str) -> list[float]:
@@ -117,7 +117,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
     prop = _load_property(args.spec, args.property, _params(args.param))
     model, data = _model_and_test_data(args)
-    result = attack(model, prop, data.x, data.y, eps=args.eps, params=_params(args.param), steps=args.steps,
+    result = attack(model, prop, data.x, data.y, eps=args.eps, steps=args.steps,
                     step_size=args.step_size, restarts=args.restarts, logic=args.logic, seed=args.seed)
     print(result.summary())
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"attack-{prop.name}"
@@ -160,9 +160,9 @@ def add_parsers(sub) -> None:
         p.add_argument("checkpoint", metavar="CHECKPOINT")
         p.add_argument("--spec", required=True, metavar="FILE")
         p.add_argument("--property", metavar="NAME")
-        p.add_argument("--steps", type=int, default=50, help="PGD steps (default 50)")
+        p.add_argument("--steps", type=count(0), default=50, help="PGD steps (default 50)")
         p.add_argument("--step-size", type=float, default=None, help="default 2.5*eps/steps")
-        p.add_argument("--restarts", type=int, default=1)
+        p.add_argument("--restarts", type=count(1), default=1)
         p.add_argument("--logic", default="dl2")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--dataset", choices=["fashion-mnist", "gtsrb"], help="if the checkpoint lacks it")
@@ -178,13 +178,13 @@ def add_parsers(sub) -> None:
     t.add_argument("--spec", metavar="FILE")
     t.add_argument("--property", metavar="NAME")
     t.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--epochs", type=count(1), default=10)
+    t.add_argument("--batch-size", type=count(1), default=128)
     t.add_argument("--lr", type=float, default=1e-4)
     t.add_argument("--alpha", type=float, default=1.0, help="weight of cross-entropy (constraint)")
     t.add_argument("--beta", type=float, default=0.2, help="weight of the spec's loss (constraint)")
     t.add_argument("--logic", default="dl2")
-    t.add_argument("--steps", type=int, default=50, help="PGD steps of the inner search")
+    t.add_argument("--steps", type=count(0), default=50, help="PGD steps of the inner search")
     t.add_argument("--step-size", type=float, default=0.01)
     t.add_argument("--adversary", choices=["pgd", "fgsm"], default="pgd", help="adversarial regime")
     t.add_argument("--eps", type=float, help="shorthand for --param eps=VALUE")
@@ -199,8 +199,8 @@ def add_parsers(sub) -> None:
     e = sub.add_parser("evaluate", help="clean accuracy, constraint security and accuracy per eps")
     attack_args(e)
     e.add_argument("--eps", default="0,0.02,0.04,0.06,0.08,0.1", help="comma-separated")
-    e.add_argument("--samples", type=int, default=100, help="uniform samples for constraint accuracy")
-    e.add_argument("--batch-size", type=int, default=1000)
+    e.add_argument("--samples", type=count(0), default=100, help="uniform samples for constraint accuracy")
+    e.add_argument("--batch-size", type=count(1), default=1000)
 
     a = sub.add_parser("attack", help="search counterexamples of a property; save them with a PNG grid")
     attack_args(a)
@@ -217,7 +217,7 @@ def add_parsers(sub) -> None:
                        "Fashion-MNIST, SR and SCR attacks, table and plot")
     m.add_argument("--data-dir", metavar="DIR")
     m.add_argument("--out", default="runs/demo")
-    m.add_argument("--epochs", type=int, default=8)
+    m.add_argument("--epochs", type=count(1), default=8)
     m.add_argument("--train-limit", type=int, default=None)
     m.add_argument("--test-limit", type=int, default=1000)
     m.add_argument("--seed", type=int, default=0)

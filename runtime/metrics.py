@@ -1,10 +1,11 @@
 """The paper's metrics for any compiled property, batched over the data and swept over eps.
 
     clean accuracy          argmax f(x0) == y
-    constraint security     fraction of inputs where a PGD attack finds no violation
-    constraint accuracy     fraction of inputs where n uniform samples find no violation
-    vacuous                 inputs where the property held only because a premise was false
-                            (counted separately, not hidden inside the satisfied ones)
+    constraint security     fraction of inputs where a PGD attack finds no violation (and the
+                            property held with its premise true)
+    constraint accuracy     fraction of inputs where n uniform samples find no violation (idem)
+    vacuous                 inputs where the property held only because a premise was false at
+                            the PGD point: counted here, not inside the security
 
 Constraint satisfaction (proof by a verifier) is not measured here.
 """
@@ -110,12 +111,13 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
                 args = property_args(prop, x[i:i + batch_size], y[i:i + batch_size])
                 found = prop.search(model, search=pgd, logic=logic, params=p, generator=gen, **args)
                 verdict = prop.check(model, at=found, params=p, **args)
-                sec += int(verdict.holds.sum())
+                sec += int((verdict.holds & ~verdict.vacuous).sum())
                 vac += int(verdict.vacuous.sum())
                 if sampler is not None:
                     sampled = prop.search(model, search=sampler, logic=logic, params=p,
                                           generator=gen, **args)
-                    acc += int(prop.check(model, at=sampled, params=p, **args).holds.sum())
+                    v = prop.check(model, at=sampled, params=p, **args)
+                    acc += int((v.holds & ~v.vacuous).sum())
                 bar.update()
             n = len(x)
             result.rows.append(EvalRow(e, n, clean, sec / n, acc / n if sampler else None, vac,

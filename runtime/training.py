@@ -2,7 +2,7 @@
 
     baseline          cross-entropy
     augment-uniform   cross-entropy on each image plus 2 uniform samples from the spec's domain
-    augment-fgsm      ... plus 2 FGSM points of the spec (from the center and from a random start)
+    augment-fgsm      ... plus 2 FGSM points of the spec (each from a uniform random start)
     adversarial       cross-entropy at the worst point the spec's search finds (PGD or FGSM)
     constraint        alpha * cross-entropy + beta * the spec's loss under a logic
 
@@ -56,8 +56,8 @@ class TrainConfig:
                              if close else "") + f" (regimes: {', '.join(REGIMES)})")
         if self.adversary not in ("pgd", "fgsm"):
             raise ValueError(f"adversary must be 'pgd' or 'fgsm', not {self.adversary!r}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.search_steps < 0:
+            raise ValueError("epochs and batch_size must be >= 1, lr > 0 and steps >= 0")
 
 
 def property_args(prop: Property, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -303,9 +303,9 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict, dict
     from .models import build_model
 
     ckpt = load_checkpoint(path)
-    if ckpt.get("format") != "robustspec-checkpoint-1":
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "robustspec-checkpoint-1":
         raise TrainingError(f"{path} is not a robustspec checkpoint (no format marker)")
-    info = json.loads(ckpt["model_info"])
+    info = json.loads(ckpt.get("model_info") or "{}")
     if not info.get("name"):
         raise TrainingError(f"{path} does not say which model it holds; load it from Python with "
                             "your own module and model.load_state_dict(checkpoint['model'])")

@@ -113,8 +113,10 @@ property guarded(x0 : Tensor, y : Label) =
     # f(x0)[0] >= 1.5 only for x0 = 0.7 and 0.8: the other five hold vacuously
     r = evaluate(Ramp(), spec["guarded"], x, y, eps=[0.0, 0.1], steps=10, samples=0)
     assert [row.vacuous for row in r.rows] == [5, 5]
-    assert r.rows[0].constraint_security == 1.0
-    assert r.rows[1].constraint_security == pytest.approx(5 / 7)  # 0.7 and 0.8 are violated
+    # security counts only non-vacuous successes: at eps 0 the two guarded inputs hold,
+    # at eps 0.1 both are violated; the five vacuous ones are reported apart
+    assert r.rows[0].constraint_security == pytest.approx(2 / 7)
+    assert r.rows[1].constraint_security == 0.0
 
 
 def test_model_mode_is_restored_and_eval_used(sr, data):
