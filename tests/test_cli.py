@@ -32,15 +32,11 @@ SR = str(SPECS / "standard_robustness.spec")
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Never read or write the user's data, caches or mirror settings; one torch thread."""
+    """Never read or write the user's data, caches or mirror settings."""
     for var in ("ROBUSTSPEC_DATA", "ROBUSTSPEC_CACHE", "ROBUSTSPEC_MIRROR"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian" / "fashion-mnist")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------

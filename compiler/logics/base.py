@@ -156,3 +156,32 @@ def check_xi(name: str, xi: float) -> float:
         raise ValueError(f"{name} needs xi > 0 (got {xi}): with xi = 0 a violated strict "
                          "inequality would cost nothing")
     return float(xi)
+
+
+class FuzzyLogic(Logic):
+    """A t-norm logic whose atoms are the truth `1 / (1 + v)`, v the DL2 violation of the atom.
+
+    Subclasses give the connectives; the atom translation, `xi`, `true`/`false` and the
+    truth range are shared.
+    """
+
+    kind = "truth"
+    truth_range = "[0, 1]: 1 = true (exactly when satisfied)"
+    value_range = (0.0, 1.0)
+    partial_range = (0.0, 1.0)
+    atoms = "1 / (1 + v), v the DL2 violation (xi * [a = b] for strictness)"
+
+    def __init__(self, xi: float = 1.0):
+        self.xi = check_xi(self.name, xi)
+
+    def options(self):
+        return {"xi": self.xi}
+
+    def cmp(self, T, op, a, b):
+        return 1 / (1 + violation(T, op, a, b, self.xi))
+
+    def true(self, T):
+        return T.const(1.0)
+
+    def false(self, T):
+        return T.const(0.0)

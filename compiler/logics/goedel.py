@@ -15,26 +15,13 @@ Goedel logic is not shadow-lifting.
 """
 from __future__ import annotations
 
-from .base import Logic, check_xi, fold, violation
+from .base import FuzzyLogic, fold
 
 
-class Goedel(Logic):
+class Goedel(FuzzyLogic):
     name = "goedel"
-    kind = "truth"
     truth_range = "[0, 1]: 1 = true (exactly when satisfied)"
-    value_range = (0.0, 1.0)
-    partial_range = (0.0, 1.0)
-    atoms = "1 / (1 + v), v the DL2 violation (xi * [a = b] for strictness)"
     claims = frozenset({"sound", "complete", "commutative", "associative"})
-
-    def __init__(self, xi: float = 1.0):
-        self.xi = check_xi("goedel", xi)
-
-    def options(self):
-        return {"xi": self.xi}
-
-    def cmp(self, T, op, a, b):
-        return 1 / (1 + violation(T, op, a, b, self.xi))
 
     def and_(self, T, xs):
         return fold(T.minimum, xs)
@@ -47,9 +34,3 @@ class Goedel(Logic):
 
     def exists(self, T, v, dim):
         return T.amax(v, dim)
-
-    def true(self, T):
-        return T.const(1.0)
-
-    def false(self, T):
-        return T.const(0.0)

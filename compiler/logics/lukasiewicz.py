@@ -15,26 +15,13 @@ the gradient off (max(0, A + B - 1) is flat while A + B < 1), so it is not shado
 """
 from __future__ import annotations
 
-from .base import Logic, check_xi, violation
+from .base import FuzzyLogic
 
 
-class Lukasiewicz(Logic):
+class Lukasiewicz(FuzzyLogic):
     name = "lukasiewicz"
-    kind = "truth"
     truth_range = "[0, 1]: 1 = true (also for some unsatisfied disjunctions: not sound)"
-    value_range = (0.0, 1.0)
-    partial_range = (0.0, 1.0)
-    atoms = "1 / (1 + v), v the DL2 violation (xi * [a = b] for strictness)"
     claims = frozenset({"complete", "commutative", "associative"})
-
-    def __init__(self, xi: float = 1.0):
-        self.xi = check_xi("lukasiewicz", xi)
-
-    def options(self):
-        return {"xi": self.xi}
-
-    def cmp(self, T, op, a, b):
-        return 1 / (1 + violation(T, op, a, b, self.xi))
 
     def and_(self, T, xs):
         if len(xs) == 1:
@@ -51,9 +38,3 @@ class Lukasiewicz(Logic):
 
     def exists(self, T, v, dim):
         return T.clamp(T.sum(v, dim), None, 1)
-
-    def true(self, T):
-        return T.const(1.0)
-
-    def false(self, T):
-        return T.const(0.0)

@@ -14,26 +14,13 @@ is 1.0): the kit draws assignments on a grid where every violated atom has truth
 """
 from __future__ import annotations
 
-from .base import Logic, check_xi, fold, violation
+from .base import FuzzyLogic, fold
 
 
-class Product(Logic):
+class Product(FuzzyLogic):
     name = "product"
-    kind = "truth"
     truth_range = "[0, 1]: 1 = true (exactly when satisfied)"
-    value_range = (0.0, 1.0)
-    partial_range = (0.0, 1.0)
-    atoms = "1 / (1 + v), v the DL2 violation (xi * [a = b] for strictness)"
     claims = frozenset({"sound", "complete", "commutative", "associative", "shadow_lifting"})
-
-    def __init__(self, xi: float = 1.0):
-        self.xi = check_xi("product", xi)
-
-    def options(self):
-        return {"xi": self.xi}
-
-    def cmp(self, T, op, a, b):
-        return 1 / (1 + violation(T, op, a, b, self.xi))
 
     def and_(self, T, xs):
         return fold(lambda x, y: x * y, xs)
@@ -48,9 +35,3 @@ class Product(Logic):
 
     def exists(self, T, v, dim):
         return 1 - T.prod(1 - v, dim)
-
-    def true(self, T):
-        return T.const(1.0)
-
-    def false(self, T):
-        return T.const(0.0)

@@ -18,26 +18,22 @@ exact root by at most 1e-30^(1/p)).
 """
 from __future__ import annotations
 
-from .base import Logic, check_xi, is_symbolic, violation
+from .base import FuzzyLogic, is_symbolic
 
 _TINY = 1e-30
 
 
-class Yager(Logic):
+class Yager(FuzzyLogic):
     name = "yager"
-    kind = "truth"
     truth_range = "[0, 1]: 1 = true (also for some unsatisfied disjunctions: not sound)"
-    value_range = (0.0, 1.0)
-    partial_range = (0.0, 1.0)
-    atoms = "1 / (1 + v), v the DL2 violation (xi * [a = b] for strictness)"
     claims = frozenset({"complete", "commutative", "associative"})
 
     def __init__(self, p: float = 2.0, xi: float = 1.0):
         if not p >= 1:
             raise ValueError(f"yager needs p >= 1 (got {p}): for p < 1 the operators are not a "
                              "t-norm and t-conorm")
+        super().__init__(xi)
         self.p = float(p)
-        self.xi = check_xi("yager", xi)
 
     def options(self):
         return {"p": self.p, "xi": self.xi}
@@ -48,9 +44,6 @@ class Yager(Logic):
         if self.p == 1:
             return s
         return T.where(s > 0, T.clamp(s, _TINY, None) ** (1 / self.p), 0 * s)
-
-    def cmp(self, T, op, a, b):
-        return 1 / (1 + violation(T, op, a, b, self.xi))
 
     def and_(self, T, xs):
         if len(xs) == 1:
@@ -69,9 +62,3 @@ class Yager(Logic):
 
     def exists(self, T, v, dim):
         return T.clamp(self._root(T, T.sum(v ** self.p, dim)), None, 1)
-
-    def true(self, T):
-        return T.const(1.0)
-
-    def false(self, T):
-        return T.const(0.0)
