@@ -31,9 +31,20 @@ def _load_property(spec: str | None, name: str | None, params: dict):
         raise UserError(e.args[0]) from None
 
 
+def _classes(text: str):
+    """--classes: 'all', a count N (classes 0..N-1), or ids separated by commas."""
+    if text == "all":
+        return None
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 'all', a count, or ids like 1,2,13") from None
+    return ids[0] if len(ids) == 1 and "," not in text else ids
+
+
 def _data_options(args) -> dict:
     if args.dataset == "gtsrb":
-        return {"size": args.size, "grayscale": not args.rgb}
+        return {"size": args.size, "grayscale": not args.rgb, "classes": args.classes}
     return {}
 
 
@@ -194,6 +205,9 @@ def add_parsers(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     t.add_argument("--size", type=int, default=32, help="GTSRB image side")
     t.add_argument("--rgb", action="store_true", help="GTSRB in colour (default grayscale)")
+    t.add_argument("--classes", type=_classes, default=10, metavar="N|all|IDS",
+                   help="GTSRB classes: the first N (default 10, as in the paper), all 43, or "
+                        "ids like 1,2,13 (remapped to 0..k-1)")
     data_args(t)
 
     e = sub.add_parser("evaluate", help="clean accuracy, constraint security and accuracy per eps")

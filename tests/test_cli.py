@@ -307,3 +307,17 @@ def test_console_script_is_installed():
                           timeout=120, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{SR}: ok, 1 property (sr)"
+
+
+def test_gtsrb_class_subset_option_parses_counts_lists_and_all():
+    import argparse
+
+    from robustspec.runtime.commands import _classes, _data_options
+
+    assert _classes("all") is None
+    assert _classes("10") == 10
+    assert _classes("1,2,13") == [1, 2, 13]
+    with pytest.raises(argparse.ArgumentTypeError):
+        _classes("x")
+    args = argparse.Namespace(dataset="gtsrb", size=32, rgb=False, classes=[1, 2])
+    assert _data_options(args) == {"size": 32, "grayscale": True, "classes": [1, 2]}
