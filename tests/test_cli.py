@@ -6,11 +6,8 @@ Loading verifies the official checksums; the synthetic files get theirs by patch
 """
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +19,9 @@ from PIL import Image
 
 from robustspec.runtime import data
 from robustspec.runtime.cli import main
-from robustspec.runtime.data import Checksum
 from robustspec.runtime.training import load_checkpoint
+
+from fakedata import isolate_data_env, write_fashion
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
@@ -32,50 +30,14 @@ SR = str(SPECS / "standard_robustness.spec")
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Never read or write the user's data, caches or mirror settings."""
-    for var in ("ROBUSTSPEC_DATA", "ROBUSTSPEC_CACHE", "ROBUSTSPEC_MIRROR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian" / "fashion-mnist")
-
-
-# ------------------------------------------------------------------------------------------
-# Synthetic Fashion-MNIST (the same builders as test_data.py, copied to keep files independent)
-
-
-def idx_bytes(arr: np.ndarray, type_code: int = 0x08) -> bytes:
-    header = bytes([0, 0, type_code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
-
-
-def md5(b: bytes) -> str:
-    return hashlib.md5(b).hexdigest()
-
-
-def write_fashion(folder: Path, n_train: int = 60, n_test: int = 20, seed: int = 0) -> dict:
-    """Official-format files of learnable images (class c brightens row band c); checksums."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    sums = {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        img_name, lab_name = data._FASHION_SPLIT_FILES[split]
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-        for i, c in enumerate(labels):
-            images[i, 2 * c + 4:2 * c + 7] = 230
-        for fname, arr in ((img_name, images), (lab_name, labels)):
-            raw = idx_bytes(arr)
-            packed = gzip.compress(raw, mtime=0)
-            (folder / fname).write_bytes(packed)
-            sums[fname] = Checksum(md5(packed), md5(raw))
-    return sums
+    isolate_data_env(tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def fashion(tmp_path, monkeypatch) -> Path:
-    """A data dir holding fashion-mnist/ with the four files; returns the data dir."""
-    sums = write_fashion(tmp_path / "data" / "fashion-mnist")
-    monkeypatch.setattr(data, "FASHION_MNIST_FILES", sums)
+    """A data dir holding fashion-mnist/ with four learnable files; returns the data dir."""
+    info = write_fashion(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20, learnable=True)
+    monkeypatch.setattr(data, "FASHION_MNIST_FILES", info["checksums"])
     return tmp_path / "data"
 
 
@@ -164,7 +126,7 @@ def test_missing_data_says_where_it_looked_and_how_to_get_it(capsys, tmp_path):
 
 
 def test_synthetic_files_fail_the_official_checksums(capsys, tmp_path):
-    write_fashion(tmp_path / "data" / "fashion-mnist")  # checksums not patched
+    write_fashion(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20, learnable=True)  # checksums not patched
     code, _, err = run(capsys, "train", "--regime", "baseline", "--data-dir", tmp_path / "data",
                        "--out", tmp_path / "run", *TRAIN)
     assert code == 2 and "checksum mismatch" in err

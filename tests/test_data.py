@@ -7,12 +7,10 @@ skip with a reason when it is absent.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import http.server
 import io
 import os
 import re
-import struct
 import threading
 import zipfile
 from pathlib import Path
@@ -26,6 +24,8 @@ from robustspec.runtime import data, fetch
 from robustspec.runtime.data import Checksum, DataError, Dataset, load_dataset
 from robustspec.runtime.fetch import FetchError
 
+from fakedata import gz, idx_bytes, isolate_data_env, md5, write_fashion
+
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -35,43 +35,7 @@ REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
-    """Never read or write the user's real data, cache or mirror settings."""
-    for var in ("ROBUSTSPEC_DATA", "ROBUSTSPEC_CACHE", "ROBUSTSPEC_MIRROR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian" / "fashion-mnist")
-
-
-def idx_bytes(arr: np.ndarray, type_code: int = 0x08) -> bytes:
-    header = bytes([0, 0, type_code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return header + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
-
-
-def gz(payload: bytes, mtime: int = 0) -> bytes:
-    return gzip.compress(payload, mtime=mtime)
-
-
-def md5(b: bytes) -> str:
-    return hashlib.md5(b).hexdigest()
-
-
-def write_fashion(folder: Path, n_train: int = 12, n_test: int = 6, seed: int = 0) -> dict:
-    """Official-format Fashion-MNIST files; returns the arrays and their digests."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    out, sums = {}, {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        img_name, lab_name = data._FASHION_SPLIT_FILES[split]
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        for fname, arr in ((img_name, images), (lab_name, labels)):
-            raw = idx_bytes(arr)
-            packed = gz(raw)
-            (folder / fname).write_bytes(packed)
-            sums[fname] = Checksum(md5(packed), md5(raw))
-        out[split] = (images, labels)
-    out["checksums"] = sums
-    return out
+    isolate_data_env(tmp_path, monkeypatch)
 
 
 @pytest.fixture
