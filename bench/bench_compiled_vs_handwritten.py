@@ -252,7 +252,8 @@ def main(argv=None) -> int:
         stressed = scaled(model, CHECK_SCALE)
         for label, m in (("random init", model), (f"weights x{CHECK_SCALE:g}", stressed)):
             r = check(comp, hand, m, x0, y)
-            evals = r["evals_c"] if m is model else evals
+            if m is model:  # network evaluations per loss, reported for the timed model
+                evals = r["evals_c"]
             all_ok &= r["ok"]
             print(f"check {name} ({label}): loss compiled {r['loss_c']:.6g} / hand-written "
                   f"{r['loss_h']:.6g}, violated {r['violated']:.0%} of examples, max |per-example "
