@@ -186,13 +186,34 @@ def test_the_implications_are_not_vacuous():
     assert lr_held > 40 and scr_held > 40
 
 
+def _scr_without_cr(model, x0, y) -> bool:
+    """SCR(0.125, eta=0.4) holds on the whole ball while CR(0.125) fails somewhere in it."""
+    return bool((on_ball(SCR(0.125, 0.4), model, x0, y, 0.125)
+                 & ~on_ball(_cr_weak(0.125), model, x0, y, 0.125)).any())
+
+
 def test_eta_at_most_half_breaks_scr_implies_cr():
-    """The paper's caveat: with eta <= 0.5 a witness of SCR and not CR exists; found, printed."""
-    def witness(case):
-        model, x0, y = case
-        return bool((on_ball(SCR(0.125, 0.4), model, x0, y, 0.125)
-                     & ~on_ball(_cr_weak(0.125), model, x0, y, 0.125)).any())
-    model, x0, y = find(_cases(), witness, settings=_witness_settings())
+    """The paper's caveat, on a hand-built witness: f = (-4, 0, 1/8) everywhere, y = 1.
+    softmax gives y 1 / (e^-4 + 1 + e^(1/8)) = 0.465 >= 0.4, yet class 2 scores higher."""
+    model = Net(torch.zeros(OUT, IN, dtype=D), torch.tensor([-4.0, 0.0, 0.125], dtype=D))
+    x0, y = torch.full((1, IN), 0.5, dtype=D), torch.tensor([1])
+    assert _scr_without_cr(model, x0, y)
+    # with eta above 1/2 the same network fails SCR too, as the implication demands
+    assert not bool(on_ball(SCR(0.125, 0.52), model, x0, y, 0.125).any())
+
+
+def test_eta_at_most_half_witnesses_are_found_by_search():
+    """Hypothesis finds such witnesses by itself among small networks with a low third class."""
+    @st.composite
+    def cases(draw):
+        weight = torch.zeros(OUT, IN, dtype=D)
+        weight[draw(st.integers(0, OUT - 1)), draw(st.integers(0, IN - 1))] = draw(
+            st.sampled_from((0.0, 0.5, -0.5)))
+        bias = torch.tensor(draw(st.lists(st.sampled_from((0.0, 0.125, -4.0)), min_size=OUT,
+                                          max_size=OUT)), dtype=D)
+        return Net(weight, bias), grid_points(draw, 1), torch.tensor([draw(st.integers(0, OUT - 1))])
+    model, x0, y = find(cases(), lambda case: _scr_without_cr(*case),
+                        settings=_witness_settings())
     print("\nSCR(0.125, eta=0.4) holds but CR(0.125) fails:", _show(model, x0, y))
 
 
@@ -205,7 +226,7 @@ def sparse_nets(draw):
     """A few non-zero weights and biases: a small search space, so witnesses shrink fast."""
     weight = torch.zeros(OUT, IN, dtype=D)
     for i, j, w in draw(st.lists(st.tuples(st.integers(0, OUT - 1), st.integers(0, IN - 1),
-                                           st.sampled_from((0.5, -0.5, 2.5, -2.5, 4.0, -4.0))),
+                                           st.sampled_from((0.5, -0.5, 2.5, -2.5, 4.0, -4.0, 8.0))),
                                  max_size=3)):
         weight[i, j] = w
     bias = torch.tensor(draw(st.lists(st.sampled_from((0.0, 0.125, 0.75, 4.0)), min_size=OUT,
