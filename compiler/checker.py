@@ -19,7 +19,8 @@ TYPE_NAMES = {"Real": "real", "Tensor": "tensor", "Label": "int", "Index": "int"
               "Int": "int", "Bool": "bool"}
 # Names a property argument may not take: they are options of Property.loss/search/holds.
 RESERVED_ARGS = {"logic", "search", "steps", "step_size", "restarts", "reduction", "params",
-                 "networks", "at", "samples", "generator", "model", "self"}
+                 "networks", "at", "samples", "points", "random_start", "early_stop", "generator",
+                 "model", "self"}
 
 BUILTINS = {
     "norm_inf": "norm_inf(v): the largest absolute element of v",
@@ -84,6 +85,7 @@ class Checker:
         self.helpers: dict[str, ast.DefDecl] = {}
         self.overrides = dict(overrides or {})
         self._inlining: list[str] = []
+        self._bound: set[str] = set()  # names bound by quantifiers so far in this property
 
     # ------------------------------------------------------------ entry
     def run(self) -> CheckedModule:
@@ -133,7 +135,12 @@ class Checker:
             ty = ERROR
         value: object = None
         if d.name in self.overrides:
-            value = self.overrides[d.name]
+            value = _number(self.overrides[d.name])
+            if value is None:
+                self.diags.error(f"parameter '{d.name}' must be a number, but params gives "
+                                 f"{self.overrides[d.name]!r}", d.name_span,
+                                 hint="pass one number, e.g. params={'%s': 0.1}; for one value per "
+                                      "example pass params= to loss/search/holds instead" % d.name)
         elif d.default is not None:
             node = self._expr(d.default, {})
             value = self._const_value(node, d.default.span)
@@ -147,6 +154,10 @@ class Checker:
                                  d.default.span if d.default else d.name_span,
                                  hint="give an integer")
             value = int(value)
+            if value < 0 and d.type.name == "Nat":
+                self.diags.error(f"parameter '{d.name}' is Nat but its value is {value}",
+                                 d.default.span if d.default else d.name_span,
+                                 hint="give a whole number >= 0, or declare it Int")
         elif value is not None:
             value = float(value)
         self.out.params[d.name] = (ty, value)
@@ -193,6 +204,7 @@ class Checker:
         return scope
 
     def _property(self, d: ast.PropertyDecl) -> None:
+        self._bound = set()
         scope = self._args(d.params, "arg")
         env = {name: self.b.mk("var", attr=(name, "arg"), ty=ty, span=sp)
                for name, (_r, ty, sp) in scope.items()}
@@ -205,6 +217,7 @@ class Checker:
         if d.params is None:
             self._expr(d.body, {})
             return
+        self._bound = set()
         scope = self._args(d.params, "helper")
         env = {}
         for name, (_r, ty, sp) in scope.items():
@@ -501,6 +514,21 @@ class Checker:
             return self.b.or_([a, b], span=e.span)
         return self.b.mk({"=>": "implies", "<=>": "iff"}[e.op], (a, b), span=e.span)
 
+    def _binder(self, name: str, finite: bool) -> str:
+        """The IR name of a bound variable. A helper's quantifier, or a second finite one,
+        gets a fresh name when the property already binds that name, so inlining never
+        captures a variable (`top(v, j) = forall k ...` called with an outer `k`), a helper
+        can be used twice, and two index quantifiers never share cached values. A tensor
+        variable the user wrote twice keeps its name: reported as bound twice."""
+        out = name
+        if name in self._bound and (finite or self._inlining):
+            k = 2
+            while f"{name}_{k}" in self._bound:
+                k += 1
+            out = f"{name}_{k}"
+        self._bound.add(out)
+        return out
+
     def _e_Quantifier(self, e: ast.Quantifier, env) -> N:
         if e.var in env and env[e.var].op == "var" and env[e.var].attr[1] in ("qvar", "index"):
             return self._err(e.var_span, f"'{e.var}' is already bound by an enclosing quantifier",
@@ -517,22 +545,36 @@ class Checker:
                 return self._err(e.over.span, f"'{e.kind} {e.var} in ...' needs a finite set, not a {over.ty}",
                                  hint="write `in classes` or `in range(10)`; to quantify over tensors "
                                       f"write `{e.kind} {e.var} . premises => ...`")
-            var = self.b.mk("var", attr=(e.var, "index"), ty=INT, span=e.var_span)
+            name = self._binder(e.var, finite=True)
+            var = self.b.mk("var", attr=(name, "index"), ty=INT, span=e.var_span)
             body = self._formula(e.body, {**env, e.var: var}, f"the body of '{e.kind}'")
             if body.ty.kind == "error":
                 return body
-            return self.b.mk(e.kind + "_idx", (over, body), attr=e.var, span=e.span)
+            return self.b.mk(e.kind + "_idx", (over, body), attr=name, span=e.span)
         ty = TENSOR
         if e.var_type is not None:
             ty = _resolve_type(e.var_type, self.diags)
             if ty.kind not in ("real", "error"):
                 return self._err(e.var_type.span, f"'{e.kind} {e.var}' ranges over tensors, not {e.var_type}",
                                  hint=f"to range over a finite set write `{e.kind} {e.var} in range(n)`")
-        var = self.b.mk("var", attr=(e.var, "qvar"), ty=ty, span=e.var_span)
+        name = self._binder(e.var, finite=False)
+        var = self.b.mk("var", attr=(name, "qvar"), ty=ty, span=e.var_span)
         body = self._formula(e.body, {**env, e.var: var}, f"the body of '{e.kind}'")
         if body.ty.kind == "error":
             return body
-        return self.b.mk(e.kind, (body,), attr=e.var, span=e.span)
+        return self.b.mk(e.kind, (body,), attr=name, span=e.span)
+
+
+def _number(v: object) -> float | int | None:
+    """A parameter value given from Python as a plain number (or a 0-dim tensor/array)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return v
+    item = getattr(v, "item", None)
+    if callable(item) and getattr(v, "ndim", None) == 0:
+        return _number(item())
+    return None
 
 
 def _int_literal(n: N) -> bool:

@@ -387,6 +387,11 @@ class Lowering:
 
         def quantify(ctx: Ctx):
             k = size_fn(ctx)
+            if k == 0:  # an empty set: forall is true and exists false, under every logic
+                if lg is None:
+                    return torch.tensor(is_forall, device=ctx.device)
+                return (lg.true(T) if is_forall else lg.false(T)).to(dtype=ctx.dtype,
+                                                                     device=ctx.device)
             ar = torch.arange(k, device=ctx.device).reshape((1,) * (depth + 1) + (k,))
             saved = ctx.idx.get(var)
             ctx.idx = {**ctx.idx, var: (ar, depth + 1)}

@@ -33,15 +33,25 @@ class NormalProperty:
     vacuity_premise: N | None = None  # NNF premise of the top-level implication, if any
 
     def quantifiers(self) -> list[N]:
+        """Every continuous quantifier node, including the copies inside search objectives
+        (an inner quantifier appears, negated, in its outer one's objective)."""
         out: list[N] = []
+        seen: set[int] = set()
 
         def walk(n: N):
+            if id(n) in seen:
+                return
+            seen.add(id(n))
             if n.op in CONT_QUANT:
                 out.append(n)
-            for a in n.args[:1] if n.op in CONT_QUANT else n.args:
+            for a in n.args:
                 walk(a)
         walk(self.formula)
         return out
+
+    def variables(self) -> list[str]:
+        """The names of the searched variables, each once, outermost first."""
+        return list(dict.fromkeys(v for q in self.quantifiers() for v in q.attr.vars))
 
 
 def _conjuncts(n: N) -> list[N]:
@@ -87,6 +97,8 @@ class Normaliser:
                 rest.append(p)  # not a bound, or a second L2 ball: stays a premise, checked exactly
                 continue
             used.append(p)
+            if p.attr[0] in ("<", ">"):
+                rest.append(p)  # a strict bound: searched in the closed set, checked exactly
             what, a, b = kind
             if what in ("lower", "upper"):
                 (lower if what == "lower" else upper).append(a)
@@ -152,14 +164,14 @@ class Normaliser:
 
         # ball: norm(x - c) <= r   or   r >= norm(x - c)
         for norm_side, r_side, ok_ops in ((a, b, ("<=", "<")), (b, a, (">=", ">"))):
-            if op in ok_ops and norm_side.op in ("norm_inf", "norm_2") and free(r_side):
+            if op in ok_ops and norm_side.op in ("norm_inf", "norm_2", "abs") and free(r_side):
                 d = norm_side.args[0]
                 if d.op == "sub":
                     x, c = d.args
                     if is_v(c):
                         x, c = c, x
-                    if is_v(x) and free(c):
-                        return ("linf" if norm_side.op == "norm_inf" else "l2", c, r_side)
+                    if is_v(x) and free(c):  # abs(x - c) <= r elementwise is the L-inf ball
+                        return ("l2" if norm_side.op == "norm_2" else "linf", c, r_side)
         if is_v(a) and free(b):
             if op in ("<=", "<"):
                 return ("upper", b, None)
@@ -266,7 +278,7 @@ def check_structure(p: NormalProperty, diags: DiagnosticBag) -> None:
                             f"{under_index.attr} in ...' is not supported", n.span,
                             hint="put the tensor quantifier outside the finite one")
             for v, s in zip(n.attr.vars, n.attr.spans):
-                if v in seen:
+                if v in seen and seen[v] != s:  # the same quantifier copied by `<=>` is fine
                     diags.error(f"'{v}' is bound twice in property '{p.name}'", s,
                                 hint="give each quantified variable its own name")
                 seen[v] = s

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -20,7 +21,7 @@ from robustspec.dsl.diagnostics import Diagnostic, SpecError
 
 from .ir import N
 from .logics import Logic, get_logic
-from .lower import Ctx, Lowering, untranslatable
+from .lower import T, Ctx, Lowering, untranslatable
 from .normalise import NormalProperty
 from .search import RealDomain, Search, make_search
 
@@ -150,18 +151,24 @@ class Property:
     def check(self, model=None, *, at: Found | dict | torch.Tensor | None = None,
               networks: dict | None = None, params: dict | None = None,
               search: str | Search = "pgd", generator: torch.Generator | None = None,
-              **kwargs) -> Verdict:
-        """The body, exactly, at the points `at` (searched for first when not given)."""
+              logic: str | Logic = "dl2", **kwargs) -> Verdict:
+        """The body, exactly, at the points `at` (searched for first when not given, the
+        search descending its objective under `logic`)."""
         strategy, args = self._split(search, kwargs)
+        lg = get_logic(logic)
         if at is None and self.quantifiers:
-            at = self.search(model, search=strategy, networks=networks, params=params,
+            at = self.search(model, search=strategy, logic=lg, networks=networks, params=params,
                              generator=generator, **args)
         points = self._points(at)
         ctx = self._bind(model, networks, args, params)
-        ctx.quant = self._check_handler(points, strategy, generator)
+        outside: dict[int, torch.Tensor] = {}
+        ctx.quant = self._check_handler(points, strategy, generator, outside, lg)
         with torch.no_grad(), eval_mode(ctx.nets):  # a verdict must not depend on dropout
             holds = self._per_example(self._check(ctx), ctx.batch).bool()
-            vacuous = self._vacuity(ctx, points) & holds
+            vacuous = self._vacuity(ctx, points)
+            if self.formula.op == "forall" and id(self.formula) in outside:
+                vacuous = vacuous | outside[id(self.formula)]  # the point left the domain
+            vacuous = vacuous & holds
         return Verdict(holds, vacuous)
 
     def holds(self, model=None, **kwargs) -> torch.Tensor:
@@ -212,7 +219,8 @@ class Property:
         upper = [t.term(n, 0) for n in d.upper]
         linf = [(t.term(c, 0), t.term(r, 0)) for c, r in d.linf]
         l2 = [(t.term(c, 0), t.term(r, 0)) for c, r in d.l2]
-        declared = d.ty.shape if d.ty.shape and all(isinstance(s, int) for s in d.ty.shape) else None
+        declared = (d.ty.shape if d.ty.shape is not None and all(isinstance(s, int) for s in d.ty.shape)
+                    else None)
 
         def realise(ctx: Ctx) -> RealDomain:
             los = [f(ctx) for f in lower]
@@ -229,7 +237,7 @@ class Property:
                 c, r = l2[0][0](ctx), l2[0][1](ctx)
                 ball, center = (c, r), (center if center is not None else c)
             shapes = [v.shape for v in los + his + ([center] if center is not None else []) if v.ndim]
-            batch_shape = (ctx.batch,) + tuple(declared) if declared else None
+            batch_shape = (ctx.batch,) + tuple(declared) if declared is not None else None
             shape = (shapes[0] if all(sh == shapes[0] for sh in shapes) else
                      torch.broadcast_shapes(*shapes)) if shapes else batch_shape
             if shape is None:
@@ -259,27 +267,54 @@ class Property:
             return obj, tie
         with eval_mode(ctx.nets):
             points, score = strategy.run(objective, domains, ctx.batch, generator)
-        return points, score
+        return points, score, domains
+
+    @staticmethod
+    def _within(q: N, value: torch.Tensor, inside: torch.Tensor, lg: Logic | None) -> torch.Tensor:
+        """The quantifier's value where its points lie in the domain; elsewhere (an empty
+        domain, or a point given outside it) a forall holds vacuously and an exists fails."""
+        if bool(inside.all()):
+            return value
+        forall = q.op == "forall"
+        if lg is None:
+            return value | ~inside if forall else value & inside
+        fill = (lg.true(T) if forall else lg.false(T)).to(dtype=value.dtype, device=value.device)
+        if value.ndim > 1:
+            inside = inside.reshape(inside.shape + (1,) * (value.ndim - 1))
+        return torch.where(inside, value, fill)
 
     def _search_handler(self, lg: Logic, strategy: Search, generator, record: Found | None,
                         body_logic: Logic | None):
         """Search the quantifier, then evaluate its body at the point found (loss or check)."""
         def handle(q: N, ctx: Ctx):
-            points, score = self._run_search(q, ctx, lg, strategy, generator)
+            points, score, domains = self._run_search(q, ctx, lg, strategy, generator)
             if record is not None:
                 record.points.update(points)
                 record.objective[q.attr.vars[0]] = score
-            return self._body(q, body_logic)(ctx.child({**ctx.vals, **points}))
+            value = self._body(q, body_logic)(ctx.child({**ctx.vals, **points}))
+            inside = ~functools.reduce(torch.logical_or, (d.empty() for d in domains.values()))
+            return self._within(q, value, inside, body_logic)
         return handle
 
-    def _check_handler(self, points: dict, strategy: Search, generator):
+    def _check_handler(self, points: dict, strategy: Search, generator, outside: dict,
+                       lg: Logic):
         def handle(q: N, ctx: Ctx):
             missing = [v for v in q.attr.vars if v not in points]
-            pts = {v: points[v] for v in q.attr.vars if v in points}
+            pts = {v: torch.as_tensor(points[v], device=ctx.device).to(ctx.dtype)
+                   for v in q.attr.vars if v in points}
+            domains = {d.var: fn(ctx) for d, fn in zip(q.attr.domains, self._domain_fns[id(q)])}
             if missing:
-                found, _ = self._run_search(q, ctx, get_logic("dl2"), strategy, generator)
+                found, _, _ = self._run_search(q, ctx, lg, strategy, generator)
                 pts.update({v: found[v] for v in missing})
-            return self._body(q, None)(ctx.child({**ctx.vals, **pts}))
+            for v, p in pts.items():
+                if p.shape != domains[v].shape:
+                    raise ValueError(f"the point given for '{v}' has shape {list(p.shape)}, but "
+                                     f"its domain has shape {list(domains[v].shape)} ([batch, ...])")
+            inside = functools.reduce(torch.logical_and,
+                                      (domains[v].contains(p) for v, p in pts.items()))
+            outside[id(q)] = ~inside
+            value = self._body(q, None)(ctx.child({**ctx.vals, **pts}))
+            return self._within(q, value, inside, None)
         return handle
 
     def _vacuity_fn(self):
@@ -302,11 +337,16 @@ class Property:
     def _points(self, at) -> dict:
         if at is None:
             return {}
-        if isinstance(at, Found):
-            return dict(at.points)
-        if isinstance(at, dict):
-            return dict(at)
-        names = [v for q in self.quantifiers for v in q.attr.vars]
+        names = self.normal.variables()
+        if isinstance(at, (Found, dict)):
+            pts = dict(at.points if isinstance(at, Found) else at)
+            unknown = [k for k in pts if k not in names]
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], names, n=1)
+                raise TypeError(f"at= names '{unknown[0]}', which '{self.name}' does not quantify"
+                                + (f"; did you mean '{close[0]}'?" if close else "")
+                                + f" (its variables: {', '.join(names) or 'none'})")
+            return pts
         if len(names) != 1:
             raise TypeError(f"'{self.name}' quantifies {names}: pass at={{name: tensor}}")
         return {names[0]: at}
@@ -382,7 +422,13 @@ class Property:
 
     def _param_value(self, name: str, val, dtype, device) -> torch.Tensor:
         """A parameter's value (0-dim, or 1-D: one per example), checked like compile-time values."""
-        t = torch.as_tensor(val, device=device)
+        try:
+            t = torch.as_tensor(val, device=device)
+        except (TypeError, ValueError, RuntimeError):
+            t = None
+        if t is None or t.dtype == torch.bool or t.is_complex():
+            raise TypeError(f"parameter '{name}' takes a number or one number per example, "
+                            f"not {val!r}")
         if t.ndim > 1:
             raise TypeError(f"parameter '{name}' takes a number or one number per example, got a "
                             f"tensor of shape {list(t.shape)}")

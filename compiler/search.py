@@ -15,6 +15,11 @@ import torch
 Objective = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor | None]]
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """[batch, everything else], also for a scalar variable ([batch])."""
+    return t.reshape(t.shape[0], -1)
+
+
 class RealDomain:
     """A domain with its bounds evaluated: box [lo, hi] and/or an L2 ball, per example."""
 
@@ -25,6 +30,7 @@ class RealDomain:
         self.lo, self.hi, self.l2, self.center = lo, hi, l2, center
         ref = next(t for t in (lo, hi, center, l2[0] if l2 else None) if t is not None)
         self.shape = ref.shape
+        self.ref_device = ref.device
         self.width = hi - lo if l2 is None else None
 
     @property
@@ -34,6 +40,32 @@ class RealDomain:
             r = self.l2[1]
             return bool(r.amax() <= 0)
         return bool(self.width.amax() <= 0)
+
+    def empty(self) -> torch.Tensor:
+        """Bool [batch]: the premises cannot all hold (e.g. x0 outside [0, 1] and eps small);
+        a forall is then vacuously true and an exists false, whatever point is searched."""
+        out = torch.zeros(self.shape[0], dtype=torch.bool, device=self.ref_device)
+        if self.lo is not None and self.hi is not None:
+            out |= _rows(self.lo > self.hi).any(1)
+        if self.l2 is not None:
+            r = self.l2[1]
+            out |= (r.flatten() < 0) if r.ndim else (r < 0)
+        return out
+
+    def contains(self, x: torch.Tensor) -> torch.Tensor:
+        """Bool [batch]: is x in the domain? Exact for boxes (projection clamps exactly); an L2
+        ball allows the rounding of a norm (64 float epsilons, relative)."""
+        ok = ~self.empty()
+        if self.lo is not None:
+            ok &= _rows(x >= self.lo).all(1)
+        if self.hi is not None:
+            ok &= _rows(x <= self.hi).all(1)
+        if self.l2 is not None:
+            c, r = self.l2
+            r = r.flatten() if r.ndim else r
+            tol = 64 * torch.finfo(x.dtype).eps * (1 + r)
+            ok &= _rows(x - c).norm(dim=1) <= r + tol
+        return ok
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         if self.l2 is not None:

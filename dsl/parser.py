@@ -297,10 +297,13 @@ def parse(text: str, filename: str = "<string>") -> ast.Module:
 def parse_file(path: str | Path) -> ast.Module:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no syntax error
     except FileNotFoundError:
         raise SpecError([Diagnostic("error", f"no such spec file: {path}",
                                     hint="check the path; spec files end in .spec")]) from None
+    except IsADirectoryError:
+        raise SpecError([Diagnostic("error", f"{path} is a folder, not a spec file",
+                                    hint=f"name a file in it, e.g. {path / 'example.spec'}")]) from None
     except UnicodeDecodeError as e:
         raise SpecError([Diagnostic("error", f"{path} is not UTF-8 text ({e.reason})")]) from None
     return parse(text, str(path))
