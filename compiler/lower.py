@@ -300,6 +300,22 @@ class Lowering:
         raise SpecError([Diagnostic("error", f"cannot evaluate '{op}' here", n.span)])
 
     def _index(self, n: N, depth: int) -> Fn:
+        fn = self._index_raw(n, depth)
+
+        def checked(ctx: Ctx):
+            try:
+                return fn(ctx)
+            except (IndexError, RuntimeError) as e:
+                text = str(e)
+                if not ("out of range" in text or "out of bounds" in text):
+                    raise
+                raise SpecError([Diagnostic(
+                    "error", f"index out of range in `{n.span.text() or 'v[i]'}` ({e})", n.span,
+                    hint="does the network have as many outputs as the spec assumes? Check the "
+                         "labels, class ids and parameters used as indices")]) from None
+        return checked
+
+    def _index_raw(self, n: N, depth: int) -> Fn:
         base_fn = self.term(n.args[0], depth)
         idx_node = n.args[1]
         if idx_node.op == "int":

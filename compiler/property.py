@@ -94,6 +94,22 @@ class Property:
         self._needs_probe = self._uses_unsized_classes(self.formula)
         self._class_sizes: dict[int, int] = {}  # id(network) -> output size, learnt once
 
+    def fingerprint(self) -> str:
+        """A digest of what the property means (formula, domains, parameter values), not of
+        where it was read from: a checkpoint resumes only under the same property."""
+        import hashlib
+
+        from .ir import show
+        parts = [self.name, show(self.formula)]
+        for q in self.quantifiers:
+            for d in q.attr.domains:
+                parts += [d.var] + [show(t) for t in d.lower + d.upper]
+                parts += [f"{kind}({show(c)},{show(r)})" for kind, balls in (("linf", d.linf),
+                                                                             ("l2", d.l2))
+                          for c, r in balls]
+        parts += [f"{k}={v!r}" for k, v in sorted(self.params.items())]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
     def __repr__(self) -> str:
         sig = ", ".join(f"{n} : {t}" for n, t in self.args)
         return f"<property {self.name}({sig}) from {self.spec_name}>"

@@ -14,6 +14,7 @@ import torch
 from robustspec.compiler import PGD, Property, SpecError
 from robustspec.compiler.property import eval_mode
 
+from .files import atomic_write
 from .plots import plot_counterexamples
 from .training import property_args
 
@@ -45,9 +46,10 @@ class AttackResult:
         out.mkdir(parents=True, exist_ok=True)
         v = self.violated
         npz = out / "counterexamples.npz"
-        np.savez_compressed(npz, x0=self.x0[v].numpy(), x=self.x[v].numpy(), y=self.y[v].numpy(),
-                            pred_clean=self.pred_clean[v].numpy(), pred_found=self.pred_found[v].numpy(),
-                            score=self.score[v].numpy(), index=torch.nonzero(v).flatten().numpy())
+        arrays = dict(x0=self.x0[v].numpy(), x=self.x[v].numpy(), y=self.y[v].numpy(),
+                      pred_clean=self.pred_clean[v].numpy(), pred_found=self.pred_found[v].numpy(),
+                      score=self.score[v].numpy(), index=torch.nonzero(v).flatten().numpy())
+        atomic_write(npz, lambda f: np.savez_compressed(f, **arrays))
         idx = torch.nonzero(v).flatten()[:grid]
 
         def name(c):

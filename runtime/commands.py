@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from .cli import COMMANDS, UserError, _params, command, count
@@ -9,9 +10,13 @@ from .cli import COMMANDS, UserError, _params, command, count
 
 def _floats(text: str) -> list[float]:
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        values = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise UserError(f"--eps takes numbers separated by commas, e.g. 0,0.05,0.1; got {text!r}") from None
+        values = []
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise UserError(f"--eps takes numbers >= 0 separated by commas, e.g. 0,0.05,0.1; "
+                        f"got {text!r}")
+    return values
 
 
 def _load_property(spec: str | None, name: str | None, params: dict):

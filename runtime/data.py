@@ -120,7 +120,7 @@ GTSRB_FILES: dict[str, Checksum] = {
     "GTSRB_Final_Test_Images.zip": Checksum("c7e4e6327067d32654124b0fe9e82185"),
     "GTSRB_Final_Test_GT.zip": Checksum("fe31e9c9270bbcd7b84b7f21a9d9d9e5"),
 }
-_GTSRB_TRAIN_ZIP = "GTSRB_Final_Training_Images.zip"
+GTSRB_TRAIN_ZIP = _GTSRB_TRAIN_ZIP = "GTSRB_Final_Training_Images.zip"
 _GTSRB_TEST_ZIP = "GTSRB_Final_Test_Images.zip"
 _GTSRB_GT_ZIP = "GTSRB_Final_Test_GT.zip"
 _GTSRB_GT_CSV = "GT-final_test.csv"
@@ -693,6 +693,11 @@ def _count_check(names: list[str], files: list[str], where: str) -> None:
             detail.append("duplicate file names in the annotations")
         raise DataError(f"{where}: count mismatch between images and labels: "
                         f"{'; '.join(detail)}. Re-fetch with `robustspec data fetch gtsrb`.")
+
+
+def gtsrb_index(folder: Path, split: str) -> tuple[Path, list[str], np.ndarray]:
+    """Check a GTSRB folder's structure (annotations, counts) without decoding images."""
+    return _gtsrb_index(folder, split)
 
 
 def _gtsrb_index(folder: Path, split: str) -> tuple[Path, list[str], np.ndarray]:

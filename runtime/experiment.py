@@ -18,6 +18,7 @@ import torch
 from robustspec.compiler import compile_spec
 
 from .data import load_dataset
+from .files import atomic_write_text
 from .metrics import evaluate
 from .models import PaperMLP
 from .plots import plot_security
@@ -98,7 +99,7 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
                         title=f"Fashion-MNIST, {len(test)} test images, PGD {cfg.eval_steps} steps")
     results["plot"] = str(png)
     results["seconds"] = time.perf_counter() - t0
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     log(f"\nplot: {png}\nresults: {out / 'results.json'} (and eval-*.csv per model)"
         f"\ntotal time {results['seconds']:.0f} s")
     return results

@@ -12,7 +12,9 @@ Constraint satisfaction (proof by a verifier) is not measured here.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ import torch
 
 from robustspec.compiler import PGD, Property, RandomSampling
 
+from .files import atomic_write_text
 from .training import property_args
 
 
@@ -61,14 +64,17 @@ class EvalResult:
     def save(self, stem: str | Path) -> tuple[Path, Path]:
         """Write STEM.json and STEM.csv; returns both paths."""
         stem = Path(stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        j, c = stem.with_suffix(".json"), stem.with_suffix(".csv")
-        j.write_text(json.dumps(self.to_dict(), indent=1))
-        with open(c, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(asdict(self.rows[0]).keys()) if self.rows else ["eps"])
-            w.writeheader()
-            for r in self.rows:
-                w.writerow(asdict(r))
+        if stem.suffix in (".json", ".csv"):
+            stem = stem.with_suffix("")
+        # append, not with_suffix: "scr-eta0.9" must not become "scr-eta0.json"
+        j, c = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".csv")
+        atomic_write_text(j, json.dumps(self.to_dict(), indent=1))
+        table = io.StringIO(newline="")
+        w = csv.DictWriter(table, fieldnames=list(asdict(self.rows[0]).keys()) if self.rows else ["eps"])
+        w.writeheader()
+        for r in self.rows:
+            w.writerow(asdict(r))
+        atomic_write_text(c, table.getvalue())
         return j, c
 
 
@@ -87,13 +93,18 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
         raise ValueError(f"property '{prop.name}' has no parameter '{eps_param}' to sweep "
                          f"(its parameters: {', '.join(prop.params) or 'none'})")
     eps = [float(e) for e in eps]
+    if not eps or not all(math.isfinite(e) and e >= 0 for e in eps):
+        raise ValueError(f"eps must be one or more finite numbers >= 0, got {eps}")
     gen = torch.Generator().manual_seed(seed)
     pgd = PGD(steps=steps, step_size=step_size, restarts=restarts)
     sampler = RandomSampling(samples=samples) if samples > 0 else None
     result = EvalResult(prop.name, settings={"steps": steps, "step_size": step_size,
                                              "restarts": restarts, "samples": samples,
                                              "logic": logic, "seed": seed, "n": len(x),
-                                             "swept": eps_param, "params": dict(params or {})})
+                                             "swept": eps_param, "spec": prop.spec_name,
+                                             "params": {k: v for k, v in
+                                                        {**prop.params, **(params or {})}.items()
+                                                        if k != eps_param}})
     was_training = model.training
     model.eval()
     try:

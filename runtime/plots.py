@@ -9,14 +9,15 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from .files import atomic_write  # noqa: E402
+
 _STYLES = ["-", "--", ":", "-."]
 
 
 def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=120, format=path.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return path
 

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 
 from robustspec.compiler import FGSM, PGD, Property, RandomSampling
 
+from .files import atomic_write, atomic_write_text
+
 REGIMES = ("baseline", "augment-uniform", "augment-fgsm", "adversarial", "constraint")
 
 
@@ -76,19 +78,8 @@ def property_args(prop: Property, x: torch.Tensor, y: torch.Tensor) -> dict:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: never a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """torch.save through a temporary file and a rename: never a torn checkpoint."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -123,6 +114,7 @@ class Trainer:
         self.prop = prop
         self.dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.model_info = model_info or {}
+        self.data_id: dict | None = None  # set by fit(): which training set this run uses
         self.progress = progress
         self.opt = torch.optim.Adam(model.parameters(), lr=config.lr)
         self.shuffle_rng = torch.Generator().manual_seed(config.seed)
@@ -200,15 +192,30 @@ class Trainer:
                 "shuffle_rng": self.shuffle_rng.get_state(), "search_rng": self.search_rng.get_state(),
                 "torch_rng": torch.get_rng_state(), "history": self.history,
                 "config": json.dumps(asdict(self.cfg)), "model_info": json.dumps(self.model_info),
-                "property": json.dumps({"spec": self.prop.spec_name, "name": self.prop.name}
-                                       if self.prop else None)}
+                "property": json.dumps(self._property_id()), "data": json.dumps(self.data_id)}
+
+    def _property_id(self) -> dict | None:
+        if self.prop is None:
+            return None
+        return {"spec": self.prop.spec_name, "name": self.prop.name,
+                "fingerprint": self.prop.fingerprint()}
 
     def save(self) -> None:
         if self.checkpoint_path is not None:
             atomic_save(self.state(), self.checkpoint_path)
-            (self.dir / "history.json").write_text(json.dumps(self.history, indent=1))
+            atomic_write_text(self.dir / "history.json", json.dumps(self.history, indent=1))
 
     def restore(self, ckpt: dict) -> None:
+        try:
+            self._restore(ckpt)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise TrainingError(f"{self.checkpoint_path} is not a robustspec training checkpoint "
+                                f"({type(e).__name__}: {e}); move it away or start a new --out "
+                                "folder") from None
+
+    def _restore(self, ckpt: dict) -> None:
+        if not isinstance(ckpt, dict) or ckpt.get("format") != "robustspec-checkpoint-1":
+            raise ValueError("no format marker")
         saved = json.loads(ckpt["config"])
         mine = asdict(self.cfg)
         differ = {k for k in mine if k not in ("epochs",) and saved.get(k) != mine[k]}
@@ -216,11 +223,23 @@ class Trainer:
             what = ", ".join(f"{k}: {saved.get(k)} then, {mine[k]} now" for k in sorted(differ))
             raise TrainingError(f"the checkpoint was made with other settings ({what}); resume "
                                 "with the same options or start a new --out folder")
-        mine_prop = {"spec": self.prop.spec_name, "name": self.prop.name} if self.prop else None
-        if json.loads(ckpt["property"]) != mine_prop:
-            raise TrainingError(f"the checkpoint was trained with property {json.loads(ckpt['property'])}, "
-                                f"not {mine_prop}; resume with the same --spec/--property or start a "
-                                "new --out folder")
+        saved_prop, mine_prop = json.loads(ckpt["property"]), self._property_id()
+        same = (saved_prop is None) == (mine_prop is None) and (
+            saved_prop is None or (saved_prop["name"] == mine_prop["name"] and
+                                   saved_prop.get("fingerprint") == mine_prop["fingerprint"]))
+        if not same:
+            shown = {k: v for k, v in (saved_prop or {}).items() if k != "fingerprint"} or None
+            raise TrainingError(f"the checkpoint was trained with property {shown}, which differs "
+                                f"from {mine_prop and mine_prop['name']!r} from "
+                                f"{mine_prop and mine_prop['spec']} as given now (its formula, "
+                                "domains or parameters changed); resume with the same spec and "
+                                "--param values or start a new --out folder")
+        saved_data = json.loads(ckpt.get("data") or "null")
+        if saved_data is not None and self.data_id is not None and saved_data != self.data_id:
+            raise TrainingError(f"the checkpoint was trained on other data ({saved_data['n']} "
+                                f"examples then, {self.data_id['n']} now, or other contents); "
+                                "resume with the same --dataset/--limit options or start a new "
+                                "--out folder")
         saved_model = json.loads(ckpt["model_info"])
         if self.model_info and saved_model and saved_model != self.model_info:
             raise TrainingError(f"the checkpoint holds another model ({saved_model}); resume with the "
@@ -242,6 +261,7 @@ class Trainer:
         """Train for the configured epochs (continuing from the last checkpoint if resume)."""
         from tqdm.auto import tqdm
 
+        self.data_id = data_fingerprint(x, y)
         if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
             self.restore(load_checkpoint(self.checkpoint_path))
         n = len(x)
@@ -286,6 +306,17 @@ class Trainer:
             if on_epoch:
                 on_epoch(stats)
         return self.history
+
+
+def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Which training set a run used: its size and a digest of the labels and a strided
+    sample of the images (cheap on 60,000 images), so a resume on other data is refused."""
+    import hashlib
+
+    h = hashlib.sha256(str(tuple(x.shape)).encode())
+    h.update(y.detach().cpu().contiguous().numpy().tobytes())
+    h.update(x[:: max(1, len(x) // 256)].detach().cpu().contiguous().numpy().tobytes())
+    return {"n": len(x), "digest": h.hexdigest()[:16]}
 
 
 def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime: str = "baseline",

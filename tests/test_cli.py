@@ -199,7 +199,11 @@ def test_evaluate_needs_a_property_choice(capsys, fashion, tmp_path):
     assert code == 2 and "has several properties" in err and "--property NAME" in err
     code, _, err = run(capsys, "evaluate", tmp_path / "last.pt", "--spec", SR, "--eps", "0.1,x",
                        "--data-dir", fashion)
-    assert code == 2 and "--eps takes numbers separated by commas" in err
+    assert code == 2 and "--eps takes numbers >= 0 separated by commas" in err
+    for bad in ("", ",", "nan", "-0.1", "0.1,inf"):
+        code, _, err = run(capsys, "evaluate", tmp_path / "last.pt", "--spec", SR,
+                           f"--eps={bad}", "--data-dir", fashion)
+        assert code == 2 and "--eps takes numbers >= 0" in err, bad
     code, _, err = run(capsys, "evaluate", tmp_path / "missing.pt", "--spec", SR,
                        "--data-dir", fashion)
     assert code == 2 and "no checkpoint at" in err

@@ -684,6 +684,39 @@ def test_fetch_gtsrb_end_to_end(server, tmp_path, monkeypatch):
     assert len(load_dataset("gtsrb", "test", data_dir=tmp_path, classes=None)) == 6
 
 
+def test_fetch_keeps_a_readable_gtsrb_copy_that_is_not_the_official_release(gtsrb, capsys):
+    """Re-encoded public copies fail the official md5 but load: fetch must not delete them,
+    even when the server is down."""
+    folder = gtsrb / "gtsrb"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    fetch.fetch("gtsrb", data_dir=gtsrb, base_url="http://127.0.0.1:9", progress=True)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert "is a readable GTSRB archive; kept" in capsys.readouterr().err
+
+
+def test_fetch_never_deletes_a_corrupt_file_before_its_replacement_arrives(served_fashion,
+                                                                          tmp_path):
+    fname = "t10k-labels-idx1-ubyte.gz"
+    (tmp_path / "fashion-mnist").mkdir()
+    (tmp_path / "fashion-mnist" / fname).write_bytes(b"corrupt")
+    served_fashion.files.pop(fname)  # the replacement cannot be had (HTTP 404)
+    with pytest.raises(FetchError, match="HTTP 404"):
+        fetch.fetch("fashion-mnist", data_dir=tmp_path, base_url=served_fashion.url,
+                    progress=False)
+    assert (tmp_path / "fashion-mnist" / fname).read_bytes() == b"corrupt"
+
+
+def test_fetch_into_a_folder_that_already_holds_the_files(served_fashion, tmp_path):
+    """`--data-dir fm` with the IDX files directly in fm/: fetch completes fm/, as loading reads."""
+    fname = "t10k-labels-idx1-ubyte.gz"
+    (tmp_path / "fm").mkdir()
+    (tmp_path / "fm" / fname).write_bytes(served_fashion.files[fname])
+    assert fetch.fetch("fashion-mnist", data_dir=tmp_path / "fm", base_url=served_fashion.url,
+                       progress=False) == tmp_path / "fm"
+    assert not (tmp_path / "fm" / "fashion-mnist").exists()
+    assert len(load_dataset("fashion-mnist", "test", data_dir=tmp_path / "fm")) == 6
+
+
 def test_fetch_progress_output(served_fashion, tmp_path, capsys):
     fetch.fetch("fashion-mnist", data_dir=tmp_path, base_url=served_fashion.url, progress=True)
     err = capsys.readouterr().err

@@ -169,7 +169,12 @@ def test_table_and_save(sr, data, tmp_path):
     assert str(r) == text
     assert r.settings == {"steps": 5, "step_size": None, "restarts": 1, "samples": 3,
                           "logic": "dl2", "seed": 7, "n": 7, "swept": "eps",
-                          "params": {"delta": 0.5}}
+                          "spec": sr.spec_name, "params": {"delta": 0.5}}  # every value used
+    # a stem with a dot keeps it ("eta0.9" must not become "eta0.json")
+    assert [p.name for p in r.save(tmp_path / "scr-eta0.9")] == ["scr-eta0.9.json",
+                                                                 "scr-eta0.9.csv"]
+    with pytest.raises(ValueError, match="eps must be one or more finite numbers >= 0"):
+        evaluate(Ramp(), sr, x, y, eps=[-0.1])
 
     j, c = r.save(tmp_path / "out" / "eval-sr")
     assert (j.name, c.name) == ("eval-sr.json", "eval-sr.csv")

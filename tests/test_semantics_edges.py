@@ -189,3 +189,13 @@ def test_a_byte_order_mark_and_a_folder_path(tmp_path):
     assert compile_spec(f)["p"].holds(identity, x0=torch.ones(1, 2)).all()
     with pytest.raises(SpecError, match="is a folder, not a spec file"):
         compile_spec(tmp_path)
+
+
+def test_an_index_beyond_the_networks_outputs_is_a_spec_error_at_the_index():
+    p = compile_spec("network f : Tensor -> Tensor\n"
+                     "property p(x0 : Tensor, y : Label) = f(x0)[y] >= f(x0)[5]")["p"]
+    with pytest.raises(SpecError, match=r"2:50: error: index out of range in `f\(x0\)\[5\]`"):
+        p.holds(identity, x0=torch.rand(2, 3), y=torch.tensor([0, 1]))
+    with pytest.raises(SpecError, match=r"index out of range in `f\(x0\)\[y\]`.*\n.*\n.*\n"
+                                        r"hint: does the network have as many outputs"):
+        p.holds(identity, x0=torch.rand(2, 9), y=torch.tensor([0, 12]))

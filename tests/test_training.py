@@ -320,6 +320,36 @@ def test_resume_with_another_property_is_refused(sr, scr, tmp_path):
     assert message is not None and "property" in message
 
 
+def test_resume_knows_the_property_by_meaning_not_by_path(tmp_path, monkeypatch):
+    """The same spec by another path resumes; an edited parameter or other data is refused."""
+    spec = tmp_path / "sr.spec"
+    spec.write_text((SPECS / "standard_robustness.spec").read_text())
+    out = tmp_path / "run"
+    trainer("constraint", compile_spec(spec)["sr"], epochs=1, out=out).fit(X, Y)
+    monkeypatch.chdir(tmp_path)
+    same = compile_spec("./sr.spec")["sr"]
+    assert len(trainer("constraint", same, epochs=2, out=out).fit(X, Y, resume=True)) == 2
+    edited = spec.read_text().replace("param eps   : Real = 0.1", "param eps   : Real = 0.3")
+    assert edited != spec.read_text()
+    spec.write_text(edited)
+    with pytest.raises(TrainingError, match="formula, domains or parameters changed"):
+        trainer("constraint", compile_spec(spec)["sr"], epochs=3, out=out).fit(X, Y, resume=True)
+    with pytest.raises(TrainingError, match="other data \\(200 examples then, 150 now"):
+        trainer("constraint", same, epochs=3, out=out).fit(X[:150], Y[:150], resume=True)
+    x2 = X.clone()
+    x2[0] = 1 - x2[0]
+    with pytest.raises(TrainingError, match="other data"):
+        trainer("constraint", same, epochs=3, out=out).fit(x2, Y, resume=True)
+
+
+def test_resume_from_a_file_that_is_not_a_training_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save(fresh().state_dict(), out / "last.pt")  # a plain state dict
+    with pytest.raises(TrainingError, match="not a robustspec training checkpoint"):
+        trainer(epochs=1, out=out).fit(X, Y, resume=True)
+
+
 def test_resume_with_another_model_is_a_training_error(tmp_path):
     trainer(epochs=1, out=tmp_path).fit(X, Y)
     torch.manual_seed(0)
