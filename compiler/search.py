@@ -306,8 +306,26 @@ class FixedPoints(Search):
 
     def run(self, objective, domains, batch, generator=None):
         best = _Best()
+        if not isinstance(self.points, dict) and len(domains) > 1:
+            raise TypeError(f"this search covers {sorted(domains)} jointly: give "
+                            f"FixedPoints({{name: candidates}}) with one entry each")
         pts = self.points if isinstance(self.points, dict) else {next(iter(domains)): self.points}
-        n = next(iter(pts.values())).shape[1]
+        missing = [k for k in domains if k not in pts]
+        if missing:
+            raise TypeError(f"FixedPoints has no candidates for {missing} (it has {sorted(pts)})")
+        pts = {k: torch.as_tensor(pts[k]) for k in domains}
+        counts = set()
+        for k, p in pts.items():
+            want = tuple(domains[k].shape)
+            if p.ndim != len(want) + 1 or p.shape[0] != want[0] or tuple(p.shape[2:]) != want[1:]:
+                raise ValueError(f"FixedPoints candidates for '{k}' should have shape "
+                                 f"[batch, n, {', '.join(map(str, want[1:]))}] = "
+                                 f"[{want[0]}, n, ...], got {list(p.shape)}")
+            counts.add(p.shape[1])
+        if len(counts) != 1:
+            raise ValueError(f"FixedPoints gives different numbers of candidates per variable: "
+                             f"{ {k: p.shape[1] for k, p in pts.items()} }")
+        n = counts.pop()
         with torch.no_grad():
             for i in range(n):
                 x = {k: domains[k].project(pts[k][:, i]) for k in domains}

@@ -312,6 +312,9 @@ def find_dataset_dir(name: str, split: str = "train",
     """
     name = normalize_name(name)
     _check_split(split)
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"--data-dir {data_dir}: no such folder (a typo would otherwise load "
+                        f"data from elsewhere). Get {name} into it with:\n" + _fetch_hint(name))
     report = []
     for folder in candidate_dirs(name, data_dir):
         missing = _missing(name, split, folder)

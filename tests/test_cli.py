@@ -115,6 +115,11 @@ def test_train_unknown_property(capsys, fashion, tmp_path):
 
 
 def test_missing_data_says_where_it_looked_and_how_to_get_it(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--regime", "baseline", "--data-dir", tmp_path / "typo",
+                       "--out", tmp_path / "run", *TRAIN)
+    assert code == 2 and f"--data-dir {tmp_path / 'typo'}: no such folder" in err
+    assert "robustspec data fetch fashion-mnist" in err and "Traceback" not in err
+    (tmp_path / "nothing").mkdir()
     code, _, err = run(capsys, "train", "--regime", "baseline", "--data-dir", tmp_path / "nothing",
                        "--out", tmp_path / "run", *TRAIN)
     assert code == 2
@@ -248,6 +253,9 @@ def test_data_where(capsys, fashion, tmp_path):
     code, out, _ = run(capsys, "data", "where", "fashion-mnist", "--data-dir", fashion)
     assert code == 0 and out.strip() == str(fashion / "fashion-mnist")
     code, _, err = run(capsys, "data", "where", "fashion-mnist", "--data-dir", tmp_path / "none")
+    assert code == 2 and "no such folder" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "data", "where", "fashion-mnist", "--data-dir", tmp_path / "empty")
     assert code == 2 and "Looked in" in err
 
 

@@ -331,7 +331,10 @@ def test_resolution_order(tmp_path, monkeypatch):
 
     assert n(data_dir=explicit) == 3
     assert n(data_dir=explicit / "fashion-mnist") == 3  # pointing straight at the files
-    assert n(data_dir=tmp_path / "nothing-here") == 4  # falls through to the next place
+    (tmp_path / "empty").mkdir()
+    assert n(data_dir=tmp_path / "empty") == 4  # falls through to the next place
+    with pytest.raises(DataError, match="nothing-here: no such folder"):  # a typo is no fall-through
+        n(data_dir=tmp_path / "nothing-here")
     assert n() == 4
     monkeypatch.delenv("ROBUSTSPEC_DATA")
     assert n() == 5

@@ -199,3 +199,22 @@ def test_an_index_beyond_the_networks_outputs_is_a_spec_error_at_the_index():
     with pytest.raises(SpecError, match=r"index out of range in `f\(x0\)\[y\]`.*\n.*\n.*\n"
                                         r"hint: does the network have as many outputs"):
         p.holds(identity, x0=torch.rand(2, 9), y=torch.tensor([0, 12]))
+
+
+def test_fixed_points_misuse_is_explained():
+    from robustspec.compiler import FixedPoints
+    p = compile_spec("network f : Tensor -> Tensor\nproperty p(x0 : Tensor) = "
+                     "forall x . norm_inf(x - x0) <= 0.1 => forall z . norm_inf(z - x0) <= 0.1 => "
+                     "f(x)[0] - f(z)[0] <= 0.5")["p"]
+    x0 = torch.rand(2, 3)
+    cases = [(FixedPoints(torch.rand(2, 5, 3)), TypeError, "covers \\['x', 'z'\\] jointly"),
+             (FixedPoints({"x": torch.rand(2, 5, 3)}), TypeError, "no candidates for \\['z'\\]"),
+             (FixedPoints({"x": torch.rand(2, 5, 3), "z": torch.rand(2, 4, 3)}), ValueError,
+              "different numbers of candidates"),
+             (FixedPoints({"x": torch.rand(5, 3), "z": torch.rand(5, 3)}), ValueError,
+              "should have shape \\[batch, n, 3\\]")]
+    for search, error, message in cases:
+        with pytest.raises(error, match=message):
+            p.holds(identity, x0=x0, search=search)
+    ok = FixedPoints({"x": x0[:, None].repeat(1, 2, 1), "z": x0[:, None].repeat(1, 2, 1)})
+    assert p.holds(identity, x0=x0, search=ok).all()
