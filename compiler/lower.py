@@ -370,6 +370,8 @@ class Lowering:
                     return r
                 return self._cached(n, depth, check_cmp)
             reduce = lg.forall if over == "all" else lg.exists
+            if all(x.ty.kind == "int" for x in n.args):
+                return self._cached(n, depth, self._crisp_cmp(cop, a_fn, b_fn, depth))
 
             def logic_cmp(ctx: Ctx):
                 a, b, vr = _same_rank(a_fn(ctx), b_fn(ctx), depth)
@@ -392,6 +394,21 @@ class Lowering:
             node = n
             return lambda ctx: ctx.quant(node, ctx)
         raise SpecError([Diagnostic("error", f"cannot evaluate formula op '{op}'", n.span)])
+
+    def _crisp_cmp(self, cop: str, a_fn: Fn, b_fn: Fn, depth: int) -> Fn:
+        """Labels and indices compared under a logic: the logic's true or false, never a degree
+        (a distance |j - y| between class numbers means nothing)."""
+        lg, f = self.logic, _CMP[cop]
+
+        def crisp(ctx: Ctx):
+            a, b, _ = _same_rank(a_fn(ctx), b_fn(ctx), depth)
+            key = ("crisp truth",)
+            tf = ctx.static.get(key)
+            if tf is None:
+                tf = ctx.static[key] = (lg.true(T).to(dtype=ctx.dtype, device=ctx.device),
+                                        lg.false(T).to(dtype=ctx.dtype, device=ctx.device))
+            return torch.where(f(a, b), tf[0], tf[1])
+        return crisp
 
     def _index_quantifier(self, n: N, depth: int) -> Fn:
         set_node, body = n.args

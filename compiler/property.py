@@ -125,7 +125,7 @@ class Property:
         reduction: "mean" (0-dim), "sum", or "none" (per example).
         """
         lg = get_logic(logic)
-        per_example = lg.to_loss(None, self.value(model, logic=lg, search=search, networks=networks,
+        per_example = lg.to_loss(T, self.value(model, logic=lg, search=search, networks=networks,
                                                   params=params, generator=generator, **kwargs))
         if reduction == "mean":
             return per_example.mean()
@@ -278,8 +278,8 @@ class Property:
             c = Ctx({**ctx.vals, **points}, ctx.nets, ctx.quant, ctx.dtype, ctx.device, ctx.batch,
                     static=static, class_sizes=ctx.class_sizes)
             c.idx = ctx.idx
-            obj = lg.to_loss(None, obj_fn(c))
-            tie = lg.to_loss(None, tie_fn(c)) if tie_fn is not None else None
+            obj = lg.to_loss(T, obj_fn(c))
+            tie = lg.to_loss(T, tie_fn(c)) if tie_fn is not None else None
             return obj, tie
         with eval_mode(ctx.nets):
             points, score = strategy.run(objective, domains, ctx.batch, generator)

@@ -238,7 +238,18 @@ _ELEMENT_NAMES = ("i", "k", "l", "m", "p", "q")
 
 
 def _is_tensor(n: N) -> bool:
-    return n.ty.kind == "real" and n.ty.shape not in ((), None)
+    """Is the term a tensor (compared elementwise)? An unknown shape counts as a tensor, except
+    an indexed value (`f(x)[y]` is a scalar for the usual vector-valued network) and arithmetic
+    on such values."""
+    if n.ty.kind != "real":
+        return False
+    if n.ty.shape is not None:
+        return n.ty.shape != ()
+    if n.op == "index":
+        return False
+    if n.op in _ELEMENTWISE:
+        return any(_is_tensor(a) for a in n.args)
+    return n.op not in ("const",)
 
 
 class SympyLowering:
@@ -321,6 +332,10 @@ class SympyLowering:
                     self._bound.pop()
                 fam = Family(value, e, 0, size - 1)
                 return lg.forall(T, fam, -1) if over == "all" else lg.exists(T, fam, -1)
+            if all(x.ty.kind == "int" for x in n.args):  # labels and indices: a crisp atom
+                rel = {"<=": sp.Le, "<": sp.Lt, ">=": sp.Ge, ">": sp.Gt, "==": sp.Eq,
+                       "!=": sp.Ne}[cop](self.term(n.args[0]), self.term(n.args[1]))
+                return sp.Piecewise((lg.true(T), rel), (lg.false(T), True))
             return lg.cmp(T, cop, self.term(n.args[0]), self.term(n.args[1]))
         if op in ("and", "or"):
             items = [self.formula(x) for x in n.args]

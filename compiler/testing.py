@@ -389,7 +389,7 @@ def _value_rows(lg: Logic, f, rws) -> torch.Tensor:
 
 
 def _value_text(lg: Logic, v: float) -> str:
-    loss = float(lg.to_loss(None, torch.tensor(v, dtype=DTYPE)))
+    loss = float(lg.to_loss(TorchOps(), torch.tensor(v, dtype=DTYPE)))
     if lg.kind == "loss":
         return f"loss {v:.6g}"
     word = "truth" if lg.kind == "truth" else "robustness"
@@ -404,7 +404,7 @@ def check_range(logic: Logic | str = "dl2", max_examples: int = 100, seed: int =
 
     def bad_rows(f, rws):
         v = _value_rows(lg, f, rws)
-        loss = lg.to_loss(None, v)
+        loss = lg.to_loss(TorchOps(), v)
         return v.isnan() | (v < lo) | (v > hi) | loss.isnan() | (loss < 0)
 
     def describe(f, row):

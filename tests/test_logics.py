@@ -63,6 +63,11 @@ def test_unknown_logic_suggests_the_right_name():
     ("stl:nu=0", "nu > 0"),
     ("goedel:xi=0", "xi > 0"),
     ("yager:p=abc", "not a number"),
+    ("yager:p=inf", "must be finite"),
+    ("dl2:xi=nan", "must be finite"),
+    ("yager:p=3,p=4", "given twice"),
+    ("yager(p=3", "cannot read the logic"),
+    ("yager p=3", "cannot read the logic"),
 ])
 def test_bad_options_are_user_errors(name, message):
     with pytest.raises(SpecError) as e:
@@ -120,6 +125,35 @@ def test_register_a_logic_from_python_without_touching_the_compiler():
     finally:
         from robustspec.compiler.logics import _REGISTRY
         _REGISTRY.pop("hinge", None)
+
+
+def test_infinite_options_given_from_python_are_refused():
+    for make in (lambda: DL2(xi=math.inf), lambda: STL(nu=math.inf), lambda: Yager(p=math.inf)):
+        with pytest.raises(ValueError, match="finite"):
+            make()
+
+
+class SquaredHinge(Hinge):
+    """A user logic overriding to_loss with the backend it is handed (the docs' promise)."""
+
+    def to_loss(self, T, v):
+        return T.relu(v) * T.relu(v)
+
+
+def test_a_registered_logic_gets_the_backend_in_to_loss_and_beats_an_alias():
+    register_logic("sqhinge", SquaredHinge)
+    register_logic("godel", Hinge)  # an alias of goedel until a user takes the name
+    try:
+        sr = compile_spec(SPECS / "standard_robustness.spec", params={"delta": 0.01})["sr"]
+        x0, y = torch.full((2, 4), 0.5), torch.tensor([0, 1])
+        loss = sr.loss(lambda x: x, x0=x0, y=y, logic="sqhinge", steps=5)
+        assert loss > 0 and torch.isfinite(loss)
+        assert isinstance(get_logic("godel"), Hinge) and isinstance(get_logic("goedel"), Goedel)
+    finally:
+        from robustspec.compiler.logics import _REGISTRY
+        _REGISTRY.pop("sqhinge", None)
+        _REGISTRY.pop("godel", None)
+    assert isinstance(get_logic("godel"), Goedel)
 
 
 def test_register_rejects_what_is_not_a_logic():
@@ -237,6 +271,49 @@ def test_yager_gradient_is_finite_when_everything_holds():
     for v in (lg.and_(T, xs), lg.or_(T, xs)):
         g = torch.autograd.grad(v.sum(), xs, allow_unused=True)
         assert all(gi is None or torch.isfinite(gi).all() for gi in g)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("(forall j in range(3) . true) or (a <= b)", math.inf),
+    ("(exists j in range(3) . false) and (a <= b)", -math.inf),
+    ("(exists j in range(3) . false) or (exists k in range(3) . false)", -math.inf),
+])
+def test_stl_with_true_or_false_operands_is_infinite_not_nan(text, want):
+    """STL's true and false are +-inf; the stability shift of the softmin must not make nan."""
+    value = _truth("stl", f"property p(a : Real, b : Real) = {text}", a=(1.0, -1.0), b=(0.0, 0.0))
+    assert value.tolist() == [want, want]
+
+
+def test_stl_gradient_stays_finite_next_to_a_true_operand():
+    p = compile_spec("property p(a : Real, b : Real) = (exists j in range(2) . false) or a <= b")["p"]
+    a = t(1.0, -1.0).requires_grad_(True)
+    p.loss(None, a=a, b=t(0.0, 0.0), logic="stl").backward()
+    assert torch.isfinite(a.grad).all() and a.grad[0] > 0
+
+
+@pytest.mark.parametrize("p", [2, 10, 40, 100, 1000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_yager_is_exact_for_large_p(p, dtype):
+    """`a <= b and c <= b` with truths 2/3 and 1: the Yager conjunction is 2/3 for every p
+    (a p-norm of one non-zero term); taken naively, (1/3)^100 underflows and the loss is 0."""
+    prop = compile_spec("property q(a : Real, b : Real, c : Real) = a <= b and c <= b")["q"]
+    a = torch.tensor([0.5], dtype=dtype, requires_grad=True)
+    loss = prop.loss(None, a=a, b=torch.zeros(1, dtype=dtype), c=-torch.ones(1, dtype=dtype),
+                     logic=f"yager:p={p}")
+    loss.backward()
+    assert loss.item() == pytest.approx(1 / 3, rel=1e-5)
+    assert float(a.grad) == pytest.approx(4 / 9, rel=1e-4)  # d(1 - 1/(1 + a))/da at a = 1/2
+
+
+@pytest.mark.parametrize("name", BUILTIN_LOGICS)
+def test_labels_and_indices_compare_crisply(name):
+    """CR's margin form: the loss must not depend on how far apart the class numbers are."""
+    prop = compile_spec("network f : Tensor -> Tensor[3]\nproperty m(x0 : Tensor, y : Label) = "
+                        "forall j in classes . j != y => f(x0)[y] > f(x0)[j]")["m"]
+    x0 = torch.tensor([[0.0, 0.0, 5.0], [0.0, 0.0, 5.0], [5.0, 0.0, 0.0]])
+    loss = prop.loss(lambda x: x, x0=x0, y=torch.tensor([1, 0, 2]), logic=name, reduction="none")
+    # example 0 (y=1) and 1 (y=0) are the same situation with the labels renamed; example 2 too
+    assert loss[0] == loss[1] == loss[2] > 0
 
 
 def test_stl_is_stable_for_large_values():

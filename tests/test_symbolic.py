@@ -171,3 +171,14 @@ def test_expand_writes_big_operators_out_without_simplifying():
     assert not out.has(sp.Sum) and not out.has(RangeMin)
     assert out.doit().xreplace({v[0]: 1, v[1]: 2, v[2]: 4}) == (1 - 1) + (1 - 2)
     assert evaluate(expr, {"v": [1, 2, 4]}) == -1.0
+
+
+def test_an_elementwise_comparison_on_a_tensor_of_unknown_shape_is_printed_elementwise():
+    """`x0 <= a` with `x0 : Tensor` is for every element: the printed loss must say so, as the
+    trained one does (and `f(x)[y]` of an unknown network stays a scalar)."""
+    from robustspec.compiler.explain import explain
+    spec = compile_spec("network f : Tensor -> Tensor\n"
+                        "property p(x0 : Tensor, a : Real) = x0 <= a\n"
+                        "property q(x0 : Tensor, y : Label) = f(x0)[y] >= 0\n")
+    assert "Sum(Max(0, -a + x0[i]), (i, 0, n - 1))" in explain(spec["p"], logic="dl2")
+    assert "Max(0, -f(x0)[y])" in explain(spec["q"], logic="dl2")

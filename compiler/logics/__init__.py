@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import re
 from typing import Callable
 
@@ -74,20 +75,26 @@ def available_logics() -> list[str]:
 
 def _parse_name(text: str) -> tuple[str, dict]:
     """'yager:p=3,xi=0.5' or 'yager(p=3)' -> ('yager', {'p': 3.0, 'xi': 0.5})."""
-    m = re.fullmatch(r"\s*([^:(\s]+)\s*(?:[:(](.*?)\)?)?\s*", text)
+    m = re.fullmatch(r"\s*([^:(),\s]+)\s*(?::(.*)|\((.*)\))?\s*", text)
     if not m:
-        return text, {}
-    name, rest = m.group(1), m.group(2)
+        raise SpecError([Diagnostic("error", f"cannot read the logic {text!r}",
+                                    hint="write NAME, NAME:opt=value,... or NAME(opt=value, ...), "
+                                         "e.g. yager:p=3")])
+    name, rest = m.group(1), m.group(2) if m.group(2) is not None else m.group(3)
     options: dict = {}
     for part in filter(None, (p.strip() for p in (rest or "").split(","))):
         if "=" not in part:
             raise SpecError([Diagnostic("error", f"logic option {part!r} is not NAME=VALUE",
                                         hint=f"e.g. {name}:p=3")])
         k, v = (s.strip() for s in part.split("=", 1))
+        if k in options:
+            raise SpecError([Diagnostic("error", f"logic option {k} is given twice in {text!r}")])
         try:
             options[k] = float(v)
         except ValueError:
             raise SpecError([Diagnostic("error", f"logic option {k}: {v!r} is not a number")]) from None
+        if not math.isfinite(options[k]):
+            raise SpecError([Diagnostic("error", f"logic option {k}: {v!r} must be finite")])
     return name, options
 
 
@@ -101,7 +108,7 @@ def get_logic(logic: str | Logic = "dl2", **options) -> Logic:
     name, in_name = _parse_name(str(logic))
     options = {**in_name, **options}
     key = name.lower()
-    key = _ALIASES.get(key, key)
+    key = key if key in _REGISTRY else _ALIASES.get(key, key)  # a registered name beats an alias
     factory = _REGISTRY.get(key)
     if factory is None:
         close = difflib.get_close_matches(key, list(_REGISTRY) + list(_ALIASES), n=3, cutoff=0.6)

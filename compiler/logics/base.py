@@ -75,7 +75,7 @@ class Logic:
         raise NotImplementedError
 
     def to_loss(self, T: Any, v: Any) -> Any:
-        """Per-example loss to minimise; >= 0. `T` may be None (the backend of `v` is used)."""
+        """Per-example loss to minimise; >= 0. The compiler always passes the backend `T`."""
         if self.kind == "loss":
             return v
         if self.kind == "truth":
@@ -85,7 +85,7 @@ class Logic:
 
     def satisfied(self, v: Any) -> Any:
         """Does the value read as "satisfied" (loss 0)? Bool tensor, for tensors `v`."""
-        return self.to_loss(None, v) == 0
+        return self.to_loss(backend_for(v), v) == 0
 
     def options(self) -> dict:
         """The logic's parameters (for repr, docs and the kit's report)."""
@@ -131,6 +131,9 @@ def logsumexp_list(T: Any, xs: list):
     if is_symbolic(T):
         return T.log(sum(T.exp(x) for x in xs))
     m = fold(T.maximum, xs)  # shift: the result (and its gradient) do not depend on it
+    # an infinite maximum (STL's true or false among the operands) would give inf - inf = nan;
+    # shifting by 0 there gives log(sum(exp(x))) = +inf, or -inf when every operand is -inf
+    m = T.where(m.isfinite(), m, 0 * m.nan_to_num())
     return m + T.log(sum(T.exp(x - m) for x in xs))
 
 
@@ -152,9 +155,9 @@ def violation(T: Any, op: str, a: Any, b: Any, xi: float) -> Any:
 
 
 def check_xi(name: str, xi: float) -> float:
-    if not xi > 0:
-        raise ValueError(f"{name} needs xi > 0 (got {xi}): with xi = 0 a violated strict "
-                         "inequality would cost nothing")
+    if not 0 < xi < float("inf"):
+        raise ValueError(f"{name} needs a finite xi > 0 (got {xi}): with xi = 0 a violated "
+                         "strict inequality would cost nothing, with inf a satisfied one is nan")
     return float(xi)
 
 

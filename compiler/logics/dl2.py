@@ -8,7 +8,7 @@ A => B is (not A) or B, i.e. L(not A) * L(B). `false` is the constant loss 1.
 """
 from __future__ import annotations
 
-from .base import Logic
+from .base import Logic, check_xi
 
 
 class DL2(Logic):
@@ -19,10 +19,7 @@ class DL2(Logic):
     atoms = "the violation: relu(a - b) for a <= b, |a - b| for ==, + xi * [a = b] for < > !="
 
     def __init__(self, xi: float = 1.0):
-        if not xi > 0:
-            raise ValueError(f"DL2 needs xi > 0 (got {xi}): with xi = 0 a violated strict "
-                             "inequality would cost nothing")
-        self.xi = float(xi)
+        self.xi = check_xi("DL2", xi)
 
     def cmp(self, T, op, a, b):
         if op == "<=":

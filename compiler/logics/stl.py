@@ -36,8 +36,8 @@ class STL(Logic):
     claims = frozenset({"sound", "commutative", "shadow_lifting"})
 
     def __init__(self, nu: float = 1.0, xi: float = 1.0):
-        if not nu > 0:
-            raise ValueError(f"stl needs a temperature nu > 0 (got {nu})")
+        if not 0 < nu < float("inf"):
+            raise ValueError(f"stl needs a finite temperature nu > 0 (got {nu})")
         self.nu = float(nu)
         self.xi = check_xi("stl", xi)
 

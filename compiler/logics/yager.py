@@ -12,15 +12,12 @@ violation (xi * [a = b] for strict < > and for !=).
 Not sound for any finite p: (0.8^p + 0.8^p)^(1/p) >= 1 once p <= log 2 / log 1.25 ~ 3.1, and
 for larger p nearer-true disjuncts do the same. Complete: a true disjunct makes the sum >= 1, and
 true conjuncts give ((1 - 1)^p ...)^(1/p) = 0. Not shadow-lifting (the clipping at 0 and 1 is
-flat). The p-th root has an infinite derivative at 0, so the torch side takes the root of
-max(s, 1e-30) where s > 0 and 0 where s = 0 (a gradient-safe root; the value differs from the
-exact root by at most 1e-30^(1/p)).
+flat). The p-norms are taken as m * (sum (u/m)^p)^(1/p) with m the largest term: exact, no
+underflow of u^p for large p, and no infinite derivative of the root at 0.
 """
 from __future__ import annotations
 
-from .base import FuzzyLogic, is_symbolic
-
-_TINY = 1e-30
+from .base import FuzzyLogic, fold, is_symbolic
 
 
 class Yager(FuzzyLogic):
@@ -29,36 +26,54 @@ class Yager(FuzzyLogic):
     claims = frozenset({"complete", "commutative", "associative"})
 
     def __init__(self, p: float = 2.0, xi: float = 1.0):
-        if not p >= 1:
-            raise ValueError(f"yager needs p >= 1 (got {p}): for p < 1 the operators are not a "
-                             "t-norm and t-conorm")
+        if not 1 <= p < float("inf"):
+            raise ValueError(f"yager needs a finite p >= 1 (got {p}): for p < 1 the operators "
+                             "are not a t-norm and t-conorm, and p = inf is Goedel logic "
+                             "(logic='goedel')")
         super().__init__(xi)
         self.p = float(p)
 
     def options(self):
         return {"p": self.p, "xi": self.xi}
 
-    def _root(self, T, s):
+    def _norm(self, T, us: list):
+        """(sum u^p)^(1/p) of non-negative values, elementwise over the list."""
         if is_symbolic(T):
-            return s ** (1 / self.p) if self.p != 1 else s
+            total = sum(u ** self.p for u in us)
+            return total ** (1 / self.p) if self.p != 1 else total
         if self.p == 1:
-            return s
-        return T.where(s > 0, T.clamp(s, _TINY, None) ** (1 / self.p), 0 * s)
+            return sum(us)
+        m = fold(T.maximum, us)
+        return self._scaled(T, m, sum((u / T.where(m > 0, m, 1 + 0 * m)) ** self.p for u in us))
+
+    def _norm_axis(self, T, u, dim):
+        if is_symbolic(T):
+            total = T.sum(u ** self.p, dim)
+            return total ** (1 / self.p) if self.p != 1 else total
+        if self.p == 1:
+            return T.sum(u, dim)
+        m = T.amax(u, dim)
+        safe = T.where(m > 0, m, 1 + 0 * m).unsqueeze(dim)
+        return self._scaled(T, m, T.sum((u / safe) ** self.p, dim))
+
+    def _scaled(self, T, m, r):
+        """m * r^(1/p) with m the largest term, so r >= 1 wherever m > 0: no underflow of u^p
+        for large p (a p-norm taken directly is 0 for u = 1/3, p = 100 in float32) and no
+        infinite derivative of the root at 0."""
+        return T.where(m > 0, m * T.clamp(r, 1, None) ** (1 / self.p), 0 * m)
 
     def and_(self, T, xs):
         if len(xs) == 1:
             return xs[0]
-        s = sum((1 - x) ** self.p for x in xs)
-        return 1 - T.clamp(self._root(T, s), None, 1)
+        return 1 - T.clamp(self._norm(T, [1 - x for x in xs]), None, 1)
 
     def or_(self, T, xs):
         if len(xs) == 1:
             return xs[0]
-        s = sum(x ** self.p for x in xs)
-        return T.clamp(self._root(T, s), None, 1)
+        return T.clamp(self._norm(T, list(xs)), None, 1)
 
     def forall(self, T, v, dim):
-        return 1 - T.clamp(self._root(T, T.sum((1 - v) ** self.p, dim)), None, 1)
+        return 1 - T.clamp(self._norm_axis(T, 1 - v, dim), None, 1)
 
     def exists(self, T, v, dim):
-        return T.clamp(self._root(T, T.sum(v ** self.p, dim)), None, 1)
+        return T.clamp(self._norm_axis(T, v, dim), None, 1)
