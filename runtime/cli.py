@@ -98,7 +98,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     spec = compile_spec(args.file, _params(args.param))
     names = [args.property] if args.property else list(spec.properties)
-    strategy = make_search(args.search, **({"steps": args.steps} if args.search == "pgd" else {}))
+    if args.steps is not None and args.search != "pgd":
+        raise UserError(f"--steps is for --search pgd; {args.search} takes "
+                        + ("--samples" if args.search == "random" else "no count (one step)"))
+    if args.samples is not None and args.search != "random":
+        raise UserError("--samples is for --search random")
+    options = ({"steps": args.steps} if args.steps is not None else {}) if args.search == "pgd" \
+        else ({"samples": args.samples} if args.samples is not None else {})
+    strategy = make_search(args.search, **options)
     for i, name in enumerate(names):
         if i:
             print("\n" + "-" * 78 + "\n")
@@ -126,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--logic", default="dl2", help="dl2 | goedel | lukasiewicz | product | "
                    "yager[:p=2] | stl[:nu=1] (options as NAME:k=v)")
     e.add_argument("--search", default="pgd", choices=["pgd", "fgsm", "random"])
-    e.add_argument("--steps", type=count(0), default=50)
+    e.add_argument("--steps", type=count(0), help="PGD steps (default 50)")
+    e.add_argument("--samples", type=count(1), help="random samples (default 100)")
     e.add_argument("--latex", action="store_true", help="also print the loss in LaTeX")
     e.add_argument("--param", action="append", metavar="NAME=VALUE")
 

@@ -91,6 +91,12 @@ def test_explain(capsys):
     assert code == 0 and "cr_margin" in out and "FGSM" in out
     code, _, err = run(capsys, "explain", SR, "--property", "rs")
     assert code == 2 and "has no property 'rs'" in err
+    code, out, _ = run(capsys, "explain", SR, "--search", "random", "--samples", 7)
+    assert code == 0 and "7 samples per example" in out
+    code, out, _ = run(capsys, "explain", SR, "--steps", 7)
+    assert code == 0 and "PGD, 7 gradient steps" in out
+    code, _, err = run(capsys, "explain", SR, "--search", "random", "--steps", 3)
+    assert code == 2 and "--steps is for --search pgd" in err  # not silently ignored
 
 
 def test_no_command_prints_help(capsys):
