@@ -353,6 +353,9 @@ def make_search(search: str | Search = "pgd", **options) -> Search:
         raise ValueError(f"unknown search '{search}'" + (f"; did you mean '{close[0]}'?" if close else "")
                          + f" (available: {', '.join(STRATEGIES)})")
     allowed = set(cls.__dataclass_fields__)
+    if cls is FixedPoints and "points" not in options:
+        raise TypeError("search='points' needs the candidates: points=tensor [batch, n, ...] "
+                        "(or {name: tensor} for several variables)")
     bad = set(options) - allowed
     if bad:
         raise TypeError(f"search '{search}' takes no option(s) {sorted(bad)}; it takes {sorted(allowed)}")

@@ -177,7 +177,8 @@ def add_parsers(sub) -> None:
         p.add_argument("--spec", required=True, metavar="FILE")
         p.add_argument("--property", metavar="NAME")
         p.add_argument("--steps", type=count(0), default=50, help="PGD steps (default 50)")
-        p.add_argument("--step-size", type=float, default=None, help="default 2.5*eps/steps")
+        p.add_argument("--step-size", type=float, default=None, help="default 2.5 * radius / steps per element, the radius "
+                       "being half the domain's width there (eps, or less where [0, 1] clips)")
         p.add_argument("--restarts", type=count(1), default=1)
         p.add_argument("--logic", default="dl2")
         p.add_argument("--seed", type=int, default=0)

@@ -1,8 +1,10 @@
-"""Synthetic datasets in the official formats, shared by the data and CLI tests."""
+"""Synthetic datasets in the official formats, shared by the data and CLI tests; and where the
+real datasets are, for the tests that use them."""
 from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import struct
 from pathlib import Path
 
@@ -10,6 +12,21 @@ import numpy as np
 
 from robustspec.runtime import data
 from robustspec.runtime.data import Checksum
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def real_fashion_mnist() -> Path | None:
+    """A folder holding all four real Fashion-MNIST files: ../shared/data first, then the places
+    robustspec itself looks ($ROBUSTSPEC_DATA, the user cache, Debian's package). Read at import
+    time, before any test isolates the environment."""
+    bases = [SHARED_DATA, os.environ.get("ROBUSTSPEC_DATA"), data.user_data_dir()]
+    folders = [Path(b) / "fashion-mnist" for b in bases if b] + [data.DEBIAN_FASHION_MNIST]
+    for folder in folders:
+        if all((folder / f).is_file() for f in data.FASHION_MNIST_FILES):
+            return folder
+    return None
 
 
 def isolate_data_env(tmp_path: Path, monkeypatch) -> None:

@@ -52,7 +52,12 @@ def test_verdict_fields(at_root, data):
     v = compile_spec("specs/standard_robustness.spec")["sr"].check(mlp(), x0=x, y=y, steps=3)
     assert v.holds.shape == v.vacuous.shape == (BATCH,)
     assert torch.equal(v.violated, ~v.holds)
-    assert not (v.vacuous & ~v.holds).any()  # vacuous only where the property holds
+    # a guarded property where each case occurs: premise false (vacuous), true and held, violated
+    p = compile_spec("property g(a : Real, b : Real) = a >= 0 => b >= 0")["g"]
+    v = p.check(None, a=torch.tensor([-1.0, -1.0, 1.0, 1.0]), b=torch.tensor([-1.0, 1.0, 1.0, -1.0]))
+    assert v.holds.tolist() == [True, True, True, False]
+    assert v.vacuous.tolist() == [True, True, False, False]
+    assert v.violated.tolist() == [False, False, False, True]
 
 
 @pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: p.stem)

@@ -245,7 +245,7 @@ def test_resume_with_another_eps_is_refused(capsys, fashion, tmp_path):
             "--out", tmp_path, *TRAIN)
     assert run(capsys, *args, "--eps", 0.1)[0] == 0
     code, _, err = run(capsys, *args, "--epochs", 2, "--eps", 0.3, "--resume")  # last wins
-    assert code == 2 and "eps" in err
+    assert code == 2 and "other settings (params: {'eps': 0.1} then, {'eps': 0.3} now)" in err
 
 
 def test_resume_with_another_model_is_a_clear_error(capsys, fashion, tmp_path):
@@ -253,6 +253,7 @@ def test_resume_with_another_model_is_a_clear_error(capsys, fashion, tmp_path):
     assert run(capsys, *args)[0] == 0
     code, _, err = run(capsys, *args, "--model", "cnn", "--resume")
     assert code == 2 and "Traceback" not in err
+    assert "the checkpoint holds another model ({'name': 'mlp'" in err
 
 
 def test_data_where(capsys, fashion, tmp_path):

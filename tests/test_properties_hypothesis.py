@@ -27,7 +27,7 @@ BATCH = 7
 GRID = [-1.0, -0.5, 0.0, 0.5, 1.0]
 # whole numbers are written as integers: `1.0` next to an index `a[1]` hits a known bug
 # (see test_dl2.py::test_float_and_int_constants_are_not_merged)
-CONSTS = [-1, -0.5, 0, 0.5, 1, 2]
+CONSTS = [-1, -0.5, 0, 0.5, 1, 2, 1.0, 2.0]  # 1 and 1.0 are distinct IR constants
 VECS = ["a", "b", "c"]
 SCALARS = ["r", "s"]
 INDEX_NAMES = ["j", "k", "l"]
@@ -186,9 +186,9 @@ def compile_formula(text: str, name: str = "p"):
 
 
 def per_example(t: torch.Tensor) -> torch.Tensor:
-    # a formula that does not depend on the batch may come back as [1] (a known bug, see
-    # test_dl2.py::test_batch_independent_index_quantifier_has_one_value_per_example)
-    return torch.broadcast_to(t, (BATCH,))
+    """One value per example, always: also for formulas that ignore the batch."""
+    assert t.shape == (BATCH,), t.shape
+    return t
 
 
 # ---------------------------------------------------------------- the properties

@@ -116,21 +116,34 @@ property p(x0 : Tensor) = forall x . x0 < x <= x0 + 1 => f(x)[0] > x0[0]
 
 
 def test_abs_of_a_difference_bounds_like_an_linf_ball():
-    p = compile_spec("""
+    """Only the L-inf ball holds a counterexample: near its corner x0 + 0.1 the sum reaches 1.8 >
+    1.75, while in an L2 ball of radius 0.1 it stays below 1.5 + 0.1 * sqrt(3) = 1.67."""
+    spec = compile_spec("""
 network f : Tensor -> Tensor
-property p(x0 : Tensor) = forall x . abs(x - x0) <= 0.1 => f(x)[0] <= x0[0] + 0.1
-""")["p"]
-    assert p.holds(identity, x0=torch.rand(4, 3)).all()
+property sum_ok(x0 : Tensor) = forall x . abs(x - x0) <= 0.1 => f(x)[0] <= 3 * x0[0] + 0.25
+property elem_ok(x0 : Tensor) = forall x . abs(x - x0) <= 0.1 => f(x)[0] <= x0[0] + 0.1
+""")
+    def total(x):
+        return x.sum(1, keepdim=True)
+    x0 = torch.full((2, 3), 0.5)
+    found = spec["sum_ok"].search(total, x0=x0, steps=20)
+    assert ((found["x"] - x0).abs() <= 0.1 + 1e-6).all() and (found["x"].sum(1) > 1.75).all()
+    assert spec["sum_ok"].holds(total, x0=x0, at=found).tolist() == [False, False]
+    assert spec["sum_ok"].holds(total, x0=x0, at={"x": x0 + 0.1}).tolist() == [False, False]
+    assert spec["elem_ok"].holds(identity, x0=torch.rand(4, 3)).all()
 
 
 def test_a_scalar_real_variable_is_searched():
     p = compile_spec("""
 network f : Tensor -> Tensor
-property bright(x0 : Tensor) = forall t : Real . 0.5 <= t <= 1 => f(t * x0)[0] >= 0.5 * x0[0]
+property bright(x0 : Tensor) = forall t : Real . 0.5 <= t <= 1 => f(t * x0)[0] >= 0.75 * x0[0]
 """)["bright"]
-    x0 = torch.rand(3, 4)
-    assert p.holds(identity, x0=x0).all()
-    assert p.search(identity, x0=x0)["t"].shape == (3,)
+    x0 = torch.rand(3, 4) + 0.1
+    found = p.search(identity, x0=x0)
+    t = found["t"]
+    assert t.shape == (3,) and ((0.5 <= t) & (t < 0.75)).all()  # a counterexample, in [0.5, 1]
+    assert p.holds(identity, x0=x0, at=found).tolist() == [False] * 3  # 0.5 x0 < 0.75 x0
+    assert p.holds(identity, x0=x0, at={"t": torch.full((3,), 0.8)}).all()
 
 
 @pytest.mark.parametrize("logic", available_logics())
@@ -218,3 +231,5 @@ def test_fixed_points_misuse_is_explained():
             p.holds(identity, x0=x0, search=search)
     ok = FixedPoints({"x": x0[:, None].repeat(1, 2, 1), "z": x0[:, None].repeat(1, 2, 1)})
     assert p.holds(identity, x0=x0, search=ok).all()
+    with pytest.raises(TypeError, match="search='points' needs the candidates: points="):
+        p.holds(identity, x0=x0, search="points")
