@@ -343,18 +343,8 @@ class Lowering:
         op = n.op
         lg = self.logic
         if op in ("true", "false"):
-            if lg is None:
-                val = op == "true"
-                return lambda ctx: torch.tensor(val, device=ctx.device)
-            key = ("truth", op)
-
-            def truth(ctx: Ctx):
-                t = ctx.static.get(key)
-                if t is None:
-                    base = lg.true(T) if op == "true" else lg.false(T)
-                    t = ctx.static[key] = base.to(dtype=ctx.dtype, device=ctx.device)
-                return t
-            return truth
+            val = op == "true"
+            return lambda ctx: self._truth(ctx, val)
         if op == "cmp":
             cop, over = n.attr
             a_fn, b_fn = self.term(n.args[0], depth), self.term(n.args[1], depth)
@@ -395,19 +385,26 @@ class Lowering:
             return lambda ctx: ctx.quant(node, ctx)
         raise SpecError([Diagnostic("error", f"cannot evaluate formula op '{op}'", n.span)])
 
+    def _truth(self, ctx: Ctx, value: bool) -> torch.Tensor:
+        """`true` or `false`: a bool for the checker, the logic's constant (made once per
+        evaluation context) under a logic."""
+        if self.logic is None:
+            return torch.tensor(value, device=ctx.device)
+        key = ("truth", value)
+        t = ctx.static.get(key)
+        if t is None:
+            base = self.logic.true(T) if value else self.logic.false(T)
+            t = ctx.static[key] = base.to(dtype=ctx.dtype, device=ctx.device)
+        return t
+
     def _crisp_cmp(self, cop: str, a_fn: Fn, b_fn: Fn, depth: int) -> Fn:
         """Labels and indices compared under a logic: the logic's true or false, never a degree
         (a distance |j - y| between class numbers means nothing)."""
-        lg, f = self.logic, _CMP[cop]
+        f = _CMP[cop]
 
         def crisp(ctx: Ctx):
             a, b, _ = _same_rank(a_fn(ctx), b_fn(ctx), depth)
-            key = ("crisp truth",)
-            tf = ctx.static.get(key)
-            if tf is None:
-                tf = ctx.static[key] = (lg.true(T).to(dtype=ctx.dtype, device=ctx.device),
-                                        lg.false(T).to(dtype=ctx.dtype, device=ctx.device))
-            return torch.where(f(a, b), tf[0], tf[1])
+            return torch.where(f(a, b), self._truth(ctx, True), self._truth(ctx, False))
         return crisp
 
     def _index_quantifier(self, n: N, depth: int) -> Fn:
@@ -421,10 +418,7 @@ class Lowering:
         def quantify(ctx: Ctx):
             k = size_fn(ctx)
             if k == 0:  # an empty set: forall is true and exists false, under every logic
-                if lg is None:
-                    return torch.tensor(is_forall, device=ctx.device)
-                return (lg.true(T) if is_forall else lg.false(T)).to(dtype=ctx.dtype,
-                                                                     device=ctx.device)
+                return self._truth(ctx, is_forall)
             ar = torch.arange(k, device=ctx.device).reshape((1,) * (depth + 1) + (k,))
             saved = ctx.idx.get(var)
             ctx.idx = {**ctx.idx, var: (ar, depth + 1)}

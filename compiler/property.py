@@ -83,6 +83,7 @@ class Property:
         self.spec_name = spec_name
         self.formula = normal.formula
         self.quantifiers = normal.quantifiers()
+        self.variables = normal.variables()  # the names `at=` and `search()` results use
         self._check = Lowering(None).formula(self.formula)
         self._loss_fns: dict[int, Callable] = {}
         self._objective_fns: dict[tuple[int, int], tuple[Callable, Callable | None]] = {}
@@ -269,8 +270,12 @@ class Property:
         return realise
 
     # ------------------------------------------------------------ quantifier handlers
-    def _run_search(self, q: N, ctx: Ctx, lg: Logic, strategy: Search, generator) -> dict:
-        domains = {d.var: fn(ctx) for d, fn in zip(q.attr.domains, self._domain_fns[id(q)])}
+    def _domains(self, q: N, ctx: Ctx) -> dict[str, RealDomain]:
+        return {d.var: fn(ctx) for d, fn in zip(q.attr.domains, self._domain_fns[id(q)])}
+
+    def _run_search(self, q: N, ctx: Ctx, lg: Logic, strategy: Search, generator,
+                    domains: dict[str, RealDomain] | None = None):
+        domains = domains if domains is not None else self._domains(q, ctx)
         obj_fn, tie_fn = self._objective(q, lg)
         static: dict = {}
 
@@ -318,9 +323,9 @@ class Property:
             missing = [v for v in q.attr.vars if v not in points]
             pts = {v: torch.as_tensor(points[v], device=ctx.device).to(ctx.dtype)
                    for v in q.attr.vars if v in points}
-            domains = {d.var: fn(ctx) for d, fn in zip(q.attr.domains, self._domain_fns[id(q)])}
+            domains = self._domains(q, ctx)
             if missing:
-                found, _, _ = self._run_search(q, ctx, lg, strategy, generator)
+                found, _, _ = self._run_search(q, ctx, lg, strategy, generator, domains)
                 pts.update({v: found[v] for v in missing})
             for v, p in pts.items():
                 if p.shape != domains[v].shape:
@@ -353,7 +358,7 @@ class Property:
     def _points(self, at) -> dict:
         if at is None:
             return {}
-        names = self.normal.variables()
+        names = self.variables
         if isinstance(at, (Found, dict)):
             pts = dict(at.points if isinstance(at, Found) else at)
             unknown = [k for k in pts if k not in names]

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -29,6 +28,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
+from .files import atomic_write
 
 __all__ = [
     "DATASETS",
@@ -515,23 +516,12 @@ def _cache_read(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _cache_write(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves a half-written entry."""
-    tmp = None
+    """Write atomically so a crash never leaves a half-written entry; a cache that cannot be
+    written is a warning, not an error."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, x=x, y=y)
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write(path, lambda f: np.savez(f, x=x, y=y))
     except OSError as e:
         warnings.warn(f"could not write dataset cache {path}: {e}", RuntimeWarning, stacklevel=3)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -699,12 +689,8 @@ def _count_check(names: list[str], files: list[str], where: str) -> None:
 
 
 def gtsrb_index(folder: Path, split: str) -> tuple[Path, list[str], np.ndarray]:
-    """Check a GTSRB folder's structure (annotations, counts) without decoding images."""
-    return _gtsrb_index(folder, split)
-
-
-def _gtsrb_index(folder: Path, split: str) -> tuple[Path, list[str], np.ndarray]:
-    """The image archive/folder, member names of the images and their annotation table."""
+    """The image archive/folder, member names of the images and their annotation table; checks
+    the structure (annotations, counts) without decoding an image."""
     if split == "train":
         zpath = folder / _GTSRB_TRAIN_ZIP
         root = zpath if zpath.is_file() else folder
@@ -823,7 +809,7 @@ def load_gtsrb(split: str = "train", data_dir: str | os.PathLike | None = None,
             if hit is not None:
                 return _to_dataset(hit[0], hit[1], "gtsrb", names)
 
-    root, members, table = _gtsrb_index(folder, split)
+    root, members, table = gtsrb_index(folder, split)
     index, y_all = _select(table[:, 6], class_ids, None)
     if len(index) == 0:
         raise DataError(f"{root}: no {split} images of classes {class_ids}")

@@ -429,7 +429,7 @@ def test_gtsrb_limit_and_cache(gtsrb, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("decoded GTSRB despite a cache entry")
 
-    monkeypatch.setattr(data, "_gtsrb_index", boom)
+    monkeypatch.setattr(data, "gtsrb_index", boom)
     again = load_dataset("gtsrb", data_dir=gtsrb, classes=None, cache_dir=cache)
     torch.testing.assert_close(again.x, full.x)
     lim2 = load_dataset("gtsrb", data_dir=gtsrb, classes=None, limit=6, cache_dir=cache)
