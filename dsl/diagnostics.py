@@ -10,6 +10,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from .errors import RobustspecError
+
 
 @dataclass(frozen=True)
 class Source:
@@ -78,7 +80,7 @@ class Diagnostic:
         return "\n".join(out)
 
 
-class SpecError(Exception):
+class SpecError(RobustspecError):
     """One or more error diagnostics. `str()` renders them all, ready to print."""
 
     def __init__(self, diagnostics: Sequence[Diagnostic]):

@@ -56,8 +56,7 @@ __all__ = [
 ]
 
 
-class DataError(Exception):
-    """A dataset is missing, corrupt or malformed; the message names the file and the remedy."""
+from robustspec.dsl.errors import DataError  # noqa: E402  (one hierarchy: dsl/errors.py)
 
 
 DATASETS = ("fashion-mnist", "gtsrb")

@@ -29,8 +29,7 @@ from .files import atomic_write, atomic_write_text
 REGIMES = ("baseline", "augment-uniform", "augment-fgsm", "adversarial", "constraint")
 
 
-class TrainingError(Exception):
-    """A run that cannot go on (non-finite loss, mismatched checkpoint); says what to do."""
+from robustspec.dsl.errors import TrainingError  # noqa: E402  (one hierarchy: dsl/errors.py)
 
 
 @dataclass
