@@ -7,8 +7,8 @@ One base class, so a user can catch everything robustspec raises on purpose with
       SpecError        a spec (or a logic/search option) is wrong: diagnostics with file:line:col
       InputError       an API call got bad arguments (shapes, NaN, negative eps, a bad model output)
       DataError        a dataset is missing, corrupt or not what was asked for
-      CheckpointError  a checkpoint cannot be read, is not robustspec's, or does not fit
       TrainingError    a run cannot go on (non-finite loss, refused resume or overwrite)
+        CheckpointError  a checkpoint cannot be read, is not robustspec's, or does not fit
       MissingExtra     an optional dependency is not installed; names the pip extra
 
 Every message says what to do. `InputError` is also a `ValueError` and `MissingExtra` an
@@ -29,12 +29,13 @@ class DataError(RobustspecError):
     """A dataset that is missing, corrupt, or not what was asked for; says how to get it."""
 
 
-class CheckpointError(RobustspecError):
-    """A checkpoint that cannot be loaded or does not fit the model, data or property."""
-
-
 class TrainingError(RobustspecError):
     """A run that cannot go on (non-finite loss, mismatched checkpoint); says what to do."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint that cannot be loaded or does not fit the model, data or property (also a
+    TrainingError, which such refusals were before it existed)."""
 
 
 class MissingExtra(RobustspecError, ImportError):

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustspec.compiler import PGD, Property, SpecError
+from robustspec.compiler import Property, SpecError
 from robustspec.compiler.property import eval_mode
+from robustspec.dsl.errors import InputError
 
+from . import arguments
 from .files import atomic_write
 from .plots import plot_counterexamples
 from .training import property_args
@@ -67,16 +69,26 @@ def attack(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Ten
            eps: float | None = None, eps_param: str = "eps", params: dict | None = None, steps: int = 50,
            step_size: float | None = None, restarts: int = 1, logic: str = "dl2", seed: int = 0,
            batch_size: int = 1000) -> AttackResult:
-    """PGD on the property's counterexample objective, batched; returns every point found."""
+    """PGD on the property's counterexample objective, batched; returns every point found.
+
+    Bad arguments (a negative or non-finite eps or parameter, a step size <= 0, inputs the
+    model cannot take) are InputErrors before any search runs."""
+    arguments.batch(x, y, "attack")
+    arguments.finite_inputs(x, "attack")
+    batch_size = arguments.count(batch_size, "batch_size", 1)
+    if eps is not None:
+        eps = arguments.radius(eps, eps_param)
+    params = arguments.params({**(params or {}), **({eps_param: eps} if eps is not None else {})})
+    params = params or None
+    search = arguments.pgd(steps, step_size, restarts)
+    arguments.model_fits(model, x, y, "attack")
     gen = torch.Generator().manual_seed(seed)
-    params = {**(params or {}), **({eps_param: eps} if eps is not None else {})} or None
-    search = PGD(steps=steps, step_size=step_size, restarts=restarts)
     xs, viol, scores = [], [], []
     for i in range(0, len(x), batch_size):
         args = property_args(prop, x[i:i + batch_size], y[i:i + batch_size])
         found = prop.search(model, search=search, logic=logic, params=params, generator=gen, **args)
         if len(found) != 1:
-            raise ValueError(f"property '{prop.name}' quantifies {list(found) or 'nothing'}; an "
+            raise InputError(f"property '{prop.name}' quantifies {list(found) or 'nothing'}; an "
                              "attack needs exactly one quantified input")
         verdict = prop.check(model, at=found, params=params, **args)
         try:
@@ -99,3 +111,4 @@ def attack(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Ten
     finally:
         model.train(was)
     return AttackResult(prop.name, x, xf, y, pc, pf, torch.cat(viol), torch.cat(scores), eps)
+

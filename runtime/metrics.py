@@ -14,15 +14,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from robustspec.compiler import PGD, Property, RandomSampling
+from robustspec.compiler import Property, RandomSampling
+from robustspec.dsl.errors import InputError
 
+from . import arguments
 from .files import atomic_write_text
 from .training import property_args
 
@@ -90,13 +91,20 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
     from tqdm.auto import tqdm
 
     if eps_param not in prop.params:
-        raise ValueError(f"property '{prop.name}' has no parameter '{eps_param}' to sweep "
+        raise InputError(f"property '{prop.name}' has no parameter '{eps_param}' to sweep "
                          f"(its parameters: {', '.join(prop.params) or 'none'})")
-    eps = [float(e) for e in eps]
-    if not eps or not all(math.isfinite(e) and e >= 0 for e in eps):
-        raise ValueError(f"eps must be one or more finite numbers >= 0, got {eps}")
+    try:
+        eps = arguments.radii(eps, eps_param)
+    except InputError as e:
+        raise InputError(f"eps must be one or more finite numbers >= 0, got {eps!r} ({e})") from None
+    arguments.batch(x, y, "evaluate")
+    arguments.finite_inputs(x, "evaluate")
+    params = arguments.params(params)
+    batch_size = arguments.count(batch_size, "batch_size", 1)
+    samples = arguments.count(samples, "samples", 0)
+    pgd = arguments.pgd(steps, step_size, restarts)
+    arguments.model_fits(model, x, y, "evaluate")
     gen = torch.Generator().manual_seed(seed)
-    pgd = PGD(steps=steps, step_size=step_size, restarts=restarts)
     sampler = RandomSampling(samples=samples) if samples > 0 else None
     result = EvalResult(prop.name, settings={"steps": steps, "step_size": step_size,
                                              "restarts": restarts, "samples": samples,

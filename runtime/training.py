@@ -22,14 +22,21 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from robustspec.compiler import FGSM, PGD, Property, RandomSampling
+from robustspec.compiler import FGSM, Property, RandomSampling
+from robustspec.compiler.registry import Registry
+from robustspec.dsl.errors import CheckpointError, InputError, TrainingError
 
-from .files import atomic_write, atomic_write_text
+from . import arguments
+from .files import atomic_write, atomic_write_text, remove_stale_temps
+from .registries import Names
 
-REGIMES = ("baseline", "augment-uniform", "augment-fgsm", "adversarial", "constraint")
+# name -> a function of the Trainer returning its step (x, y) -> (loss, logits on x)
+TRAINING_REGIMES: Registry = Registry(
+    "regime", lambda message: InputError(message.replace("(available:", "(regimes:")))
+REGIMES = Names(TRAINING_REGIMES)  # the names, in order; a live view of the registry
 
 
-from robustspec.dsl.errors import TrainingError  # noqa: E402  (one hierarchy: dsl/errors.py)
+ADVERSARIES = ("pgd", "fgsm")  # adversarial training's searches
 
 
 @dataclass
@@ -50,15 +57,23 @@ class TrainConfig:
     params: dict = field(default_factory=dict)  # spec parameter overrides, e.g. {"eps": 0.1}
 
     def __post_init__(self):
-        if self.regime not in REGIMES:
-            import difflib
-            close = difflib.get_close_matches(self.regime, REGIMES, n=1)
-            raise ValueError(f"unknown regime '{self.regime}'" + (f"; did you mean '{close[0]}'?"
-                             if close else "") + f" (regimes: {', '.join(REGIMES)})")
-        if self.adversary not in ("pgd", "fgsm"):
-            raise ValueError(f"adversary must be 'pgd' or 'fgsm', not {self.adversary!r}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.search_steps < 0:
-            raise ValueError("epochs and batch_size must be >= 1, lr > 0 and steps >= 0")
+        """Checks every field with the runtime's shared argument checks (InputError)."""
+        self.regime = TRAINING_REGIMES.resolve(self.regime)
+        if self.adversary not in ADVERSARIES:
+            raise InputError(f"adversary must be one of {', '.join(ADVERSARIES)}, not "
+                             f"{self.adversary!r}")
+        whole = all(isinstance(v, int) and not isinstance(v, bool)
+                    for v in (self.epochs, self.batch_size, self.search_steps))
+        lr_ok = isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0
+        if not whole or not lr_ok or self.epochs < 1 or self.batch_size < 1 \
+                or self.search_steps < 0:
+            raise InputError("epochs and batch_size must be >= 1, lr > 0 and steps >= 0 "
+                             f"(got epochs={self.epochs!r}, batch_size={self.batch_size!r}, "
+                             f"lr={self.lr!r}, search_steps={self.search_steps!r})")
+        arguments.step_size(self.step_size, "step_size")
+        arguments.radius(self.alpha, "alpha")  # weights: finite and >= 0
+        arguments.radius(self.beta, "beta")
+        self.params = arguments.params(self.params)
 
 
 def property_args(prop: Property, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -82,13 +97,27 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's contents, loaded with weights_only (no pickled code is ever run)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a torn or foreign file
-        raise TrainingError(f"{path} is not a robustspec checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path} is not a robustspec checkpoint ({_load_failure(e)})") from None
+
+
+def _load_failure(e: Exception) -> str:
+    """Why torch.load refused a file, without torch's advice to load it unsafely."""
+    import pickle
+
+    text = str(e)
+    if isinstance(e, pickle.UnpicklingError) or "weights_only" in text:
+        first = text.split("\n")[0].strip()
+        return ("it holds pickled Python objects, which robustspec never loads because loading "
+                "them can run arbitrary code" + (f"; torch said: {first}"
+                                                 if "weights_only" not in first else ""))
+    return f"{type(e).__name__}: {text}"
 
 
 @dataclass
@@ -124,61 +153,23 @@ class Trainer:
 
     # ------------------------------------------------------------ regimes
     def _regime_step(self) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        cfg, model, prop = self.cfg, self.model, self.prop
-        params = cfg.params or None
+        return TRAINING_REGIMES.get(self.cfg.regime)(self)
 
-        def ce(x, y):
-            logits = model(x)
-            return F.cross_entropy(logits, y), logits
+    def cross_entropy(self, x: torch.Tensor, y: torch.Tensor):
+        logits = self.model(x)
+        return F.cross_entropy(logits, y), logits
 
-        if cfg.regime == "baseline":
-            return ce
-
-        def points(x, y, search) -> torch.Tensor:
-            found = prop.search(model, search=search, params=params, logic=cfg.logic,
-                                generator=self.search_rng, **property_args(prop, x, y))
-            if len(found) != 1:
-                raise TrainingError(f"property '{prop.name}' quantifies {list(found)}; data "
-                                    "augmentation and adversarial training need exactly one "
-                                    "quantified input")
-            return next(iter(found.points.values())).detach()
-
-        if cfg.regime in ("augment-uniform", "augment-fgsm"):
-            if cfg.regime == "augment-uniform":
-                searches = [RandomSampling(samples=1), RandomSampling(samples=1)]
-            else:
-                # two FGSM points, each from a uniform random start: from the center the gradient
-                # can vanish (SR's norm_inf(f(x) - f(x0)) is flat at x = x0) and FGSM would
-                # return x0 itself
-                searches = [FGSM(random_start=True), FGSM(random_start=True)]
-
-            def augment(x, y):
-                extra = [points(x, y, s) for s in searches]
-                xs = torch.cat([x] + extra)
-                loss, logits = ce(xs, y.repeat(len(extra) + 1))
-                return loss, logits[: len(x)]
-            return augment
-
-        if cfg.regime == "adversarial":
-            search = PGD(steps=cfg.search_steps, step_size=cfg.step_size) if cfg.adversary == "pgd" \
-                else FGSM(random_start=True)  # a random start, for the reason given above
-
-            def adversarial(x, y):
-                x_adv = points(x, y, search)
-                loss, _ = ce(x_adv, y)
-                with torch.no_grad():
-                    clean = model(x)
-                return loss, clean
-            return adversarial
-
-        search = PGD(steps=cfg.search_steps, step_size=cfg.step_size)
-
-        def constraint(x, y):
-            loss_ce, logits = ce(x, y)
-            loss_c = prop.loss(model, logic=cfg.logic, search=search, params=params,
-                               generator=self.search_rng, **property_args(prop, x, y))
-            return cfg.alpha * loss_ce + cfg.beta * loss_c, logits
-        return constraint
+    def points(self, x: torch.Tensor, y: torch.Tensor, search) -> torch.Tensor:
+        """The point the property's search finds for each example (one quantified input)."""
+        prop = self.prop
+        found = prop.search(self.model, search=search, params=self.cfg.params or None,
+                            logic=self.cfg.logic, generator=self.search_rng,
+                            **property_args(prop, x, y))
+        if len(found) != 1:
+            raise TrainingError(f"property '{prop.name}' quantifies {list(found)}; data "
+                                "augmentation and adversarial training need exactly one "
+                                "quantified input")
+        return next(iter(found.points.values())).detach()
 
     # ------------------------------------------------------------ checkpoints
     @property
@@ -207,8 +198,8 @@ class Trainer:
     def restore(self, ckpt: dict) -> None:
         try:
             self._restore(ckpt)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise TrainingError(f"{self.checkpoint_path} is not a robustspec training checkpoint "
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise CheckpointError(f"{self.checkpoint_path} is not a robustspec training checkpoint "
                                 f"({type(e).__name__}: {e}); move it away or start a new --out "
                                 "folder") from None
 
@@ -247,7 +238,7 @@ class Trainer:
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise TrainingError(f"the checkpoint does not fit this model: {e}") from None
+            raise CheckpointError(f"the checkpoint does not fit this model: {e}") from None
         self.epoch = int(ckpt["epoch"])
         self.shuffle_rng.set_state(ckpt["shuffle_rng"])
         self.search_rng.set_state(ckpt["search_rng"])
@@ -255,14 +246,31 @@ class Trainer:
         self.history = list(ckpt["history"])
 
     # ------------------------------------------------------------ the loop
+    def _check_inputs(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Shapes, dtypes, and one forward pass: bad inputs are InputErrors before any step."""
+        arguments.batch(x, y, "train")
+        arguments.model_fits(self.model, x, y, "train")
+
     def fit(self, x: torch.Tensor, y: torch.Tensor, resume: bool = False,
-            on_epoch: Callable[[EpochStats], None] | None = None) -> list[dict]:
-        """Train for the configured epochs (continuing from the last checkpoint if resume)."""
+            on_epoch: Callable[[EpochStats], None] | None = None,
+            overwrite: bool = False) -> list[dict]:
+        """Train for the configured epochs (continuing from the last checkpoint if resume).
+
+        A checkpoint folder that holds another run's last.pt is refused unless resume (go on
+        from it) or overwrite (replace it) is given: a finished run is never lost silently."""
         from tqdm.auto import tqdm
 
+        self._check_inputs(x, y)
         self.data_id = data_fingerprint(x, y)
-        if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
-            self.restore(load_checkpoint(self.checkpoint_path))
+        path = self.checkpoint_path
+        if path is not None:
+            remove_stale_temps(self.dir)
+        if path is not None and (path.exists() or path.is_symlink()) and not (resume or overwrite):
+            raise TrainingError(f"{path} holds another run ({describe_run(path)}); pass --resume "
+                                "to continue it, --overwrite to replace it, or choose another "
+                                "--out folder")
+        if resume and path is not None and path.exists():
+            self.restore(load_checkpoint(path))
         n = len(x)
         bs = self.cfg.batch_size
         batches = math.ceil(n / bs)
@@ -307,6 +315,66 @@ class Trainer:
         return self.history
 
 
+# ------------------------------------------------------------------ the regimes
+# Each entry takes the Trainer and returns its step (x, y) -> (loss, logits on the clean x).
+# A new regime is one more `@TRAINING_REGIMES.register(name, help=...)` function.
+
+@TRAINING_REGIMES.register("baseline", help="cross-entropy")
+def _baseline(t: Trainer):
+    return t.cross_entropy
+
+
+def _augment(t: Trainer, searches):
+    def augment(x, y):
+        extra = [t.points(x, y, s) for s in searches]
+        loss, logits = t.cross_entropy(torch.cat([x] + extra), y.repeat(len(extra) + 1))
+        return loss, logits[: len(x)]
+    return augment
+
+
+@TRAINING_REGIMES.register("augment-uniform", help="cross-entropy on each image plus 2 uniform "
+                           "samples from the spec's domain")
+def _augment_uniform(t: Trainer):
+    return _augment(t, [RandomSampling(samples=1), RandomSampling(samples=1)])
+
+
+@TRAINING_REGIMES.register("augment-fgsm", help="... plus 2 FGSM points of the spec, each from "
+                           "a uniform random start")
+def _augment_fgsm(t: Trainer):
+    # from the center the gradient can vanish (SR's norm_inf(f(x) - f(x0)) is flat at x = x0)
+    # and FGSM would return x0 itself: hence the random starts
+    return _augment(t, [FGSM(random_start=True), FGSM(random_start=True)])
+
+
+@TRAINING_REGIMES.register("adversarial", help="cross-entropy at the worst point the spec's "
+                           "search finds (--adversary pgd or fgsm)")
+def _adversarial(t: Trainer):
+    cfg = t.cfg
+    search = arguments.pgd(cfg.search_steps, cfg.step_size) if cfg.adversary == "pgd" \
+        else FGSM(random_start=True)  # a random start, for the reason given above
+
+    def adversarial(x, y):
+        loss, _ = t.cross_entropy(t.points(x, y, search), y)
+        with torch.no_grad():
+            clean = t.model(x)
+        return loss, clean
+    return adversarial
+
+
+@TRAINING_REGIMES.register("constraint", help="alpha * cross-entropy + beta * the spec's loss "
+                           "under a logic")
+def _constraint(t: Trainer):
+    cfg, prop = t.cfg, t.prop
+    search = arguments.pgd(cfg.search_steps, cfg.step_size)
+
+    def constraint(x, y):
+        loss_ce, logits = t.cross_entropy(x, y)
+        loss_c = prop.loss(t.model, logic=cfg.logic, search=search, params=cfg.params or None,
+                           generator=t.search_rng, **property_args(prop, x, y))
+        return cfg.alpha * loss_ce + cfg.beta * loss_c, logits
+    return constraint
+
+
 def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> dict:
     """Which training set a run used: its size and a digest of the labels and a strided
     sample of the images (cheap on 60,000 images), so a resume on other data is refused."""
@@ -321,25 +389,59 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> dict:
 def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime: str = "baseline",
           prop: Property | None = None, checkpoint_dir: str | Path | None = None,
           resume: bool = False, progress: bool | None = None, model_info: dict | None = None,
-          **config) -> list[dict]:
+          overwrite: bool = False, **config) -> list[dict]:
     """One call per regime: `train(model, x, y, "constraint", prop=spec["sr"], epochs=2)`."""
     trainer = Trainer(model, TrainConfig(regime=regime, **config), prop, checkpoint_dir, model_info,
                       progress)
-    return trainer.fit(x, y, resume=resume)
+    return trainer.fit(x, y, resume=resume, overwrite=overwrite)
+
+
+def describe_run(path: str | Path) -> str:
+    """What a checkpoint holds, in a few words ("regime constraint, 3 of 10 epochs done")."""
+    try:
+        ckpt = load_checkpoint(path)
+        cfg = json.loads(ckpt["config"])
+        prop = json.loads(ckpt.get("property") or "null")
+        return (f"regime {cfg.get('regime')}, {int(ckpt['epoch'])} of {cfg.get('epochs')} epochs "
+                f"done" + (f", property {prop['name']} from {prop['spec']}" if prop else ""))
+    except (CheckpointError, KeyError, TypeError, ValueError, AttributeError):
+        return "a file that is not a robustspec checkpoint"
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict, dict]:
-    """Rebuild the model a checkpoint was trained with; returns (model, checkpoint, model_info)."""
+    """Rebuild the model a checkpoint was trained with; returns (model, checkpoint, model_info).
+
+    Every way a checkpoint can be malformed (no format marker, no model description, weights
+    that do not fit the described model) is a CheckpointError saying what is wrong."""
     from .models import build_model
 
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != "robustspec-checkpoint-1":
-        raise TrainingError(f"{path} is not a robustspec checkpoint (no format marker)")
-    info = json.loads(ckpt.get("model_info") or "{}")
+        raise CheckpointError(f"{path} is not a robustspec checkpoint (no format marker)")
+    try:
+        info = json.loads(ckpt.get("model_info") or "{}")
+        if not isinstance(info, dict):
+            raise TypeError(f"model_info is {type(info).__name__}, not a dict")
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its model description is unreadable ({e})") from None
     if not info.get("name"):
-        raise TrainingError(f"{path} does not say which model it holds; load it from Python with "
-                            "your own module and model.load_state_dict(checkpoint['model'])")
-    model = build_model(info["name"], tuple(info["input_shape"]), info.get("classes", 10))
-    model.load_state_dict(ckpt["model"])
+        raise CheckpointError(f"{path} does not say which model it holds; load it from Python with "
+                              "your own module and model.load_state_dict(checkpoint['model'])")
+    missing = [k for k in ("input_shape",) if k not in info]
+    if missing or "model" not in ckpt:
+        raise CheckpointError(f"{path} lacks {', '.join(missing) or 'its weights'}: "
+                              f"it is damaged or was not written by robustspec train")
+    try:
+        model = build_model(info["name"], tuple(info["input_shape"]), info.get("classes", 10))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} describes a model robustspec cannot build ({e})") from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        first = str(e).strip().split("\n")
+        detail = "; ".join(line.strip() for line in first if line.strip())[:600]
+        raise CheckpointError(f"{path}: its weights do not fit the model it describes "
+                              f"({info['name']}, input {tuple(info['input_shape'])}, "
+                              f"{info.get('classes', 10)} classes): {detail}") from None
     model.eval()
     return model, ckpt, info

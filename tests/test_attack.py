@@ -131,3 +131,56 @@ def test_model_mode_restored():
     model = Ramp().train()
     attack(model, cr, images([0.5]), torch.tensor([1]), steps=2)
     assert model.training
+
+
+# ------------------------------------------------------------------ bad arguments (issue 8)
+
+def test_attack_and_evaluate_share_one_argument_check(sr):
+    """attack used to report '0 of N inputs have a counterexample' for eps -1, nan or inf."""
+    from robustspec.dsl.errors import InputError, RobustspecError
+    from robustspec.runtime.metrics import evaluate
+
+    x, y = images([0.1, 0.6]), torch.tensor([1, 0])
+    for eps in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="eps must be"):
+            attack(Ramp(), sr, x, y, eps=eps, steps=2)
+        with pytest.raises(InputError, match="eps must be"):
+            evaluate(Ramp(), sr, x, y, eps=[eps], steps=2, samples=0)
+    for step in (-1.0, 0.0, float("nan")):
+        with pytest.raises(InputError, match="step_size must be"):
+            attack(Ramp(), sr, x, y, eps=EPS, steps=2, step_size=step)
+        with pytest.raises(InputError, match="step_size must be"):
+            evaluate(Ramp(), sr, x, y, eps=[EPS], steps=2, step_size=step, samples=0)
+    with pytest.raises(InputError, match="params delta must be a finite number"):
+        attack(Ramp(), sr, x, y, params={"delta": float("nan")}, steps=2)
+    with pytest.raises(InputError, match="params eps must be >= 0"):
+        attack(Ramp(), sr, x, y, params={"eps": -0.5}, steps=2)
+    assert issubclass(InputError, RobustspecError) and issubclass(InputError, ValueError)
+
+
+class Pair(nn.Module):
+    def forward(self, x):
+        return Ramp()(x), None
+
+
+def test_bad_shapes_and_models_are_input_errors(sr):
+    from robustspec.dsl.errors import InputError
+    from robustspec.runtime.metrics import evaluate
+
+    x, y = images([0.1, 0.6]), torch.tensor([1, 0])
+    cases = [
+        (dict(x=x[:0], y=y[:0]), "x is empty"),
+        (dict(x=x, y=y[:, None]), r"y must be a vector of labels \[B\], got shape \(2, 1\); use y.squeeze\(1\)"),
+        (dict(x=x, y=y[:1]), "2 inputs but 1 labels"),
+        (dict(x=x, y=y.float()), "integer class ids"),
+        (dict(x=x.clone().fill_(float("nan")), y=y), "NaN or infinite"),
+        (dict(x=x, y=y, model=Pair()), "returned tuple, not a tensor of logits"),
+        (dict(x=x, y=y, model=nn.Linear(3, 2)), r"cannot take inputs of shape \(1, 1, 2, 2\)"),
+        (dict(x=x, y=torch.tensor([1, 5])), "the model has 2 outputs"),
+    ]
+    for case, message in cases:
+        model = case.pop("model", Ramp())
+        with pytest.raises(InputError, match=message):
+            attack(model, sr, case["x"], case["y"], eps=EPS, steps=2)
+        with pytest.raises(InputError, match=message):
+            evaluate(model, sr, case["x"], case["y"], eps=[EPS], steps=2, samples=0)

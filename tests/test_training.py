@@ -301,8 +301,13 @@ def test_resume_with_other_settings_names_the_fields(sr, tmp_path):
         trainer(epochs=2, out=tmp_path, lr=1e-3).fit(X, Y, resume=True)
     with pytest.raises(TrainingError, match=r"\(beta: 0.2 then, 0.5 now, params: .*, regime: baseline then, constraint now\)"):
         trainer("constraint", sr, epochs=2, out=tmp_path, beta=0.5).fit(X, Y, resume=True)
-    # without resume a new run simply overwrites
-    trainer(epochs=1, out=tmp_path, lr=1e-3).fit(X, Y)
+    # without resume a new run must ask to overwrite (issue 8 item 10: it used to overwrite
+    # silently); with overwrite=True it replaces the old run
+    with pytest.raises(TrainingError, match=r"holds another run \(regime baseline, 1 of 1 epochs "
+                       r"done\); pass --resume .* --overwrite"):
+        trainer(epochs=1, out=tmp_path, lr=1e-3).fit(X, Y)
+    trainer(epochs=1, out=tmp_path, lr=1e-3).fit(X, Y, overwrite=True)
+    assert json.loads(torch.load(tmp_path / "last.pt", weights_only=True)["config"])["lr"] == 1e-3
 
 
 def test_resume_with_another_property_is_refused(sr, scr, tmp_path):
@@ -535,3 +540,75 @@ def test_augmentation_needs_a_quantified_input(sr):
         trainer("augment-uniform", at_point, epochs=1).fit(X, Y)
     # the constraint regime is fine with a property without a quantifier
     assert len(trainer("constraint", at_point, epochs=1).fit(X, Y)) == 1
+
+
+# ------------------------------------------------------------------ hardening (issue 8)
+
+def test_train_arguments_are_checked_by_the_shared_validation(sr):
+    from robustspec.dsl.errors import InputError
+    for bad, message in [({"params": {"eps": -0.1}}, "params eps must be >= 0"),
+                         ({"params": {"delta": float("inf")}}, "params delta must be a finite"),
+                         ({"step_size": -1.0}, "step_size must be > 0"),
+                         ({"step_size": float("nan")}, "step_size must be a finite"),
+                         ({"beta": -0.2}, "beta must be >= 0")]:
+        with pytest.raises(InputError, match=message):
+            TrainConfig(regime="constraint", **bad)
+    with pytest.raises(InputError, match="x is empty"):
+        trainer(epochs=1).fit(X[:0], Y[:0])
+    with pytest.raises(InputError, match=r"y must be a vector of labels"):
+        trainer(epochs=1).fit(X, Y[:, None])
+    with pytest.raises(InputError, match=r"cannot take inputs of shape \(1, 1, 4, 4\)"):
+        trainer(epochs=1).fit(X[:, :, :4, :4], Y)
+    with pytest.raises(InputError, match="the model has 10 outputs"):
+        trainer(epochs=1).fit(X, Y + 10)
+
+
+def test_checkpoint_errors_say_what_is_wrong(tmp_path):
+    from robustspec.dsl.errors import CheckpointError
+    t = trainer(epochs=1, out=tmp_path / "run")
+    t.fit(X, Y)
+    good = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    info = json.loads(good["model_info"])
+
+    def broken(name, **change):
+        ckpt = {**good, **change}
+        atomic_save(ckpt, tmp_path / f"{name}.pt")
+        return tmp_path / f"{name}.pt"
+    no_shape = broken("noshape", model_info=json.dumps({k: v for k, v in info.items()
+                                                        if k != "input_shape"}))
+    with pytest.raises(CheckpointError, match="lacks input_shape"):
+        model_from_checkpoint(no_shape)
+    classes = broken("classes", model_info=json.dumps({**info, "classes": 3}))
+    with pytest.raises(CheckpointError, match=r"weights do not fit the model it describes \(mlp, "
+                       r"input \(1, 8, 8\), 3 classes\).*size mismatch"):
+        model_from_checkpoint(classes)
+    shape = broken("shape", model_info=json.dumps({**info, "input_shape": [1, 4, 4]}))
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        model_from_checkpoint(shape)
+    weights = broken("weights", model={k: v for k, v in good["model"].items() if "3." not in k})
+    with pytest.raises(CheckpointError, match="Missing key"):
+        model_from_checkpoint(weights)
+    # a pickled object is refused without torch's advice to load it unsafely
+    torch.save({"format": "robustspec-checkpoint-1", "obj": Path("x")}, tmp_path / "pickled.pt")
+    with pytest.raises(CheckpointError, match="pickled Python objects") as err:
+        model_from_checkpoint(tmp_path / "pickled.pt")
+    assert "weights_only" not in str(err.value) and "False" not in str(err.value)
+    assert issubclass(CheckpointError, TrainingError)
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / f".last.pt.{dead}.tmp").write_bytes(b"torn")
+    (out / f".history.json.{dead}.tmp").write_bytes(b"torn")
+    live = out / f".last.pt.{os.getppid()}.tmp"  # a live process's write in progress
+    live.write_bytes(b"in progress")
+    trainer(epochs=1, out=out).fit(X, Y)
+    assert sorted(os.listdir(out)) == sorted(["history.json", "last.pt", live.name])
+    (out / f".last.pt.{dead}.tmp").write_bytes(b"torn")
+    trainer(epochs=2, out=out).fit(X, Y, resume=True)
+    assert sorted(os.listdir(out)) == sorted(["history.json", "last.pt", live.name])

@@ -1,0 +1,158 @@
+"""One validation of the runtime's arguments, shared by the Python API and every CLI command.
+
+train, evaluate and attack (and their commands) check radii, step sizes, counts, parameter
+values, batches and model outputs here, so a value refused by one is refused by all, with the
+same message. Every refusal is an InputError (a RobustspecError and a ValueError) saying what
+to pass instead. The searches the runtime runs are built here too (`pgd`), once.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+
+from robustspec.compiler import PGD
+from robustspec.dsl.errors import InputError
+
+RADIUS_PARAMS = ("eps",)  # the runtime's radius parameter: swept by evaluate, set by --eps
+
+
+def _number(value, name: str) -> float:
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be a number, not {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def radius(value, name: str = "eps") -> float:
+    """A finite radius >= 0: a negative one makes the property's domain empty (vacuous)."""
+    number = _number(value, name)
+    if number < 0:
+        raise InputError(f"{name} must be >= 0 (a radius; a negative one makes the domain empty "
+                         f"and the property hold vacuously), got {value!r}")
+    return number
+
+
+def radii(values, name: str = "eps") -> list[float]:
+    """One or more radii (evaluate's sweep)."""
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = [values]
+    values = list(values)
+    if not values:
+        raise InputError(f"{name} needs at least one value, e.g. 0,0.05,0.1")
+    return [radius(v, name) for v in values]
+
+
+def step_size(value, name: str = "step_size") -> float | None:
+    """None (the search's default) or a finite number > 0."""
+    if value is None:
+        return None
+    number = _number(value, name)
+    if number <= 0:
+        raise InputError(f"{name} must be > 0 (or left out for the default), got {value!r}")
+    return number
+
+
+def count(value, name: str, minimum: int = 0) -> int:
+    """A whole number >= minimum."""
+    try:
+        whole = not isinstance(value, bool) and int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise InputError(f"{name} must be a whole number, not {value!r}")
+    if int(value) < minimum:
+        raise InputError(f"{name} must be at least {minimum}, got {int(value)}")
+    return int(value)
+
+
+def params(values: Mapping | None, what: str = "params") -> dict:
+    """Parameter overrides, checked and returned as given: finite numbers; a radius parameter
+    (eps) also >= 0."""
+    values = dict(values or {})
+    for key, value in values.items():
+        label = f"{what} {key}" if what else str(key)
+        (radius if key in RADIUS_PARAMS else _number)(value, label)
+    return values
+
+
+def batch(x, y, what: str) -> None:
+    """x: a non-empty tensor [B, ...]; y: integer labels [B]."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{what}: x must be a torch.Tensor of inputs [B, ...], not "
+                         f"{type(x).__name__}")
+    if not isinstance(y, torch.Tensor):
+        raise InputError(f"{what}: y must be a torch.Tensor of labels [B], not {type(y).__name__}")
+    if x.dim() < 1 or len(x) == 0:
+        raise InputError(f"{what}: x is empty (shape {tuple(x.shape)}); give at least one example")
+    if not x.is_floating_point():
+        raise InputError(f"{what}: x must hold floats (got {x.dtype}); convert with x.float()")
+    if y.dim() != 1:
+        raise InputError(f"{what}: y must be a vector of labels [B], got shape {tuple(y.shape)}"
+                         + ("; use y.squeeze(1)" if y.dim() == 2 and y.shape[1] == 1 else ""))
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
+        raise InputError(f"{what}: y must hold integer class ids (got {y.dtype}); use y.long()")
+    if len(y) != len(x):
+        raise InputError(f"{what}: {len(x)} inputs but {len(y)} labels")
+
+
+def finite_inputs(x: torch.Tensor, what: str) -> None:
+    """No NaN or infinity in the points a property is checked at."""
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"{what}: x holds NaN or infinite values; a property checked there "
+                         "means nothing. Clean the data first")
+
+
+def logits(model: torch.nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+    """model(x) as a [B, classes] tensor, or an InputError saying what the model did instead."""
+    try:
+        out = model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise InputError(f"{what}: the model cannot take inputs of shape {tuple(x.shape)} "
+                         f"({type(e).__name__}: {e}); give inputs the shape it was built for"
+                         ) from None
+    if not isinstance(out, torch.Tensor):
+        raise InputError(f"{what}: the model returned {type(out).__name__}, not a tensor of "
+                         "logits [B, classes]; wrap it so forward() returns the logits")
+    if out.dim() != 2 or out.shape[0] != x.shape[0]:
+        raise InputError(f"{what}: the model returned shape {tuple(out.shape)} for {len(x)} "
+                         "inputs; the runtime needs logits [B, classes]")
+    return out
+
+
+def labels_fit(y: torch.Tensor, classes: int, what: str) -> None:
+    """Every label is a class of the model's output (0..classes-1)."""
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise InputError(f"{what}: labels range over {int(y.min())}..{int(y.max())} but the model "
+                         f"has {classes} outputs (classes 0..{classes - 1}); build it for the "
+                         "dataset's class count")
+
+
+def model_fits(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, what: str) -> None:
+    """One forward pass on the first input (eval mode, no grad): a model that cannot take x,
+    returns no logits, or has fewer outputs than the labels need is an InputError here, not a
+    torch error deep inside a search."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = logits(model, x[:1], what)
+    finally:
+        model.train(was)
+    labels_fit(y, out.shape[1], what)
+
+
+def pgd(steps: int = 50, step_size_: float | None = None, restarts: int = 1) -> PGD:
+    """The runtime's PGD search (training, evaluation and attacks build it here, once)."""
+    return PGD(steps=count(steps, "steps", 0), step_size=step_size(step_size_),
+               restarts=count(restarts, "restarts", 1))
+
+
+__all__ = ["radius", "radii", "step_size", "count", "params", "batch", "finite_inputs", "logits",
+           "labels_fit", "model_fits", "pgd", "RADIUS_PARAMS"]
