@@ -113,36 +113,29 @@ class Builder:
             self._table[key] = node
         return node
 
-    # convenience constructors used by normalisation
+    # convenience constructors used by the checker and normalisation
     def and_(self, items, span=NO_SPAN) -> N:
-        flat: list[N] = []
-        for it in items:
-            if it.op == "and":
-                flat.extend(it.args)
-            elif it.op == "true":
-                continue
-            elif it.op == "false":
-                return self.mk("false", span=span)
-            elif it not in flat:
-                flat.append(it)
-        if not flat:
-            return self.mk("true", span=span)
-        return flat[0] if len(flat) == 1 else self.mk("and", tuple(flat), span=span)
+        """The n-ary conjunction of `items` as written: a chain `A and B and C` (and a nested
+        conjunction, e.g. from a helper's body) is one n-ary `and` - the language's reading of
+        a chain, translated by each logic's n-ary `and_`. Nothing else is rewritten: duplicates,
+        `true` and `false` stay operands (a law such as A and A = A holds in some logics only;
+        see compiler/simplify.py). No items is `true`, one item is the item itself."""
+        return self._chain("and", "true", items, span)
 
     def or_(self, items, span=NO_SPAN) -> N:
+        """The n-ary disjunction of `items` as written (see `and_`); no items is `false`."""
+        return self._chain("or", "false", items, span)
+
+    def _chain(self, op: str, empty: str, items, span) -> N:
         flat: list[N] = []
         for it in items:
-            if it.op == "or":
+            if it.op == op:
                 flat.extend(it.args)
-            elif it.op == "false":
-                continue
-            elif it.op == "true":
-                return self.mk("true", span=span)
-            elif it not in flat:
+            else:
                 flat.append(it)
         if not flat:
-            return self.mk("false", span=span)
-        return flat[0] if len(flat) == 1 else self.mk("or", tuple(flat), span=span)
+            return self.mk(empty, span=span)
+        return flat[0] if len(flat) == 1 else self.mk(op, tuple(flat), span=span)
 
 
 def _hashable(x: Any) -> bool:

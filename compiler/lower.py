@@ -21,6 +21,7 @@ from robustspec.dsl.diagnostics import Diagnostic, SpecError
 
 from .ir import CONT_QUANT, IDX_QUANT, N
 from .logics import Logic
+from .logics.boolean import BOOLEAN
 
 Fn = Callable[["Ctx"], Any]
 
@@ -94,6 +95,17 @@ class TorchOps:
     @staticmethod
     def where(c, a, b):
         return torch.where(c, a, b)
+
+    logical_and = staticmethod(torch.logical_and)
+    logical_or = staticmethod(torch.logical_or)
+
+    @staticmethod
+    def all(v, dim):
+        return v.all(dim)
+
+    @staticmethod
+    def any(v, dim):
+        return v.any(dim)
 
     symbolic = False
 
@@ -175,10 +187,11 @@ def untranslatable(formula: N, logic: Logic, what: str) -> list[Diagnostic]:
 
 
 class Lowering:
-    """Compiles IR nodes to closures under one semantics: `logic=None` is the exact checker."""
+    """Compiles IR nodes to closures under one logic; the exact checker is the logic
+    `BOOLEAN` (logics/boolean.py), and `Lowering(None)` means it too."""
 
     def __init__(self, logic: Logic | None, invariant_of: frozenset[str] | None = None):
-        self.logic = logic
+        self.logic = logic if logic is not None else BOOLEAN
         self.invariant_of = invariant_of  # searched variables: other nodes are cached per search
 
     # ------------------------------------------------------------ caching wrapper
@@ -348,24 +361,16 @@ class Lowering:
         if op == "cmp":
             cop, over = n.attr
             a_fn, b_fn = self.term(n.args[0], depth), self.term(n.args[1], depth)
-            if lg is None:
-                f = _CMP[cop]
-                red_all = over == "all"
-
-                def check_cmp(ctx: Ctx):
-                    a, b, vr = _same_rank(a_fn(ctx), b_fn(ctx), depth)
-                    r = f(a, b)
-                    if vr and r.ndim:
-                        r = r.flatten(1 + depth).all(-1) if red_all else r.flatten(1 + depth).any(-1)
-                    return r
-                return self._cached(n, depth, check_cmp)
             reduce = lg.forall if over == "all" else lg.exists
             if all(x.ty.kind == "int" for x in n.args):
                 return self._cached(n, depth, self._crisp_cmp(cop, a_fn, b_fn, depth))
 
+            exact = lg.kind == "boolean"
+
             def logic_cmp(ctx: Ctx):
                 a, b, vr = _same_rank(a_fn(ctx), b_fn(ctx), depth)
-                a, b = _as_float(a, ctx.dtype), _as_float(b, ctx.dtype)
+                if not exact:
+                    a, b = _as_float(a, ctx.dtype), _as_float(b, ctx.dtype)
                 r = lg.cmp(T, cop, a, b)
                 if vr and r.ndim:
                     r = reduce(T, r.flatten(1 + depth), -1)
@@ -373,9 +378,6 @@ class Lowering:
             return self._cached(n, depth, logic_cmp)
         if op in ("and", "or"):
             fns = [self.formula(a, depth) for a in n.args]
-            if lg is None:
-                combine = torch.logical_and if op == "and" else torch.logical_or
-                return lambda ctx: functools.reduce(combine, (f(ctx) for f in fns))
             join = lg.and_ if op == "and" else lg.or_
             return lambda ctx: join(T, [f(ctx) for f in fns])
         if op in IDX_QUANT:
@@ -388,13 +390,12 @@ class Lowering:
     def _truth(self, ctx: Ctx, value: bool) -> torch.Tensor:
         """`true` or `false`: a bool for the checker, the logic's constant (made once per
         evaluation context) under a logic."""
-        if self.logic is None:
-            return torch.tensor(value, device=ctx.device)
         key = ("truth", value)
         t = ctx.static.get(key)
         if t is None:
             base = self.logic.true(T) if value else self.logic.false(T)
-            t = ctx.static[key] = base.to(dtype=ctx.dtype, device=ctx.device)
+            t = base.to(device=ctx.device)
+            t = ctx.static[key] = t.to(ctx.dtype) if t.is_floating_point() else t
         return t
 
     def _crisp_cmp(self, cop: str, a_fn: Fn, b_fn: Fn, depth: int) -> Fn:
@@ -431,8 +432,6 @@ class Lowering:
             if v.ndim < depth + 2:
                 v = v.reshape(v.shape + (1,) * (depth + 2 - v.ndim))
             v = v.expand(v.shape[:-1] + (k,))
-            if lg is None:
-                return v.all(-1) if is_forall else v.any(-1)
             return lg.forall(T, v, -1) if is_forall else lg.exists(T, v, -1)
         return quantify
 

@@ -21,9 +21,11 @@ from robustspec.dsl.diagnostics import Diagnostic, SpecError
 
 from .ir import N
 from .logics import Logic, get_logic
+from .logics.boolean import BOOLEAN
 from .lower import T, Ctx, Lowering, untranslatable
 from .normalise import NormalProperty
 from .search import RealDomain, Search, make_search
+from .simplify import simplify
 
 SEARCH_OPTIONS = {"steps", "step_size", "restarts", "samples", "points", "random_start", "early_stop"}
 
@@ -84,11 +86,11 @@ class Property:
         self.formula = normal.formula
         self.quantifiers = normal.quantifiers()
         self.variables = normal.variables()  # the names `at=` and `search()` results use
-        self._check = Lowering(None).formula(self.formula)
+        self._check = Lowering(BOOLEAN).formula(self.formula)
         self._loss_fns: dict[int, Callable] = {}
         self._objective_fns: dict[tuple[int, int], tuple[Callable, Callable | None]] = {}
         self._body_fns: dict[tuple[int, int], Callable] = {}
-        self._terms = Lowering(None)
+        self._terms = Lowering(BOOLEAN)
         self._domain_fns = {id(q): [self._domain_fn(d) for d in q.attr.domains]
                             for q in self.quantifiers}
         self._vacuity = self._vacuity_fn()
@@ -199,7 +201,8 @@ class Property:
             diags = untranslatable(self.formula, lg, f"property '{self.name}'")
             if diags:
                 raise SpecError(diags)
-            fn = self._loss_fns[_logic_key(lg)] = Lowering(lg).formula(self.formula)
+            # a law the logic claims (and the kit checks) may simplify; no other
+            fn = self._loss_fns[_logic_key(lg)] = Lowering(lg).formula(simplify(self.formula, lg))
         return fn
 
     def _objective(self, q: N, lg: Logic) -> tuple[Callable, Callable | None]:
@@ -297,8 +300,7 @@ class Property:
         if bool(inside.all()):
             return value
         forall = q.op == "forall"
-        if lg is None:
-            return value | ~inside if forall else value & inside
+        lg = lg if lg is not None else BOOLEAN
         fill = (lg.true(T) if forall else lg.false(T)).to(dtype=value.dtype, device=value.device)
         if value.ndim > 1:
             inside = inside.reshape(inside.shape + (1,) * (value.ndim - 1))
@@ -343,7 +345,7 @@ class Property:
         premise = self.normal.vacuity_premise
         if premise is None:
             return lambda ctx, points: torch.zeros(ctx.batch, dtype=torch.bool, device=ctx.device)
-        prem = Lowering(None).formula(premise)
+        prem = Lowering(BOOLEAN).formula(premise)
 
         def vacuous(ctx: Ctx, points):
             c = ctx.child({**ctx.vals, **points})

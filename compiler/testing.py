@@ -20,6 +20,9 @@ reported as "not claimed"):
     commutative    and/or do not depend on the order of their operands
     associative    and(and(x, y), z) = and(x, and(y, z)) = and(x, y, z), the same for or
     shadow_lifting d and(x1..xn) / d xi > 0 wherever every xi is partly satisfied
+    idempotent     A and A = A and A or A = A, compiled (the formula as a user writes it)
+    identity       A and true = A and A or false = A, compiled
+    absorbing      A and false = false and A or true = true, compiled
     search_sound   a point the PGD search returns lies in the domain, and if the search says it
                    is a counterexample (objective 0), the checker says the body is false there
 
@@ -40,9 +43,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import torch
-from hypothesis import HealthCheck, Phase, find, settings
-from hypothesis import strategies as st
-from hypothesis.errors import NoSuchExample
+
+try:
+    from hypothesis import HealthCheck, Phase, find, settings
+    from hypothesis import strategies as st
+    from hypothesis.errors import NoSuchExample
+except ImportError:  # hypothesis is the `kit` extra, not a dependency of robustspec
+    from robustspec.dsl.errors import MissingExtra
+    raise MissingExtra("kit", "hypothesis", "the property-test kit (robustspec.compiler.testing)") \
+        from None
 
 from .logics import BUILTIN_LOGICS, Logic, get_logic
 from .lower import TorchOps
@@ -577,6 +586,65 @@ def check_shadow_lifting(logic: Logic | str = "dl2", max_examples: int = 100, se
                      seed, shrink, partial=True, n=(2, 4))
 
 
+# ---------------------------------------------------------------- Boolean laws, compiled
+# Each law is checked on compiled spec text, not on the logic's table alone: the compiler must
+# translate `A and A` operand for operand (a law is applied only where the logic claims it).
+_LAWS = {
+    "idempotent": (lambda f: ("and", f, f), lambda f: f, "A and A", "A"),
+    "idempotent_or": (lambda f: ("or", f, f), lambda f: f, "A or A", "A"),
+    "identity": (lambda f: ("and", f, ("true",)), lambda f: f, "A and true", "A"),
+    "identity_or": (lambda f: ("or", f, ("false",)), lambda f: f, "A or false", "A"),
+    "absorbing": (lambda f: ("and", f, ("false",)), lambda f: ("false",), "A and false", "false"),
+    "absorbing_or": (lambda f: ("or", f, ("true",)), lambda f: ("true",), "A or true", "true"),
+}
+
+
+def _law_check(law: str, logic, max_examples: int, seed: int, shrink: bool) -> CheckResult:
+    lg = get_logic(logic)
+    cases = [_LAWS[law], _LAWS[law + "_or"]]
+
+    def differs(f, rws, case):
+        lhs, rhs = case[0](f), case[1](f)
+        a, b = _value_rows(lg, lhs, rws), _value_rows(lg, rhs, rws)
+        if a.dtype == torch.bool or b.dtype == torch.bool:
+            return a != b
+        a, b = a.double(), b.double()
+        same_inf = torch.isinf(a) & torch.isinf(b) & (torch.sign(a) == torch.sign(b))
+        return ~(same_inf | ((a - b).abs() <= 1e-9 * (1 + torch.maximum(a.abs(), b.abs()))))
+
+    def bad_rows(f, rws):
+        return functools.reduce(torch.logical_or, (differs(f, rws, c) for c in cases))
+
+    def describe(f, row):
+        for c in cases:
+            if bool(differs(f, [row], c)[0]):
+                a = float(_value_rows(lg, c[0](f), [row])[0])
+                b = float(_value_rows(lg, c[1](f), [row])[0])
+                return (f"{c[2]} with A = `{render(f)}` at {show_row(row)}: {c[2]} = {a:.6g} but "
+                        f"{c[3]} = {b:.6g}")
+        return f"`{render(f)}` at {show_row(row)}"
+    return _formula_check(lg, law, law in lg.claims, bad_rows, describe, max_examples, seed,
+                          shrink, max_depth=2)
+
+
+def check_idempotence(logic: Logic | str = "dl2", max_examples: int = 100, seed: int = 0,
+                      shrink: bool = True) -> CheckResult:
+    """`A and A` and `A or A` compile to the value of `A`."""
+    return _law_check("idempotent", logic, max_examples, seed, shrink)
+
+
+def check_identity(logic: Logic | str = "dl2", max_examples: int = 100, seed: int = 0,
+                   shrink: bool = True) -> CheckResult:
+    """`A and true` and `A or false` compile to the value of `A`."""
+    return _law_check("identity", logic, max_examples, seed, shrink)
+
+
+def check_absorbing(logic: Logic | str = "dl2", max_examples: int = 100, seed: int = 0,
+                    shrink: bool = True) -> CheckResult:
+    """`A and false` compiles to the value of `false`, `A or true` to that of `true`."""
+    return _law_check("absorbing", logic, max_examples, seed, shrink)
+
+
 # ---------------------------------------------------------------- search soundness
 EPS = 0.25
 X0_GRID = (0.0, 0.5, 1.0, 0.25, 0.75)
@@ -654,6 +722,9 @@ CHECKS: dict[str, Callable[..., CheckResult]] = {
     "commutative": check_commutativity,
     "associative": check_associativity,
     "shadow_lifting": check_shadow_lifting,
+    "idempotent": check_idempotence,
+    "identity": check_identity,
+    "absorbing": check_absorbing,
     "search_sound": check_search_soundness,
 }
 
@@ -707,5 +778,6 @@ __all__ = ["SIGNATURE", "GRID", "terms", "formulas", "rows", "assignments", "exa
            "render", "spec_text", "reference", "to_args", "compiled", "formula_values",
            "CheckResult", "KitReport", "check_range", "check_soundness", "check_completeness",
            "check_nnf", "check_quantifier", "check_commutativity", "check_associativity",
-           "check_shadow_lifting", "check_search_soundness", "CHECKS", "run_kit",
+           "check_shadow_lifting", "check_idempotence", "check_identity", "check_absorbing",
+           "check_search_soundness", "CHECKS", "run_kit",
            "run_kit_matrix"]

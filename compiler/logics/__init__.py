@@ -4,7 +4,7 @@
     register_logic("mine", MyLogic)      # then logic="mine" works everywhere
 
 Built in (see docs/logics.md): dl2, goedel, lukasiewicz, product (Reichenbach), yager (p),
-stl (nu). Options go as keywords, `get_logic("yager", p=3)`, or in the name, "yager:p=3" or
+stl (nu), and boolean: the exact checker, the same table with Boolean values. Options go as keywords, `get_logic("yager", p=3)`, or in the name, "yager:p=3" or
 "yager(p=3)" (what `--logic` takes on the command line). `get_logic` returns one shared
 instance per name and options, so a property compiles once per logic, not once per call.
 """
@@ -18,7 +18,8 @@ from typing import Callable
 
 from robustspec.dsl.diagnostics import Diagnostic, SpecError
 
-from .base import CLAIMS, Logic
+from .base import CLAIMS, LAWS, Logic
+from .boolean import BOOLEAN, Boolean
 from .dl2 import DL2
 from .goedel import Goedel
 from .lukasiewicz import Lukasiewicz
@@ -28,9 +29,9 @@ from .yager import Yager
 
 _REGISTRY: dict[str, Callable[..., Logic]] = {
     "dl2": DL2, "goedel": Goedel, "lukasiewicz": Lukasiewicz, "product": Product,
-    "yager": Yager, "stl": STL,
+    "yager": Yager, "stl": STL, "boolean": Boolean,
 }
-_ALIASES = {"godel": "goedel", "gödel": "goedel", "łukasiewicz": "lukasiewicz",
+_ALIASES = {"exact": "boolean", "checker": "boolean", "godel": "goedel", "gödel": "goedel", "łukasiewicz": "lukasiewicz",
             "reichenbach": "product", "smooth-stl": "stl"}
 BUILTIN_LOGICS = ("dl2", "goedel", "lukasiewicz", "product", "yager", "stl")
 _INSTANCES: dict[tuple, Logic] = {}
@@ -70,7 +71,8 @@ def _option_names(factory) -> list[str] | None:
 
 
 def available_logics() -> list[str]:
-    return sorted(_REGISTRY)
+    """The logic names, the trainable ones sorted, then the exact checker ("boolean")."""
+    return sorted(k for k in _REGISTRY if k != "boolean") + ["boolean"]
 
 
 def _parse_name(text: str) -> tuple[str, dict]:
@@ -141,5 +143,5 @@ def get_logic(logic: str | Logic = "dl2", **options) -> Logic:
     return lg
 
 
-__all__ = ["Logic", "DL2", "Goedel", "Lukasiewicz", "Product", "Yager", "STL", "CLAIMS",
+__all__ = ["Logic", "Boolean", "BOOLEAN", "LAWS", "DL2", "Goedel", "Lukasiewicz", "Product", "Yager", "STL", "CLAIMS",
            "BUILTIN_LOGICS", "register_logic", "get_logic", "available_logics"]

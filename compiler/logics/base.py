@@ -23,20 +23,30 @@ a logic may then skip purely numerical safeguards such as stability shifts that 
 the value).
 
 What a logic *claims* (`claims`) is what the property-test kit (`robustspec.compiler.testing`)
-holds it to: "sound", "complete", "commutative", "associative", "shadow_lifting". A check the
-logic does not claim is still run and reported, as "not claimed".
+holds it to: "sound", "complete", "commutative", "associative", "shadow_lifting",
+"idempotent", "identity", "absorbing". A check the logic does not claim is still run and
+reported, as "not claimed". The last three are the Boolean laws a simplification may apply:
+the compiler applies one only under a logic that claims it (compiler/simplify.py), so a
+logic's translation is exactly its table, operand for operand, unless it says otherwise.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, ClassVar
 
-CLAIMS = ("sound", "complete", "commutative", "associative", "shadow_lifting")
+CLAIMS = ("sound", "complete", "commutative", "associative", "shadow_lifting", "idempotent",
+          "identity", "absorbing")
+# the laws a simplification may use (compiler/simplify.py), each a claim the kit checks:
+#   idempotent  A and A = A, A or A = A
+#   identity    A and true = A, A or false = A
+#   absorbing   A and false = false, A or true = true
+LAWS = ("idempotent", "identity", "absorbing")
 
 
 class Logic:
-    """Base class. Values are losses (`kind = "loss"`), truth degrees (`"truth"`) or
-    robustness degrees (`"robustness"`, any real number, >= 0 read as satisfied)."""
+    """Base class. Values are losses (`kind = "loss"`), truth degrees (`"truth"`),
+    robustness degrees (`"robustness"`, any real number, >= 0 read as satisfied) or exact
+    verdicts (`"boolean"`: the checker, logics/boolean.py)."""
 
     name: ClassVar[str] = "logic"
     kind: ClassVar[str] = "loss"  # "loss" | "truth" | "robustness"
@@ -80,6 +90,8 @@ class Logic:
             return v
         if self.kind == "truth":
             return 1 - v
+        if self.kind == "boolean":
+            return (~v).to(T.const(1.0).dtype)
         T = T if T is not None else backend_for(v)
         return T.relu(-v)
 

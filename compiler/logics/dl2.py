@@ -15,7 +15,8 @@ class DL2(Logic):
     name = "dl2"
     kind = "loss"
     truth_range = "[0, inf): 0 exactly when satisfied"
-    claims = frozenset({"sound", "complete", "commutative", "associative", "shadow_lifting"})
+    claims = frozenset({"sound", "complete", "commutative", "associative", "shadow_lifting",
+                       "identity"})
     atoms = "the violation: relu(a - b) for a <= b, |a - b| for ==, + xi * [a = b] for < > !="
 
     def __init__(self, xi: float = 1.0):

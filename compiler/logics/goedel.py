@@ -21,7 +21,9 @@ from .base import FuzzyLogic, fold
 class Goedel(FuzzyLogic):
     name = "goedel"
     truth_range = "[0, 1]: 1 = true (exactly when satisfied)"
-    claims = frozenset({"sound", "complete", "commutative", "associative"})
+    claims = frozenset({"sound", "complete", "commutative", "associative", "idempotent",
+                       "identity",
+                       "absorbing"})
 
     def and_(self, T, xs):
         return fold(T.minimum, xs)

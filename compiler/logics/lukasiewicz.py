@@ -21,7 +21,7 @@ from .base import FuzzyLogic
 class Lukasiewicz(FuzzyLogic):
     name = "lukasiewicz"
     truth_range = "[0, 1]: 1 = true (also for some unsatisfied disjunctions: not sound)"
-    claims = frozenset({"complete", "commutative", "associative"})
+    claims = frozenset({"complete", "commutative", "associative", "identity", "absorbing"})
 
     def and_(self, T, xs):
         if len(xs) == 1:

@@ -20,7 +20,9 @@ from .base import FuzzyLogic, fold
 class Product(FuzzyLogic):
     name = "product"
     truth_range = "[0, 1]: 1 = true (exactly when satisfied)"
-    claims = frozenset({"sound", "complete", "commutative", "associative", "shadow_lifting"})
+    claims = frozenset({"sound", "complete", "commutative", "associative", "shadow_lifting",
+                       "identity",
+                       "absorbing"})
 
     def and_(self, T, xs):
         return fold(lambda x, y: x * y, xs)

@@ -33,7 +33,7 @@ class STL(Logic):
     value_range = (-math.inf, math.inf)
     partial_range = (-5.0, 5.0)
     atoms = "signed distance to the boundary (b - a for a <= b), xi off at equality for < > !="
-    claims = frozenset({"sound", "commutative", "shadow_lifting"})
+    claims = frozenset({"sound", "commutative", "shadow_lifting", "absorbing"})
 
     def __init__(self, nu: float = 1.0, xi: float = 1.0):
         if not 0 < nu < float("inf"):

@@ -23,7 +23,7 @@ from .base import FuzzyLogic, fold, is_symbolic
 class Yager(FuzzyLogic):
     name = "yager"
     truth_range = "[0, 1]: 1 = true (also for some unsatisfied disjunctions: not sound)"
-    claims = frozenset({"complete", "commutative", "associative"})
+    claims = frozenset({"complete", "commutative", "associative", "identity", "absorbing"})
 
     def __init__(self, p: float = 2.0, xi: float = 1.0):
         if not 1 <= p < float("inf"):
