@@ -1,0 +1,270 @@
+"""Complete verifiers for one example's query: HiGHS MILP (highspy) and Marabou (maraboupy),
+both in-process, both optional (the `verify` extra).
+
+Each gets the network as an affine/ReLU chain (runtime/bounds.py ReluNet), the example's query,
+the pre-activation bounds from bound propagation (big-M constants for the MILP, variable bounds
+for Marabou) and which disjuncts the bounds left open. It answers "unsat" (no counterexample:
+verified), "sat" with the input found (replayed by the caller before anything is claimed),
+"timeout" or "error". Strict rows (g > 0) are posed as g >= STRICT_MARGIN, a margin above the
+solvers' feasibility tolerances (else x = x0 would be a false counterexample of LR).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from robustspec.compiler.registry import Registry
+from robustspec.dsl.errors import InputError, MissingExtra
+
+STRICT_MARGIN = 1e-5
+
+
+@dataclass
+class Outcome:
+    status: str  # unsat | sat | timeout | error
+    x: np.ndarray | None  # [n] the input of a sat answer
+    seconds: float
+    detail: str = ""
+
+
+def _need(pkg: str, purpose: str):
+    try:
+        return __import__(pkg)
+    except ImportError:
+        raise MissingExtra("verify", pkg, purpose) from None
+
+
+def _example_rows(query, lb: torch.Tensor, open_d: list[int]):
+    """Rows of one example (batch 1) as numpy: coefficient blocks and the right-hand sides, the
+    rows each open disjunct needs, the common rows, and each row's lower bound."""
+    cy = query.cy[0].double().numpy()
+    cx = None if query.cx is None else query.cx[0].double().numpy()
+    ct = None if query.ct is None else query.ct[0].double().numpy()
+    c = query.c[0].double().numpy()
+    margin = np.where(query.strict.numpy(), STRICT_MARGIN, 0.0)
+    low = lb[0].double().numpy()
+    need = [[r for r in query.disjuncts[d][0] if low[r] < margin[r]] for d in open_d]
+    common = [r for r in query.common if low[r] < margin[r]]
+    free = [i for i, rs in enumerate(need) if not rs]
+    if free:  # a disjunct the bounds show always satisfiable: pose it alone
+        need = [need[free[0]]]
+    return cy, cx, ct, c, margin, low, need, common
+
+
+class _Sparse:
+    """Row-wise sparse constraints lo <= A v <= hi, collected for HiGHS."""
+
+    def __init__(self):
+        self.lo, self.hi, self.starts, self.idx, self.val = [], [], [], [], []
+        self.nnz = 0
+
+    def add(self, cols: np.ndarray, vals: np.ndarray, lo: float, hi: float):
+        keep = vals != 0
+        cols, vals = cols[keep], vals[keep]
+        self.starts.append(self.nnz)
+        self.idx.append(cols.astype(np.int32))
+        self.val.append(vals.astype(np.float64))
+        self.nnz += len(cols)
+        self.lo.append(lo)
+        self.hi.append(hi)
+
+
+def milp(net, query, pre, lb, open_d: list[int], timeout: float) -> Outcome:
+    """HiGHS MILP: big-M ReLUs with the pre-activation bounds `pre` ([(l, u)] per layer, batch 1),
+    one binary per open disjunct (at least one chosen) unless only one is open."""
+    highspy = _need("highspy", "MILP verification")
+    t0 = time.perf_counter()
+    inf = highspy.kHighsInf
+    cy, cx, ct, c, margin, low, need, common = _example_rows(query, lb, open_d)
+    n = net.inputs
+    col_lo, col_hi, integer = list(query.lo[0].double().numpy()), list(query.hi[0].double().numpy()), []
+    rows = _Sparse()
+    prev = np.arange(n)  # columns of the previous layer's activations
+    for k in range(len(net.weights) - 1):
+        W = net.weights[k].double().numpy()
+        b = net.biases[k].double().numpy()
+        lk = pre[k][0][0].double().numpy()
+        uk = pre[k][1][0].double().numpy()
+        cols = []
+        for j in range(W.shape[0]):
+            a = len(col_lo)
+            cols.append(a)
+            if uk[j] <= 0:
+                col_lo.append(0.0)
+                col_hi.append(0.0)
+                continue
+            col_lo.append(max(0.0, lk[j]))
+            col_hi.append(max(0.0, uk[j]))
+            if lk[j] >= 0:  # a = W a_prev + b
+                rows.add(np.concatenate([[a], prev]), np.concatenate([[1.0], -W[j]]), b[j], b[j])
+                continue
+            d = len(col_lo)
+            col_lo.append(0.0)
+            col_hi.append(1.0)
+            integer.append(d)
+            rows.add(np.concatenate([[a], prev]), np.concatenate([[1.0], -W[j]]), b[j], inf)  # a >= z
+            rows.add(np.array([a, d]), np.array([1.0, -uk[j]]), -inf, 0.0)  # a <= u d
+            rows.add(np.concatenate([[a], prev, [d]]),  # a <= z - l (1 - d)
+                     np.concatenate([[1.0], -W[j], [-lk[j]]]), -inf, b[j] - lk[j])
+        prev = np.array(cols)
+    WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
+    aux0 = len(col_lo)
+    for a in range(query.n_aux):
+        col_lo.append(float(query.aux_lo[0, a]))
+        col_hi.append(float(query.aux_hi[0, a]))
+
+    def row_coeffs(r):
+        cols = [prev, np.arange(n)]
+        vals = [cy[r] @ WL, cx[r] if cx is not None else np.zeros(n)]
+        if ct is not None:
+            cols.append(aux0 + np.arange(query.n_aux))
+            vals.append(ct[r])
+        const = c[r] + cy[r] @ bL
+        return np.concatenate(cols), np.concatenate(vals), const
+    for r in common:
+        cols, vals, const = row_coeffs(r)
+        rows.add(cols, vals, margin[r] - const, inf)
+    if len(need) == 1:
+        for r in need[0]:
+            cols, vals, const = row_coeffs(r)
+            rows.add(cols, vals, margin[r] - const, inf)
+    else:
+        sel = []
+        for rs in need:
+            s = len(col_lo)
+            col_lo.append(0.0)
+            col_hi.append(1.0)
+            integer.append(s)
+            sel.append(s)
+            for r in rs:  # g >= margin - M (1 - s), M = margin - lb
+                cols, vals, const = row_coeffs(r)
+                M = margin[r] - low[r]
+                rows.add(np.concatenate([cols, [s]]), np.concatenate([vals, [-M]]),
+                         low[r] - const, inf)
+        rows.add(np.array(sel), np.ones(len(sel)), 1.0, inf)
+    h = highspy.Highs()
+    h.silent()
+    h.setOptionValue("time_limit", float(max(timeout, 0.1)))
+    h.setOptionValue("threads", 1)
+    nc = len(col_lo)
+    h.addVars(nc, np.array(col_lo), np.array(col_hi))
+    if integer:
+        h.changeColsIntegrality(len(integer), np.array(integer, dtype=np.int32),
+                                np.array([highspy.HighsVarType.kInteger] * len(integer)))
+    if rows.lo:
+        h.addRows(len(rows.lo), np.array(rows.lo), np.array(rows.hi), rows.nnz,
+                  np.array(rows.starts, dtype=np.int32), np.concatenate(rows.idx),
+                  np.concatenate(rows.val))
+    h.run()
+    status = h.getModelStatus()
+    S = highspy.HighsModelStatus
+    dt = time.perf_counter() - t0
+    if status == S.kInfeasible:
+        return Outcome("unsat", None, dt)
+    if status == S.kOptimal:
+        vals = np.array(h.getSolution().col_value[:n])
+        return Outcome("sat", vals, dt)
+    if status in (S.kTimeLimit, S.kInterrupt):
+        return Outcome("timeout", None, dt)
+    return Outcome("error", None, dt, h.modelStatusToString(status))
+
+
+def marabou(net, query, pre, lb, open_d: list[int], timeout: float) -> Outcome:
+    """Marabou in-process: the network built from the weights (no ONNX, so no Clip problem:
+    the clamp is already two ReLUs, stable and eliminated when the bounds show it inactive)."""
+    _need("maraboupy", "Marabou verification")
+    from maraboupy import MarabouCore, Marabou
+    t0 = time.perf_counter()
+    cy, cx, ct, c, margin, low, need, common = _example_rows(query, lb, open_d)
+    n = net.inputs
+    q = MarabouCore.InputQuery()
+    lows, highs = list(query.lo[0].double().numpy()), list(query.hi[0].double().numpy())
+    eqs = []
+    prev = list(range(n))
+    EQ, GE = MarabouCore.Equation.EQ, MarabouCore.Equation.GE
+    relus = []
+
+    def new(lo, hi):
+        lows.append(lo)
+        highs.append(hi)
+        return len(lows) - 1
+    for k in range(len(net.weights) - 1):
+        W = net.weights[k].double().numpy()
+        b = net.biases[k].double().numpy()
+        lk = pre[k][0][0].double().numpy()
+        uk = pre[k][1][0].double().numpy()
+        cols = []
+        for j in range(W.shape[0]):
+            z = new(float(lk[j]), float(uk[j]))
+            a = new(0.0, float(max(0.0, uk[j])))
+            e = MarabouCore.Equation(EQ)
+            for i in np.nonzero(W[j])[0]:
+                e.addAddend(float(W[j, i]), prev[i])
+            e.addAddend(-1.0, z)
+            e.setScalar(float(-b[j]))
+            eqs.append(e)
+            relus.append((z, a))
+            cols.append(a)
+        prev = cols
+    WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
+    aux = [new(float(query.aux_lo[0, a]), float(query.aux_hi[0, a])) for a in range(query.n_aux)]
+
+    def row_eq(r):
+        e = MarabouCore.Equation(GE)
+        wa = cy[r] @ WL
+        for i in np.nonzero(wa)[0]:
+            e.addAddend(float(wa[i]), prev[i])
+        if cx is not None:
+            for i in np.nonzero(cx[r])[0]:
+                e.addAddend(float(cx[r, i]), i)
+        if ct is not None:
+            for i in np.nonzero(ct[r])[0]:
+                e.addAddend(float(ct[r, i]), aux[i])
+        e.setScalar(float(margin[r] - c[r] - cy[r] @ bL))
+        return e
+    q.setNumberOfVariables(len(lows))
+    for v, (lo, hi) in enumerate(zip(lows, highs)):
+        q.setLowerBound(v, lo)
+        q.setUpperBound(v, hi)
+    for e in eqs:
+        q.addEquation(e)
+    for z, a in relus:
+        MarabouCore.addReluConstraint(q, z, a)
+    for r in common:
+        q.addEquation(row_eq(r))
+    if len(need) == 1:
+        for r in need[0]:
+            q.addEquation(row_eq(r))
+    else:
+        MarabouCore.addDisjunctionConstraint(q, [[row_eq(r) for r in rs] for rs in need])
+    for i in range(n):
+        q.markInputVariable(i, i)
+    opts = Marabou.createOptions(timeoutInSeconds=max(1, int(round(timeout))), verbosity=0)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(1)
+    try:  # Marabou prints to the C stdout
+        os.dup2(devnull, 1)
+        code, vals, stats = MarabouCore.solve(q, opts, "")
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    dt = time.perf_counter() - t0
+    if code == "unsat":
+        return Outcome("unsat", None, dt)
+    if code == "sat":
+        return Outcome("sat", np.array([vals[i] for i in range(n)]), dt)
+    if code == "TIMEOUT" or stats.hasTimedOut():
+        return Outcome("timeout", None, dt)
+    return Outcome("error", None, dt, str(code))
+
+
+SOLVERS: Registry = Registry("verifier", InputError)
+SOLVERS.register("milp", milp, help="HiGHS MILP, big-M ReLUs with the bound-propagation bounds")
+SOLVERS.register("marabou", marabou, help="Marabou (maraboupy) in-process")
+
+__all__ = ["Outcome", "milp", "marabou", "SOLVERS", "STRICT_MARGIN"]

@@ -1,0 +1,262 @@
+"""Constraint satisfaction (the paper's Definition 5) by a staged pipeline, per example:
+
+1. attack: the property's own PGD search; a point the exact checker rejects -> "falsified";
+2. bounds: CROWN (or interval) bounds of the query's rows, batched -> "verified" where every
+   disjunct of the negated body is ruled out;
+3. complete: HiGHS MILP or Marabou on what is left, one example at a time with a timeout ->
+   "verified" (unsat), "falsified" (a solver point the exact checker rejects), "boundary" (a
+   solver point the checker accepts: a tie within the solver's tolerance, not a counterexample)
+   or "unknown" (timeout, or a query no complete solver takes, e.g. SCR's softmax).
+
+Each stage runs only on what the previous ones left open. Invariants checked on every run:
+verified implies the attack found no counterexample (the bounds are computed for every example
+and must not rule out an attacked one), and so satisfaction <= security.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from robustspec.compiler.query import build_query
+from robustspec.dsl.errors import InputError, MissingExtra
+
+from .bounds import ReluNet, crown_preactivations, disjunct_refuted, interval_bounds, query_row_bounds
+from .files import atomic_write
+from .verifiers import SOLVERS
+
+VERDICTS = ("verified", "falsified", "unknown", "boundary")
+STAGES = ("attack", "bounds", "complete")
+VERIFIERS = ("auto", "bounds", "milp", "marabou")
+
+
+class InvariantError(AssertionError):
+    """Two stages contradict each other: a bug, never a result."""
+
+
+@dataclass
+class VerifyResult:
+    prop: str
+    eps: float | None
+    verifier: str
+    verdicts: list  # per example
+    decided_by: list  # stage per example ("" when unknown)
+    times: dict  # stage -> [B] seconds per example
+    counterexamples: dict = field(default_factory=dict)  # index -> tensor (one example's input)
+    notes: list = field(default_factory=list)
+
+    def counts(self) -> dict:
+        return {v: sum(1 for x in self.verdicts if x == v) for v in VERDICTS}
+
+    @property
+    def satisfaction(self) -> float:
+        return self.counts()["verified"] / max(1, len(self.verdicts))
+
+    @property
+    def security_upper(self) -> float:
+        """Fraction not falsified: an upper bound of constraint security."""
+        return 1 - self.counts()["falsified"] / max(1, len(self.verdicts))
+
+    def stage_seconds(self) -> dict:
+        return {s: float(sum(self.times[s])) for s in STAGES}
+
+    def row(self) -> dict:
+        n = max(1, len(self.verdicts))
+        out = {"property": self.prop, "eps": self.eps, "verifier": self.verifier,
+               "points": len(self.verdicts), **self.counts(),
+               "satisfaction": round(self.satisfaction, 4)}
+        for s, t in self.stage_seconds().items():
+            out[f"{s}_s_per_point"] = round(t / n, 5)
+        return out
+
+    def to_json(self) -> dict:
+        return {**self.row(), "verdicts": self.verdicts, "decided_by": self.decided_by,
+                "times": {s: [round(float(t), 6) for t in v] for s, v in self.times.items()},
+                "notes": self.notes}
+
+
+def table(results: list[VerifyResult]) -> str:
+    """One line per result: counts per verdict and seconds per point per stage."""
+    head = (f"{'eps':>7} {'verified':>9} {'falsified':>10} {'unknown':>8} {'boundary':>9} "
+            f"{'satisf.':>8} {'attack s/pt':>12} {'bounds s/pt':>12} {'complete s/pt':>14}")
+    lines = [head]
+    for r in results:
+        row = r.row()
+        eps = "-" if r.eps is None else f"{r.eps:g}"
+        lines.append(f"{eps:>7} {row['verified']:>9} {row['falsified']:>10} {row['unknown']:>8} "
+                     f"{row['boundary']:>9} {row['satisfaction']:>8.3f} "
+                     f"{row['attack_s_per_point']:>12.4f} {row['bounds_s_per_point']:>12.4f} "
+                     f"{row['complete_s_per_point']:>14.3f}")
+    return "\n".join(lines)
+
+
+def save(results: list[VerifyResult], stem: str | Path) -> dict:
+    """JSON (everything), CSV (one row per eps) and counterexamples (.pt), written atomically."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    j = stem.with_suffix(".json")
+    atomic_write(j, json.dumps([r.to_json() for r in results], indent=1).encode())
+    rows = [r.row() for r in results]
+    c = stem.with_suffix(".csv")
+    import io
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write(c, buf.getvalue().encode())
+    p = stem.parent / (stem.name + "-counterexamples.pt")
+    blob = {str(r.eps): {int(i): t for i, t in r.counterexamples.items()} for r in results}
+    tmp = p.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(p)
+    return {"json": j, "csv": c, "counterexamples": p}
+
+
+def _pick_solver(verifier: str) -> str | None:
+    if verifier == "bounds":
+        return None
+    if verifier in ("milp", "marabou"):
+        return verifier
+    try:
+        import highspy  # noqa: F401
+        return "milp"
+    except ImportError:
+        try:
+            import maraboupy  # noqa: F401
+            return "marabou"
+        except ImportError:
+            raise MissingExtra("verify", "highspy", "complete verification (--verifier auto)") from None
+
+
+def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: float | None = None,
+           verifier: str = "auto", timeout: float = 30.0, limit: int | None = None,
+           progress: bool = True, params: dict | None = None, bounds: str = "crown",
+           attack_steps: int = 50, restarts: int = 1, seed: int = 0) -> VerifyResult:
+    """Verdicts per example (see the module docstring); `eps` overrides the spec's eps."""
+    if verifier not in VERIFIERS:
+        raise InputError(f"verifier must be one of {', '.join(VERIFIERS)}, not {verifier!r}")
+    if not timeout > 0:
+        raise InputError(f"timeout must be > 0 seconds, got {timeout}")
+    solver_name = _pick_solver(verifier)
+    if limit is not None:
+        x, y = x[:limit], (None if y is None else y[:limit])
+    params = dict(params or {})
+    if eps is not None:
+        params["eps"] = eps
+    from .training import property_args
+    args = property_args(prop, x, y) if y is not None else {prop.args[0][0]: x}
+    B = x.shape[0]
+    times = {s: [0.0] * B for s in STAGES}
+    verdicts = ["unknown"] * B
+    decided = [""] * B
+    cex: dict[int, torch.Tensor] = {}
+    notes: list[str] = []
+    model.eval()
+
+    # 1. attack
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(seed)
+    found = prop.search(model, params=params, steps=attack_steps, restarts=restarts, generator=g, **args)
+    checked = prop.check(model, params=params, at=found, **args)
+    attacked = checked.violated
+    dt = (time.perf_counter() - t0) / B
+    var = prop.variables[0] if prop.variables else None
+    for i in range(B):
+        times["attack"][i] = dt
+        if bool(attacked[i]):
+            verdicts[i], decided[i] = "falsified", "attack"
+            cex[i] = found[var][i].detach().clone()
+
+    # 2. bounds, on every example (an attacked one ruled out would be a bug)
+    t0 = time.perf_counter()
+    query = build_query(prop, model, params=params, **args)
+    net = ReluNet.from_module(model, query.shape).to(torch.float64)
+    lo, hi = query.lo.double(), query.hi.double()
+    pre = crown_preactivations(net, lo, hi) if bounds == "crown" else interval_bounds(net, lo, hi)
+    qd = _double(query)
+    lb, ub = query_row_bounds(net, qd, bounds, pre if bounds == "crown" else None)
+    refuted = disjunct_refuted(qd, lb, ub)
+    proved = refuted.all(1)
+    dt = (time.perf_counter() - t0) / B
+    bad = (proved & attacked).nonzero().flatten().tolist()
+    if bad:
+        raise InvariantError(f"bounds rule out a counterexample the attack found (examples {bad}): "
+                             "a bug in bound propagation or the query")
+    for i in range(B):
+        times["bounds"][i] = dt
+        if verdicts[i] == "unknown" and bool(proved[i]):
+            verdicts[i], decided[i] = "verified", "bounds"
+
+    # 3. complete solver
+    open_idx = [i for i in range(B) if verdicts[i] == "unknown"]
+    if open_idx and solver_name is not None and not query.linear:
+        notes.append(f"{len(open_idx)} examples left unknown: the query has a softmax threshold, "
+                     "which no complete solver here takes (certified by bounds, falsified by attack)")
+        solver_name = None
+    if open_idx and solver_name is not None:
+        solve = SOLVERS.get(solver_name)
+        it = open_idx
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(open_idx, desc=f"{solver_name} eps={eps}", unit="pt", leave=False)
+        ipre = pre if bounds == "crown" else interval_bounds(net, lo, hi)
+        for i in it:
+            qi = qd.example(i)
+            open_d = [d for d in range(len(qd.disjuncts)) if not bool(refuted[i, d])]
+            pi = [(l_[i:i + 1], u_[i:i + 1]) for l_, u_ in ipre]
+            out = solve(net, qi, pi, lb[i:i + 1], open_d, timeout)
+            times["complete"][i] = out.seconds
+            if out.status == "unsat":
+                verdicts[i], decided[i] = "verified", solver_name
+            elif out.status == "sat":
+                point = _replay_point(out.x, qi, query.shape, x.dtype)
+                one = {k: v[i:i + 1] for k, v in args.items()}
+                v = prop.check(model, params=_params_at(params, i, B), at={var: point}, **one)
+                if bool(v.violated[0]):
+                    verdicts[i], decided[i] = "falsified", solver_name
+                    cex[i] = point[0]
+                else:
+                    verdicts[i], decided[i] = "boundary", solver_name
+            elif out.status == "error":
+                notes.append(f"example {i}: {solver_name} error {out.detail}")
+    ver = torch.tensor([v == "verified" for v in verdicts])
+    if bool((ver & attacked).any()):
+        raise InvariantError("an example is verified although the attack falsified it")
+    result = VerifyResult(prop.name, eps, verifier if solver_name is None else
+                          (solver_name if verifier == "auto" else verifier), verdicts, decided,
+                          times, cex, notes)
+    if result.satisfaction > result.security_upper + 1e-12:
+        raise InvariantError("constraint satisfaction exceeds constraint security")
+    return result
+
+
+def _double(q):
+    from dataclasses import replace
+    return replace(q, cy=q.cy.double(), cx=None if q.cx is None else q.cx.double(),
+                   ct=None if q.ct is None else q.ct.double(), c=q.c.double(),
+                   lo=q.lo.double(), hi=q.hi.double(), aux_lo=q.aux_lo.double(),
+                   aux_hi=q.aux_hi.double())
+
+
+def _params_at(params: dict, i: int, B: int) -> dict:
+    out = {}
+    for k, v in params.items():
+        t = torch.as_tensor(v)
+        out[k] = t[i:i + 1] if t.ndim == 1 and len(t) == B else v
+    return out
+
+
+def _replay_point(xs, q, shape, dtype) -> torch.Tensor:
+    """The solver's input, clipped into the box (solvers may be 1e-9 outside), example-shaped."""
+    p = torch.as_tensor(xs, dtype=torch.float64).reshape(1, -1)
+    p = torch.minimum(torch.maximum(p, q.lo.double()), q.hi.double())
+    return p.to(dtype).reshape((1,) + tuple(shape))
+
+
+__all__ = ["verify", "VerifyResult", "table", "save", "VERDICTS", "VERIFIERS", "InvariantError"]
