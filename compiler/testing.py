@@ -154,6 +154,8 @@ def values(logic: Logic | str, n: tuple[int, int] = (2, 4), partial: bool = Fals
     lo, hi = lg.partial_range
     # strictly inside, and 1e-6 of the width away from the ends: "partly satisfied", and no
     # subnormal numbers whose products underflow to 0
+    if lg.kind == "boolean":  # the exact checker: the values are False and True
+        return st.lists(st.sampled_from((0.0, 1.0)), min_size=n[0], max_size=n[1])
     margin = 1e-6 * (hi - lo)
     inner = st.floats(lo + margin, hi - margin, allow_nan=False)
     if partial:
