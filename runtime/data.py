@@ -29,7 +29,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from robustspec.compiler.registry import Registry
+
 from .files import atomic_write
+from .registries import Names
 
 __all__ = [
     "DATASETS",
@@ -56,10 +59,15 @@ __all__ = [
 ]
 
 
-from robustspec.dsl.errors import DataError  # noqa: E402  (one hierarchy: dsl/errors.py)
+from robustspec.dsl.errors import DataError, InputError  # noqa: E402  (one hierarchy: dsl/errors.py)
 
 
-DATASETS = ("fashion-mnist", "gtsrb")
+# name -> DatasetEntry (loader and its options), filled at the end of this module; a new
+# dataset is one more DATASET_LOADERS.register(...) call
+DATASET_LOADERS: Registry = Registry("dataset", DataError,
+                                     aliases={"fashionmnist": "fashion-mnist",
+                                              "fmnist": "fashion-mnist"})
+DATASETS = Names(DATASET_LOADERS)  # the names, in order; a live view of the registry
 SPLITS = ("train", "test")
 
 FASHION_MNIST_CLASSES = [
@@ -162,7 +170,7 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.x.shape[0] != self.y.shape[0]:
-            raise ValueError(f"{self.name}: {self.x.shape[0]} images but {self.y.shape[0]} labels")
+            raise InputError(f"{self.name}: {self.x.shape[0]} images but {self.y.shape[0]} labels")
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -197,10 +205,8 @@ class Dataset:
 def normalize_name(name: str) -> str:
     """Canonical dataset name (``"Fashion_MNIST"`` -> ``"fashion-mnist"``); DataError if unknown."""
     key = str(name).strip().lower().replace("_", "-")
-    aliases = {"fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist"}
-    key = aliases.get(key, key)
-    if key in DATASETS:
-        return key
+    if key in DATASET_LOADERS:
+        return DATASET_LOADERS.resolve(key)
     close = difflib.get_close_matches(key, DATASETS, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise DataError(f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(DATASETS)}.")
@@ -210,7 +216,7 @@ def _check_split(split: str) -> str:
     if split not in SPLITS:
         close = difflib.get_close_matches(str(split), SPLITS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown split {split!r}.{hint} Use 'train' or 'test'.")
+        raise InputError(f"unknown split {split!r}.{hint} Use 'train' or 'test'.")
     return split
 
 
@@ -304,24 +310,89 @@ def _missing(name: str, split: str, folder: Path) -> list[str]:
     return missing
 
 
+def _dataset_entries(name: str) -> list[str]:
+    """The names a folder holding ``name`` has (files, archives, extracted folders)."""
+    if name == "fashion-mnist":
+        return [n for f in FASHION_MNIST_FILES for n in (f, f[: -len(".gz")])]
+    return [*GTSRB_FILES, _GTSRB_GT_CSV, "GTSRB", "Final_Training", "Final_Test"]
+
+
+def _lexists(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def _state(path: Path) -> str | None:
+    """None for a readable regular file (or a link to one), else what is there instead."""
+    import errno
+
+    if path.is_file():
+        return None
+    if not _lexists(path):
+        return "missing"
+    try:
+        os.stat(path)
+    except OSError as e:
+        return "a symlink loop" if e.errno == errno.ELOOP else "a dangling symlink"
+    if path.is_dir():
+        return "a folder, not a file" + (" (through a symlink)" if path.is_symlink() else "")
+    return "not a regular file"
+
+
+def _broken(name: str, split: str, folder: Path) -> list[str]:
+    """'path: what is wrong' for each file of ``split`` that ``folder`` lacks or holds broken."""
+    if name == "fashion-mnist":
+        out = []
+        for f in _FASHION_SPLIT_FILES[split]:
+            paths = [folder / f, folder / f[: -len(".gz")]]
+            if _fashion_file(folder, f) is None:
+                there = [p for p in paths if _lexists(p)] or paths[:1]
+                out += [f"{p}: {_state(p)}" for p in there]
+        return out
+    out = []
+    for i, what in enumerate(_missing(name, split, folder)):
+        head = what.split(" (")[0]
+        path = folder / head
+        out.append(f"{path}: {_state(path)}" if _lexists(path) else f"{path}: missing"
+                   + (f" ({what[len(head) + 2:-1]})" if "(" in what else ""))
+    return out
+
+
 def find_dataset_dir(name: str, split: str = "train",
                      data_dir: str | os.PathLike | None = None) -> Path:
-    """The first folder of :func:`candidate_dirs` holding the files of ``split``.
+    """The first folder of :func:`candidate_dirs` holding any of the dataset's files.
 
-    Raises a DataError listing every place looked at and what each lacked.
+    A folder that holds any of them, in any state, is the one used: one with a broken or
+    missing file of ``split`` (a folder, a dangling symlink or a symlink loop where a file
+    belongs) is a DataError naming the file, never a fall-through to another copy. With none
+    found, the DataError lists every place looked at.
     """
     name = normalize_name(name)
     _check_split(split)
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise DataError(f"--data-dir {data_dir}: no such folder (a typo would otherwise load "
                         f"data from elsewhere). Get {name} into it with:\n" + _fetch_hint(name))
-    report = []
+    report, used = [], None  # used: the first folder holding any of the files, and its problems
     for folder in candidate_dirs(name, data_dir):
         missing = _missing(name, split, folder)
         if not missing:
-            return folder
+            if used is None:
+                return folder
+            report.append(f"  - {folder}: complete, but not used (an earlier folder holds "
+                          f"{name} files)")
+            continue
         report.append(f"  - {folder}: " + ("; ".join(missing) if missing[0].startswith("folder")
                                            else "missing " + ", ".join(missing)))
+        if used is None and folder.is_dir() and any(_lexists(folder / n)
+                                                    for n in _dataset_entries(name)):
+            used = (folder, _broken(name, split, folder))
+    if used is not None:
+        folder, problems = used
+        raise DataError(
+            f"{folder} holds {name} files, so it is the copy used (robustspec never falls back "
+            f"to another copy), but the {split} split is not readable there:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+            + "\nLooked in:\n" + "\n".join(report)
+            + "\nReplace or remove those entries; get the files with one of:\n" + _fetch_hint(name))
     raise DataError(
         f"{name} ({split} split) not found. Looked in:\n" + "\n".join(report)
         + "\nGet it with one of:\n" + _fetch_hint(name))
@@ -440,14 +511,14 @@ def _class_list(classes, total: int) -> list[int] | None:
         return None
     if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
         if not 1 <= classes <= total:
-            raise ValueError(f"classes={classes}: must be between 1 and {total}")
+            raise InputError(f"classes={classes}: must be between 1 and {total}")
         return list(range(int(classes)))
     ids = [int(c) for c in classes]
     bad = [c for c in ids if not 0 <= c < total]
     if bad:
-        raise ValueError(f"classes {bad} out of range 0..{total - 1}")
+        raise InputError(f"classes {bad} out of range 0..{total - 1}")
     if len(set(ids)) != len(ids) or not ids:
-        raise ValueError(f"classes must be distinct and non-empty, got {ids}")
+        raise InputError(f"classes must be distinct and non-empty, got {ids}")
     return ids
 
 
@@ -469,7 +540,7 @@ def _select(labels: np.ndarray, class_ids: list[int] | None,
         new = new_all[index]
     if limit is not None:
         if limit < 1:
-            raise ValueError(f"limit must be positive, got {limit}")
+            raise InputError(f"limit must be positive, got {limit}")
         if limit < len(index):
             pick = (np.arange(limit, dtype=np.int64) * len(index)) // limit
             index, new = index[pick], new[pick]
@@ -562,6 +633,9 @@ def load_fashion_mnist(split: str = "train", data_dir: str | os.PathLike | None 
         if len(images) != len(labels):
             raise DataError(f"count mismatch: {img_path} has {len(images)} images but "
                             f"{lab_path} has {len(labels)} labels")
+        if len(labels) == 0:
+            raise DataError(f"{img_path} and {lab_path} hold no examples (a valid but empty IDX "
+                            f"pair); they are not the Fashion-MNIST release. {_REFETCH}")
         if len(labels) and labels.max() >= len(FASHION_MNIST_CLASSES):
             raise DataError(f"{lab_path}: label {int(labels.max())} out of range 0..9")
         images = images[:, None]
@@ -782,10 +856,10 @@ def load_gtsrb(split: str = "train", data_dir: str | os.PathLike | None = None,
     del verify
     _check_split(split)
     if int(size) < 1:
-        raise ValueError(f"size must be positive, got {size}")
+        raise InputError(f"size must be positive, got {size}")
     size = int(size)
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be positive, got {limit}")
+        raise InputError(f"limit must be positive, got {limit}")
     folder = find_dataset_dir("gtsrb", split, data_dir)
     class_ids = _class_list(classes, len(GTSRB_CLASSES))
     names = _names(GTSRB_CLASSES, class_ids)
@@ -834,11 +908,25 @@ def load_gtsrb(split: str = "train", data_dir: str | os.PathLike | None = None,
 # --------------------------------------------------------------------------------------------
 # Dispatch
 
-_LOADERS = {"fashion-mnist": load_fashion_mnist, "gtsrb": load_gtsrb}
-_OPTIONS = {
-    "fashion-mnist": ("classes", "verify", "cache", "cache_dir"),
-    "gtsrb": ("size", "grayscale", "roi", "classes", "verify", "cache", "cache_dir", "progress"),
-}
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A dataset's loader `load(split, data_dir, limit, **options)` and the options it takes."""
+
+    load: object
+    options: tuple[str, ...]
+
+
+class UnknownOption(InputError, TypeError):
+    """An option a dataset's loader does not take (a TypeError too, as before)."""
+
+
+DATASET_LOADERS.register("fashion-mnist", DatasetEntry(
+    load_fashion_mnist, ("classes", "verify", "cache", "cache_dir")),
+    help="Fashion-MNIST: 60000 + 10000 grayscale 28x28 images of 10 clothing classes")
+DATASET_LOADERS.register("gtsrb", DatasetEntry(
+    load_gtsrb, ("size", "grayscale", "roi", "classes", "verify", "cache", "cache_dir",
+                 "progress")),
+    help="GTSRB: German traffic signs, 43 classes (the paper's first 10 by default)")
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None,
@@ -849,11 +937,11 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
     TypeError naming the closest valid one.
     """
     key = normalize_name(name)
-    allowed = _OPTIONS[key]
+    entry = DATASET_LOADERS.get(key)
     for opt in options:
-        if opt not in allowed:
-            close = difflib.get_close_matches(opt, allowed, n=1)
+        if opt not in entry.options:
+            close = difflib.get_close_matches(opt, entry.options, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise TypeError(f"{key}: unknown option {opt!r}.{hint} "
-                            f"Options: {', '.join(allowed)}.")
-    return _LOADERS[key](split, data_dir, limit, **options)
+            raise UnknownOption(f"{key}: unknown option {opt!r}.{hint} "
+                                f"Options: {', '.join(entry.options)}.")
+    return entry.load(split, data_dir, limit, **options)

@@ -14,7 +14,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "Clamp", "PaperMLP", "SmallCNN", "build_model"]
+from robustspec.compiler.registry import Registry
+from robustspec.dsl.errors import InputError
+
+from .registries import Names
+
+__all__ = ["MODELS", "MODEL_BUILDERS", "Clamp", "PaperMLP", "SmallCNN", "build_model"]
 
 LOGIT_BOUND = 100.0
 
@@ -25,7 +30,7 @@ class Clamp(nn.Module):
     def __init__(self, low: float = -LOGIT_BOUND, high: float = LOGIT_BOUND):
         super().__init__()
         if low >= high:
-            raise ValueError(f"Clamp needs low < high, got [{low}, {high}]")
+            raise InputError(f"Clamp needs low < high, got [{low}, {high}]")
         self.low, self.high = float(low), float(high)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +53,7 @@ class PaperMLP(nn.Sequential):
     def __init__(self, in_features: int, hidden: int = 100, classes: int = 10,
                  bound: float = LOGIT_BOUND):
         if in_features < 1 or hidden < 1 or classes < 1:
-            raise ValueError(f"PaperMLP needs positive sizes, got in_features={in_features}, "
+            raise InputError(f"PaperMLP needs positive sizes, got in_features={in_features}, "
                              f"hidden={hidden}, classes={classes}")
         super().__init__(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(),
                          nn.Linear(hidden, classes), Clamp(-bound, bound))
@@ -56,7 +61,7 @@ class PaperMLP(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _features(x) != self.in_features:
-            raise ValueError(f"PaperMLP expects [B, ...] inputs with {self.in_features} "
+            raise InputError(f"PaperMLP expects [B, ...] inputs with {self.in_features} "
                              f"features per example, got shape {tuple(x.shape)}")
         return super().forward(x)
 
@@ -72,10 +77,10 @@ class SmallCNN(nn.Sequential):
                  width: int = 16, hidden: int = 128, bound: float = LOGIT_BOUND):
         h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if in_channels < 1 or classes < 1 or width < 1 or hidden < 1:
-            raise ValueError(f"SmallCNN needs positive sizes, got in_channels={in_channels}, "
+            raise InputError(f"SmallCNN needs positive sizes, got in_channels={in_channels}, "
                              f"classes={classes}, width={width}, hidden={hidden}")
         if h < 4 or w < 4:
-            raise ValueError(f"SmallCNN needs images of at least 4x4 pixels, got {h}x{w}")
+            raise InputError(f"SmallCNN needs images of at least 4x4 pixels, got {h}x{w}")
         super().__init__(
             nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -88,37 +93,49 @@ class SmallCNN(nn.Sequential):
         if x.dim() == 2 and x.shape[1] == math.prod(self.input_shape):
             x = x.reshape(x.shape[0], *self.input_shape)
         elif x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"SmallCNN expects [B, {', '.join(map(str, self.input_shape))}] or "
+            raise InputError(f"SmallCNN expects [B, {', '.join(map(str, self.input_shape))}] or "
                              f"[B, {math.prod(self.input_shape)}] inputs, got {tuple(x.shape)}")
         return super().forward(x)
 
 
-MODELS = ("mlp", "cnn")
+# name -> builder(input_shape: tuple, classes: int, **kwargs) -> nn.Module; a new model is one
+# more `@MODEL_BUILDERS.register(name, help=...)` function
+MODEL_BUILDERS: Registry = Registry("model")
+MODELS = Names(MODEL_BUILDERS)  # the names, in order; a live view of the registry
+
+
+@MODEL_BUILDERS.register("mlp", help="the paper's MLP (one hidden layer of 100 ReLUs)")
+def _mlp(shape: tuple[int, ...], classes: int, **kwargs) -> nn.Module:
+    return PaperMLP(math.prod(shape), classes=classes, **kwargs)
+
+
+@MODEL_BUILDERS.register("cnn", help="a small CNN (two conv blocks, two linear layers)")
+def _cnn(shape: tuple[int, ...], classes: int, **kwargs) -> nn.Module:
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3:
+        raise InputError(f"model 'cnn' needs an image input_shape (C, H, W), got {shape}; "
+                         f"use 'mlp' for flat inputs")
+    return SmallCNN(shape[0], shape[1:], classes=classes, **kwargs)
 
 
 def build_model(name: str, input_shape: int | Sequence[int], classes: int = 10,
                 **kwargs) -> nn.Module:
-    """Build ``"mlp"`` (:class:`PaperMLP`) or ``"cnn"`` (:class:`SmallCNN`) for inputs of
-    ``input_shape`` (one example: ``(C, H, W)``, ``(H, W)`` or ``(D,)``/``D`` for the MLP).
+    """Build a registered model (``"mlp"``: :class:`PaperMLP`, ``"cnn"``: :class:`SmallCNN`) for
+    inputs of ``input_shape`` (one example: ``(C, H, W)``, ``(H, W)`` or ``(D,)``/``D`` for the
+    MLP).
 
     ``kwargs`` go to the model (e.g. ``hidden``). An unknown name is a ValueError with the
     closest known name.
     """
     key = str(name).strip().lower()
+    if key not in MODEL_BUILDERS:
+        close = difflib.get_close_matches(key, MODELS, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise InputError(f"unknown model {name!r}.{hint} Known models: {', '.join(MODELS)}.")
     if isinstance(input_shape, int):
         input_shape = (input_shape,)
     shape = tuple(int(s) for s in input_shape)
     if not shape or min(shape) < 1:
-        raise ValueError(f"input_shape must be positive sizes, got {input_shape!r}")
-    if key == "mlp":
-        return PaperMLP(math.prod(shape), classes=classes, **kwargs)
-    if key == "cnn":
-        if len(shape) == 2:
-            shape = (1, *shape)
-        if len(shape) != 3:
-            raise ValueError(f"model 'cnn' needs an image input_shape (C, H, W), got {shape}; "
-                             f"use 'mlp' for flat inputs")
-        return SmallCNN(shape[0], shape[1:], classes=classes, **kwargs)
-    close = difflib.get_close_matches(key, MODELS, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown model {name!r}.{hint} Known models: {', '.join(MODELS)}.")
+        raise InputError(f"input_shape must be positive sizes, got {input_shape!r}")
+    return MODEL_BUILDERS.get(key)(shape, classes, **kwargs)

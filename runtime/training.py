@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,10 +114,9 @@ def _load_failure(e: Exception) -> str:
 
     text = str(e)
     if isinstance(e, pickle.UnpicklingError) or "weights_only" in text:
-        first = text.split("\n")[0].strip()
-        return ("it holds pickled Python objects, which robustspec never loads because loading "
-                "them can run arbitrary code" + (f"; torch said: {first}"
-                                                 if "weights_only" not in first else ""))
+        what = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        return ("it holds pickled Python objects" + (f" ({what[1]})" if what else "")
+                + ", which robustspec never loads because loading them can run arbitrary code")
     return f"{type(e).__name__}: {text}"
 
 

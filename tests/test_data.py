@@ -772,3 +772,60 @@ def test_real_gtsrb_limited(tmp_path):
                          grayscale=False, cache_dir=tmp_path)
     assert train.x.shape == (200, 3, 32, 32)
     assert len(set(train.y.tolist())) == 43  # the limit spreads over every class folder
+
+
+# ------------------------------------------------------------------------------------------
+# A folder holding a dataset's files in any state is the one used (issue 8 item 1)
+
+def _broken_copies(tmp_path):
+    """A complete copy in Debian's place, and the ways a file of the user's copy can break."""
+    write_fashion(data.DEBIAN_FASHION_MNIST, n_train=20)
+    img = "train-images-idx3-ubyte.gz"
+
+    def folder_instead(p):
+        p.mkdir()
+
+    def dangling(p):
+        p.symlink_to(p.parent / "nowhere")
+
+    def loop(p):
+        p.symlink_to(p)
+
+    def no_labels(p):
+        (p.parent / "train-labels-idx1-ubyte.gz").unlink()
+    return img, {"a folder, not a file": folder_instead, "a dangling symlink": dangling,
+                 "a symlink loop": loop, "missing": no_labels}
+
+
+@pytest.mark.parametrize("via", ["data_dir", "env"])
+def test_a_broken_file_never_falls_through_to_another_copy(tmp_path, monkeypatch, via):
+    img, breakages = _broken_copies(tmp_path)
+    for i, (state, breaks) in enumerate(breakages.items()):
+        mine = tmp_path / f"mine{i}"
+        write_fashion(mine / "fashion-mnist", n_train=12)
+        target = mine / "fashion-mnist" / img
+        if state != "missing":
+            target.unlink()
+        breaks(target)
+        if via == "env":
+            monkeypatch.setenv("ROBUSTSPEC_DATA", str(mine))
+            kwargs = {}
+        else:
+            kwargs = {"data_dir": mine}
+        with pytest.raises(DataError) as err:
+            load_dataset("fashion-mnist", "train", verify=False, cache=False, **kwargs)
+        msg = str(err.value)
+        named = target if state != "missing" else target.parent / "train-labels-idx1-ubyte.gz"
+        assert f"{named}: {state}" in msg, msg
+        assert "never falls back" in msg and "complete, but not used" in msg
+        # the test split of the same folder is intact: it loads from there, not from Debian
+        assert len(load_dataset("fashion-mnist", "test", verify=False, cache=False, **kwargs)) == 6
+    monkeypatch.delenv("ROBUSTSPEC_DATA", raising=False)
+    assert len(load_dataset("fashion-mnist", "train", verify=False, cache=False)) == 20
+
+
+def test_a_valid_but_empty_idx_pair_is_a_data_error(tmp_path):
+    folder = tmp_path / "d" / "fashion-mnist"
+    write_fashion(folder, n_train=0)
+    with pytest.raises(DataError, match="hold no examples"):
+        load_dataset("fashion-mnist", "train", data_dir=tmp_path / "d", verify=False)
