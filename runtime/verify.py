@@ -26,7 +26,7 @@ from robustspec.compiler.query import build_query
 from robustspec.dsl.errors import InputError, MissingExtra
 
 from .bounds import ReluNet, crown_preactivations, disjunct_refuted, interval_bounds, query_row_bounds
-from .files import atomic_write
+from .files import atomic_write_text
 from .verifiers import SOLVERS
 
 VERDICTS = ("verified", "falsified", "unknown", "boundary")
@@ -99,7 +99,7 @@ def save(results: list[VerifyResult], stem: str | Path) -> dict:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     j = stem.with_suffix(".json")
-    atomic_write(j, json.dumps([r.to_json() for r in results], indent=1).encode())
+    atomic_write_text(j, json.dumps([r.to_json() for r in results], indent=1))
     rows = [r.row() for r in results]
     c = stem.with_suffix(".csv")
     import io
@@ -109,7 +109,7 @@ def save(results: list[VerifyResult], stem: str | Path) -> dict:
         w.writeheader()
         for row in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write(c, buf.getvalue().encode())
+    atomic_write_text(c, buf.getvalue())
     p = stem.parent / (stem.name + "-counterexamples.pt")
     blob = {str(r.eps): {int(i): t for i, t in r.counterexamples.items()} for r in results}
     tmp = p.with_suffix(".tmp")
