@@ -54,6 +54,11 @@ class NormalProperty:
         return list(dict.fromkeys(v for q in self.quantifiers() for v in q.attr.vars))
 
 
+def _names(n: N) -> set[str]:
+    """The quantified-variable names occurring in n (free or bound)."""
+    return set(n.qvars)
+
+
 def _conjuncts(n: N) -> list[N]:
     return list(n.args) if n.op == "and" else [n]
 
@@ -69,7 +74,7 @@ class Normaliser:
         if not n.args and n.op not in CONT_QUANT:
             return n
         if n.op in CONT_QUANT and isinstance(n.attr, str):
-            body = self.domains(n.args[0])
+            body = self._lift(n.op, n.attr, self.domains(n.args[0]))
             return self._quantifier(n, body)
         new_args = tuple(self.domains(a) for a in n.args)
         if all(x is y for x, y in zip(new_args, n.args)):
@@ -79,6 +84,36 @@ class Normaliser:
         if n.op == "or":
             return self.b.or_(new_args, span=n.span)
         return self.b.mk(n.op, new_args, n.attr, n.ty, n.span)
+
+    def _lift(self, kind: str, v: str, body: N) -> N:
+        """`forall x . forall z . P(x) and Q(x, z) => C` bounds x by P: a premise of the inner
+        quantifier (of the same kind) that bounds the outer variable and does not mention the
+        inner ones moves out, `forall x . P(x) => forall z . Q(x, z) => C` (the same formula;
+        for exists, the same with conjunctions)."""
+        if body.op != kind or not isinstance(body.attr, Quant):
+            return body
+        q: Quant = body.attr
+        inner = set(q.vars)
+        pool = q.premise if kind == "forall" else body.args[0]
+        if pool is None:
+            return body
+        lifted, kept = [], []
+        for p in _conjuncts(pool):
+            movable = not (inner & _names(p)) and self._bound(p, v) is not None
+            (lifted if movable else kept).append(p)
+        if not lifted:
+            return body
+        if kind == "forall":
+            premise = self.b.and_(kept) if kept else None
+            residual = (self.b.mk("implies", (premise, q.conclusion), span=body.span)
+                        if premise is not None else q.conclusion)
+            q2 = Quant(q.vars, q.domains, premise, q.conclusion, q.spans)
+            inner_node = self.b.mk(kind, (residual,), q2, body.ty, body.span)
+            return self.b.mk("implies", (self.b.and_(lifted), inner_node), span=body.span)
+        residual = self.b.and_(kept) if kept else self.b.mk("true")
+        q2 = Quant(q.vars, q.domains, None, residual, q.spans)
+        inner_node = self.b.mk(kind, (residual,), q2, body.ty, body.span)
+        return self.b.and_(lifted + [inner_node], span=body.span)
 
     def _quantifier(self, n: N, body: N) -> N:
         v = n.attr

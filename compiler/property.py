@@ -281,16 +281,20 @@ class Property:
         domains = domains if domains is not None else self._domains(q, ctx)
         obj_fn, tie_fn = self._objective(q, lg)
         static: dict = {}
+        # a quantifier inside the objective is valued under the search's logic, so that the
+        # objective has a gradient through it (not by whoever called this search)
+        inner = self._search_handler(lg, strategy, generator, record=None, body_logic=lg)
 
         def objective(points):
-            c = Ctx({**ctx.vals, **points}, ctx.nets, ctx.quant, ctx.dtype, ctx.device, ctx.batch,
+            c = Ctx({**ctx.vals, **points}, ctx.nets, inner, ctx.dtype, ctx.device, ctx.batch,
                     static=static, class_sizes=ctx.class_sizes)
             c.idx = ctx.idx
             obj = lg.to_loss(T, obj_fn(c))
             tie = lg.to_loss(T, tie_fn(c)) if tie_fn is not None else None
             return obj, tie
         with eval_mode(ctx.nets):
-            points, score = strategy.run(objective, domains, ctx.batch, generator)
+            points, score = strategy.run(objective, {v: d.detached() for v, d in domains.items()},
+                                         ctx.batch, generator)
         return points, score, domains
 
     @staticmethod
@@ -314,6 +318,8 @@ class Property:
             if record is not None:
                 record.points.update(points)
                 record.objective[q.attr.vars[0]] = score
+            if torch.is_grad_enabled():  # an outer search differentiates through this one
+                points = {v: domains[v].relative(p) for v, p in points.items()}
             value = self._body(q, body_logic)(ctx.child({**ctx.vals, **points}))
             inside = ~functools.reduce(torch.logical_or, (d.empty() for d in domains.values()))
             return self._within(q, value, inside, body_logic)

@@ -34,6 +34,38 @@ class RealDomain:
         self.width = hi - lo if l2 is None else None
 
     @property
+    def requires_grad(self) -> bool:
+        """Do the bounds depend on something being differentiated (an outer search's point)?"""
+        ts = (self.lo, self.hi, self.center) + (tuple(self.l2) if self.l2 is not None else ())
+        return any(t is not None and t.requires_grad for t in ts)
+
+    def detached(self) -> "RealDomain":
+        """The same domain, cut from the autograd graph (what a search descends in)."""
+        if not self.requires_grad:
+            return self
+        det = (lambda t: None if t is None else t.detach())  # noqa: E731
+        return RealDomain(det(self.lo), det(self.hi),
+                          None if self.l2 is None else (self.l2[0].detach(), self.l2[1].detach()),
+                          det(self.center))
+
+    def relative(self, x: torch.Tensor) -> torch.Tensor:
+        """A point found in this domain, as a function of the domain's bounds: the same value,
+        but its gradient follows the bounds, x = lo + t * (hi - lo) with t held fixed (in an L2
+        ball without a box, x = c + (x - c) with the offset held fixed). So an outer search sees
+        how an inner quantifier's optimum moves with the outer variable (issue 7, defect 2)."""
+        if not self.requires_grad:
+            return x
+        x = x.detach()
+        if self.lo is not None and self.hi is not None:
+            w = (self.hi - self.lo).detach()
+            t = torch.where(w > 0, (x - self.lo.detach()) / torch.where(w > 0, w, 1), 0)
+            moved = self.lo + t * (self.hi - self.lo)
+        else:
+            c = self.l2[0]
+            moved = c + (x - c.detach())
+        return x + (moved - moved.detach())  # the value of x exactly, the gradient of `moved`
+
+    @property
     def is_point(self) -> bool:
         """eps = 0: nothing to search, the start is the only point."""
         if self.l2 is not None:
