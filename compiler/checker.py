@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from robustspec.dsl import ast
 from robustspec.dsl.diagnostics import DiagnosticBag, Span, did_you_mean
+from robustspec.dsl.parser import MAX_EXACT_INT
 
 from .ir import Builder, N
 from .types import BOOL, ERROR, INT, REAL, SET, TENSOR, Ty, broadcast, fmt_shape, tensor
@@ -38,6 +39,17 @@ BUILTINS = {
     "range": "range(n): the finite set 0, 1, ..., n-1",
 }
 CONSTANTS = {"inf": math.inf}
+
+# Limits, so that whatever the checker accepts also compiles and runs (documented in
+# docs/design.md, "Limits"). Nesting: every later phase walks formulas recursively, so an
+# expression may nest at most MAX_NESTING levels (long `and`/`or` chains and parentheses do not
+# count; a 500-term sum or 500 `not`s do), after helpers are inlined.
+MAX_NESTING = 100
+# Finite quantifiers: each nested one adds a tensor axis (torch allows 64 in all), and together
+# they enumerate every combination of their sets' elements.
+MAX_FINITE_NESTING = 16
+MAX_INDEX_COMBINATIONS = 2 ** 20
+MAX_TENSOR_RANK = 32
 
 
 @dataclass
@@ -71,6 +83,10 @@ def _resolve_type(t: ast.TypeExpr, diags: DiagnosticBag) -> Ty:
                     hint=f"only Tensor has dimensions, e.g. Tensor[{', '.join(map(str, t.dims))}]")
         return ERROR
     if kind == "tensor":
+        if t.dims is not None and len(t.dims) > MAX_TENSOR_RANK:
+            diags.error(f"a tensor type has at most {MAX_TENSOR_RANK} dimensions, this one "
+                        f"{len(t.dims)}", t.span, hint="flatten the tensor, e.g. Tensor[784]")
+            return ERROR
         return tensor(tuple(t.dims)) if t.dims is not None else TENSOR
     base = {"real": REAL, "int": INT, "bool": BOOL}[kind]
     return Ty(base.kind, base.shape, name=t.name) if kind == "int" else base
@@ -86,6 +102,10 @@ class Checker:
         self.overrides = dict(overrides or {})
         self._inlining: list[str] = []
         self._bound: set[str] = set()  # names bound by quantifiers so far in this property
+        self._depth = 0  # nesting of the expression being checked (helpers inlined)
+        self._too_deep = False  # reported once per declaration
+        self._finite: list[int | None] = []  # the sizes of the enclosing finite quantifiers' sets
+        self._set_sizes: dict[N, int | None] = {}  # each range node's size, where known
 
     # ------------------------------------------------------------ entry
     def run(self) -> CheckedModule:
@@ -133,7 +153,10 @@ class Checker:
             self.diags.error(f"a parameter is a number, not {d.type}", d.type.span,
                              hint="declare it Real, Nat or Int")
             ty = ERROR
+        self._too_deep = False
         value: object = None
+        where = d.name_span  # where a bad value is reported: the literal, or the name it overrides
+        origin = "params gives"
         if d.name in self.overrides:
             value = _number(self.overrides[d.name])
             if value is None:
@@ -144,48 +167,65 @@ class Checker:
         elif d.default is not None:
             node = self._expr(d.default, {})
             value = self._const_value(node, d.default.span)
+            where, origin = d.default.span, "its default is"
         else:
             self.diags.error(f"parameter '{d.name}' has no value", d.name_span,
                              hint=f"give it a default (`param {d.name} : {d.type} = ...`) or pass "
                                   f"params={{'{d.name}': ...}}")
-        if value is not None and ty.kind == "int":
-            if not float(value).is_integer():
-                self.diags.error(f"parameter '{d.name}' is {d.type} but its value is {value}",
-                                 d.default.span if d.default else d.name_span,
-                                 hint="give an integer")
-            value = int(value)
-            if value < 0 and d.type.name == "Nat":
-                self.diags.error(f"parameter '{d.name}' is Nat but its value is {value}",
-                                 d.default.span if d.default else d.name_span,
-                                 hint="give a whole number >= 0, or declare it Int")
-        elif value is not None:
-            value = float(value)
+        if value is not None:
+            value = self._param_value(d, ty, value, where, origin)
         self.out.params[d.name] = (ty, value)
         self.out.param_spans[d.name] = d.name_span
 
-    def _const_value(self, n: N, span: Span) -> float | None:
-        ops = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-               "div": lambda a, b: a / b}
+    def _param_value(self, d: ast.ParamDecl, ty: Ty, value: float | int, where: Span,
+                     origin: str) -> float | int | None:
+        """A parameter's value, finite and of its type, or None after a diagnostic: an
+        infinite or NaN eps would make a property vacuous or every loss NaN."""
+        shown = _show_number(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            self.diags.error(f"parameter '{d.name}' must be a finite number, but {origin} {shown}",
+                             where, hint="give a finite number; a bound that is never reached is "
+                                         "better left out of the property")
+            return None
+        if ty.kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                self.diags.error(f"parameter '{d.name}' is {d.type} but {origin} {shown}", where,
+                                 hint="give a whole number")
+                return None
+            value = int(value)
+            if abs(value) > MAX_EXACT_INT:
+                self.diags.error(f"parameter '{d.name}' is too large: {origin} {shown}", where,
+                                 hint=f"whole numbers in a spec are at most {MAX_EXACT_INT} (2**53) "
+                                      "in size")
+                return None
+            if value < 0 and d.type.name == "Nat":
+                self.diags.error(f"parameter '{d.name}' is Nat but {origin} {shown}", where,
+                                 hint="give a whole number >= 0, or declare it Int")
+            return value
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond the float range
+            self.diags.error(f"parameter '{d.name}' is too large: {origin} {shown}", where,
+                             hint="give a number below 1e308")
+            return None
 
-        def ev(n: N):
-            if n.op in ("const", "int"):
-                return n.attr
-            if n.op == "var" and n.attr[1] == "param":
-                return self.out.params[n.attr[0]][1]
-            if n.op == "neg":
-                return -ev(n.args[0])
-            if n.op in ops:
-                return ops[n.op](ev(n.args[0]), ev(n.args[1]))
-            raise ValueError(n.op)
-
+    def _const_value(self, n: N, span: Span) -> float | int | None:
         if n.ty.kind == "error":
             return None
         try:
-            return ev(n)
-        except (ValueError, TypeError, ZeroDivisionError):
+            return _fold(n, self.out.params)
+        except _Unknown:  # an earlier parameter without a value: already reported
+            return None
+        except ZeroDivisionError:
+            self.diags.error("division by zero in a parameter's default", span,
+                             hint="divide by a number that is not 0")
+        except OverflowError:
+            self.diags.error("a parameter's default is too large to compute", span,
+                             hint="give a number below 1e308")
+        except _NotConstant:
             self.diags.error("a parameter's default must be a constant", span,
                              hint="use numbers, + - * / and earlier parameters")
-            return None
+        return None
 
     def _args(self, params: list[ast.Param], role: str) -> dict[str, tuple[str, Ty, Span]]:
         scope: dict[str, tuple[str, Ty, Span]] = {}
@@ -205,15 +245,20 @@ class Checker:
 
     def _property(self, d: ast.PropertyDecl) -> None:
         self._bound = set()
+        self._too_deep = False
         scope = self._args(d.params, "arg")
         env = {name: self.b.mk("var", attr=(name, "arg"), ty=ty, span=sp)
                for name, (_r, ty, sp) in scope.items()}
         body = self._formula(d.body, env, "the body of a property")
+        tall = _taller_than(body, MAX_NESTING + 2)  # + 2: a comparison chain's and, the body
+        if tall is not None:
+            body = self._too_deep_here(tall.span if tall.span.source else d.span, inlined=True)
         self.out.properties[d.name] = PropertyIR(
             d.name, [(n, t) for n, (_r, t, _s) in scope.items()], body, d.span, d.name_span)
 
     def _check_helper_alone(self, d: ast.DefDecl) -> None:
         """Check a helper once on its own so unknown names in unused helpers are still reported."""
+        self._too_deep = False
         if d.params is None:
             self._expr(d.body, {})
             return
@@ -249,10 +294,40 @@ class Checker:
         return n
 
     def _expr(self, e: ast.Expr, env: dict[str, N]) -> N:
-        meth = getattr(self, "_e_" + type(e).__name__)
-        return meth(e, env)
+        if self._depth >= MAX_NESTING:
+            return self._too_deep_here(e.span)
+        self._depth += 1
+        try:
+            return getattr(self, "_e_" + type(e).__name__)(e, env)
+        finally:
+            self._depth -= 1
+
+    def _too_deep_here(self, span: Span, inlined: bool = False) -> N:
+        """One diagnostic per declaration for nesting beyond MAX_NESTING; later ones are
+        consequences of the same shape."""
+        if self._too_deep:
+            return self.b.mk("error", attr=id(span), ty=ERROR, span=span)
+        self._too_deep = True
+        return self._err(span, f"this expression is nested more than {MAX_NESTING} levels deep"
+                         + (" once helpers are inlined" if inlined else ""),
+                         hint="group a long sum or chain with parentheses, e.g. (a + b + c) + "
+                              "(d + e + f), or use sum(v) on a tensor; chains of `and`/`or` "
+                              "and parentheses have no limit")
 
     def _e_Number(self, e: ast.Number, env) -> N:
+        text = e.span.text() or repr(e.value)
+        shown = text if len(text) <= 24 else text[:20] + "..."
+        if e.is_int and e.value > MAX_EXACT_INT:
+            return self._err(e.span, f"the whole number {shown} is too large to be exact",
+                             hint=f"whole numbers are at most {MAX_EXACT_INT} (2**53); write a "
+                                  "real number such as 1e20 if that is what is meant")
+        if not math.isfinite(e.value):
+            return self._err(e.span, f"the number {shown} is too large for a float (the largest "
+                             "is about 1.8e308)", hint="write a smaller number, or `inf` where "
+                             "infinity is meant")
+        if e.value == 0 and any(c in "123456789" for c in text.split("e")[0].split("E")[0]):
+            return self._err(e.span, f"the number {shown} is too small for a float: it would be 0",
+                             hint="write 0, or a number above 1e-308")
         if e.is_int:
             return self.b.mk("const", attr=int(e.value), ty=REAL, span=e.span)
         return self.b.mk("const", attr=e.value, ty=REAL, span=e.span)
@@ -297,7 +372,9 @@ class Checker:
             return self._err(span, f"'classes' needs a network with a vector output, not {fmt_shape(ty.out)}",
                              hint="write range(n) instead")
         size = ty.out[0] if ty.out and isinstance(ty.out[0], int) else None
-        return self.b.mk("classes", attr=(name, size), ty=SET, span=span)
+        node = self.b.mk("classes", attr=(name, size), ty=SET, span=span)
+        self._set_sizes[node] = size
+        return node
 
     def _inline(self, h: ast.DefDecl, args: list[N], span: Span, env) -> N:
         if h.name in self._inlining:
@@ -379,7 +456,21 @@ class Checker:
             if not (k.ty.kind == "int" or _int_literal(k)):
                 return self._err(e.args[0].span, f"range needs a whole number, not {k.ty}",
                                  hint="write range(10) or range(n) with `param n : Nat = 10`")
-            return self.b.mk("range", (k,), ty=SET, span=e.span)
+            try:
+                size = _fold(k, self.out.params)
+            except _Unknown:  # a helper's argument (checked at each call) or a reported error
+                size = None
+            except _NotConstant:
+                return self._err(e.args[0].span, "the size of range(n) must be known before the "
+                                 "property runs", hint="give a whole number, a parameter or "
+                                 "arithmetic on them, e.g. range(n) with `param n : Nat = 10`")
+            if size is not None and not 0 <= size <= MAX_INDEX_COMBINATIONS:
+                return self._err(e.args[0].span, f"range({size}) "
+                                 + ("has a negative size" if size < 0 else "is too large"),
+                                 hint=f"range(n) needs 0 <= n <= {MAX_INDEX_COMBINATIONS} (2**20)")
+            node = self.b.mk("range", (k,), ty=SET, span=e.span)
+            self._set_sizes[node] = size
+            return node
         args = [self._term(a, env, f"the argument of '{f}'") for a in e.args]
         if any(a.ty.kind == "error" for a in args):
             return self.b.mk("error", attr=id(e), ty=ERROR, span=e.span)
@@ -504,6 +595,8 @@ class Checker:
         return self.b.mk("not", (v,), span=e.span)
 
     def _e_Connective(self, e: ast.Connective, env) -> N:
+        if e.op in ("and", "or"):
+            return self._chain(e, env)
         a = self._formula(e.left, env, f"the left side of '{e.op}'")
         b = self._formula(e.right, env, f"the right side of '{e.op}'")
         if a.ty.kind == "error" or b.ty.kind == "error":
@@ -513,6 +606,20 @@ class Checker:
         if e.op == "or":
             return self.b.or_([a, b], span=e.span)
         return self.b.mk({"=>": "implies", "<=>": "iff"}[e.op], (a, b), span=e.span)
+
+    def _chain(self, e: ast.Connective, env) -> N:
+        """`a and b and c ...` (left-nested in the AST) as one n-ary node, walked in a loop: a
+        chain of any length nests one level, as the IR's flat and/or does."""
+        rights = []
+        left: ast.Expr = e
+        while isinstance(left, ast.Connective) and left.op == e.op:
+            rights.append(left.right)
+            left = left.left
+        operands = [self._formula(left, env, f"the left side of '{e.op}'")]
+        operands += [self._formula(r, env, f"the right side of '{e.op}'") for r in reversed(rights)]
+        if any(a.ty.kind == "error" for a in operands):
+            return self.b.mk("error", attr=id(e), ty=ERROR, span=e.span)
+        return (self.b.and_ if e.op == "and" else self.b.or_)(operands, span=e.span)
 
     def _binder(self, name: str, finite: bool) -> str:
         """The IR name of a bound variable. A helper's quantifier, or a second finite one,
@@ -545,9 +652,25 @@ class Checker:
                 return self._err(e.over.span, f"'{e.kind} {e.var} in ...' needs a finite set, not a {over.ty}",
                                  hint="write `in classes` or `in range(10)`; to quantify over tensors "
                                       f"write `{e.kind} {e.var} . premises => ...`")
+            size = self._set_sizes.get(over)
+            if len(self._finite) >= MAX_FINITE_NESTING:
+                return self._err(e.var_span, f"finite quantifiers are nested more than "
+                                 f"{MAX_FINITE_NESTING} deep here",
+                                 hint=f"at most {MAX_FINITE_NESTING} `forall/exists ... in` may "
+                                      "enclose each other (each adds a tensor axis)")
+            combos = math.prod(k for k in [*self._finite, size] if k is not None)
+            if combos > MAX_INDEX_COMBINATIONS:
+                return self._err(e.var_span, f"the finite quantifiers around here enumerate "
+                                 f"{combos} index combinations",
+                                 hint=f"nested finite sets may have at most {MAX_INDEX_COMBINATIONS} "
+                                      "(2**20) combinations of elements together; use smaller sets")
             name = self._binder(e.var, finite=True)
             var = self.b.mk("var", attr=(name, "index"), ty=INT, span=e.var_span)
-            body = self._formula(e.body, {**env, e.var: var}, f"the body of '{e.kind}'")
+            self._finite.append(size)
+            try:
+                body = self._formula(e.body, {**env, e.var: var}, f"the body of '{e.kind}'")
+            finally:
+                self._finite.pop()
             if body.ty.kind == "error":
                 return body
             return self.b.mk(e.kind + "_idx", (over, body), attr=name, span=e.span)
@@ -563,6 +686,67 @@ class Checker:
         if body.ty.kind == "error":
             return body
         return self.b.mk(e.kind, (body,), attr=name, span=e.span)
+
+
+class _NotConstant(Exception):
+    """The expression depends on something only known when the property runs."""
+
+
+class _Unknown(Exception):
+    """The expression depends on a value that is already reported (or a helper's argument)."""
+
+
+_FOLD = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+         "div": lambda a, b: a / b}
+
+
+def _fold(n: N, params: dict[str, tuple[Ty, object]]) -> float | int:
+    """The value of a constant expression (numbers, parameters, + - * /), exactly as Python
+    computes it; _NotConstant if it depends on data, _Unknown if on a missing value."""
+    if n.op in ("const", "int"):
+        return n.attr
+    if n.op == "var" and n.attr[1] == "param":
+        value = params[n.attr[0]][1] if n.attr[0] in params else None
+        if value is None:
+            raise _Unknown(n.attr[0])
+        return value
+    if n.op == "var" and n.attr[1] == "helperarg":
+        raise _Unknown(n.attr[0])
+    if n.op == "neg":
+        return -_fold(n.args[0], params)
+    if n.op in _FOLD:
+        return _FOLD[n.op](_fold(n.args[0], params), _fold(n.args[1], params))
+    raise _NotConstant(n.op)
+
+
+def _taller_than(root: N, limit: int) -> N | None:
+    """A node more than `limit` levels tall (the lowest one on a tallest path), or None.
+    Iterative and linear in the number of distinct nodes (the IR is a DAG)."""
+    height: dict[int, int] = {}
+    stack: list[tuple[N, bool]] = [(root, False)]
+    while stack:
+        n, done = stack.pop()
+        if id(n) in height:
+            continue
+        if done:
+            height[id(n)] = 1 + max((height[id(a)] for a in n.args), default=0)
+            continue
+        stack.append((n, True))
+        stack.extend((a, False) for a in n.args if id(a) not in height)
+    if height[id(root)] <= limit:
+        return None
+    n = root
+    while True:  # walk down a tallest path to its lowest node above the limit
+        nxt = max(n.args, key=lambda a: height[id(a)])
+        if height[id(nxt)] <= limit:
+            return n
+        n = nxt
+
+
+def _show_number(v: float | int) -> str:
+    if isinstance(v, int) and abs(v) > 10 ** 20:  # str() of a 4300-digit int even raises
+        return f"an integer of about {int(abs(v).bit_length() * 0.30103) + 1} digits"
+    return repr(v) if isinstance(v, float) else str(v)
 
 
 def _number(v: object) -> float | int | None:

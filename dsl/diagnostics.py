@@ -21,8 +21,10 @@ class Source:
     text: str
 
     def line(self, number: int) -> str:
-        lines = self.text.splitlines()
-        return lines[number - 1] if 0 < number <= len(lines) else ""
+        """Line `number` as the parser counts lines: split at '\\n' only (lark's rule), so a
+        form feed, vertical tab, U+0085 or U+2028 inside a line never shifts the line shown."""
+        lines = self.text.split("\n")
+        return lines[number - 1].removesuffix("\r") if 0 < number <= len(lines) else ""
 
 
 @dataclass(frozen=True)
@@ -69,15 +71,30 @@ class Diagnostic:
         if s.source is not None and s.line > 0:
             src = s.source.line(s.line)
             gutter = f"{s.line:>4} | "
-            out.append(gutter + src)
+            out.append(gutter + _printable(src))
             end = s.end_col if s.end_line == s.line else len(src) + 1
             width = max(1, end - s.col)
-            out.append(" " * (len(gutter) - 2) + "| " + " " * (s.col - 1) + "^" * width)
+            out.append(" " * (len(gutter) - 2) + "| " + _caret_pad(src, s.col - 1) + "^" * width)
         for note in self.notes:
             out.append(f"note: {note}")
         if self.hint:
             out.append(f"hint: {self.hint}")
         return "\n".join(out)
+
+
+# characters a terminal would turn into a line break, a page break or a jump: shown as a space,
+# one character for one, so the caret still lines up
+_INVISIBLE = {ord(c): " " for c in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def _printable(line: str) -> str:
+    return line.translate(_INVISIBLE)
+
+
+def _caret_pad(line: str, width: int) -> str:
+    """The blank prefix of a caret line: tabs copied from the source line, so the caret sits
+    under its column whatever the terminal's tab width."""
+    return "".join("\t" if c == "\t" else " " for c in line[:width]).ljust(width)
 
 
 class SpecError(RobustspecError):

@@ -10,7 +10,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import ast
@@ -33,12 +33,19 @@ def _span_meta(src: Source, meta) -> Span:
     return Span(src, meta.line, meta.column, meta.end_line, meta.end_column)
 
 
-class _ToAst(Transformer):
-    """lark tree -> dataclasses; every node gets its span."""
+# the largest integer a spec may write where an exact whole number is needed (a tensor
+# dimension): every integer up to 2**53 is exact as a float, and torch takes it as a size
+MAX_EXACT_INT = 2 ** 53
+
+
+class _ToAst(Transformer_NonRecursive):
+    """lark tree -> dataclasses; every node gets its span. Non-recursive, so nesting depth
+    never exhausts Python's stack here (the checker limits it, with a diagnostic)."""
 
     def __init__(self, src: Source):
         super().__init__()
         self.src = src
+        self.problems: list[Diagnostic] = []
 
     def _s(self, meta) -> Span:
         return _span_meta(self.src, meta)
@@ -83,7 +90,13 @@ class _ToAst(Transformer):
         return ast.TypeExpr(str(name), list(dims) if dims else None, span=self._s(meta))
 
     def dim_int(self, c):
-        return int(c[0])
+        text = str(c[0])
+        if len(text) > 16 or int(text) > MAX_EXACT_INT:  # int() of 4300+ digits even raises
+            self.problems.append(Diagnostic(
+                "error", f"the dimension {text[:20]}{'...' if len(text) > 20 else ''} is too large",
+                self._t(c[0]), hint=f"a tensor dimension is a whole number up to {MAX_EXACT_INT}"))
+            return 1
+        return int(text)
 
     def dim_sym(self, c):
         return str(c[0])
@@ -211,7 +224,23 @@ def _describe_expected(expected: set[str]) -> str:
 
 _QUANT_HEAD = re.compile(r"(forall|exists|∀|∃)\s+[A-Za-z_][A-Za-z_0-9']*"
                          r"(\s*:\s*[A-Za-z_]+(\s*\[[^\]]*\])?)?\s*$")
-_DEF_HEAD = re.compile(r"(property\s+)?[A-Za-z_][A-Za-z_0-9']*\s*\([^()]*\)\s*$")
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_'")
+
+
+def _ends_with_def_head(text: str) -> bool:
+    """Does the text end with `name(args)` (a property's or helper's signature)? Scanned from
+    the end in linear time: a regex search for it was quadratic in the length of a name."""
+    text = text.rstrip()
+    if not text.endswith(")"):
+        return False
+    open_ = text.rfind("(")
+    if open_ < 0 or ")" in text[open_ + 1:-1]:
+        return False
+    head = text[:open_].rstrip()
+    i = len(head)
+    while i > 0 and head[i - 1] in _NAME_CHARS:
+        i -= 1
+    return i < len(head) and (head[i].isalpha() or head[i] == "_")
 
 
 def _strip_comments(text: str) -> str:
@@ -240,7 +269,7 @@ def _syntax_hint(tok: Token, expected: set[str], before: str) -> str:
         return "a '(' is not closed"
     if _unclosed(before, "[", "]") > 0 and "RSQB" in expected:
         return "a '[' is not closed"
-    if "EQUAL" in expected and _DEF_HEAD.search(before):
+    if "EQUAL" in expected and _ends_with_def_head(before):
         return "a property or helper is defined with '=': property p(x0 : Tensor) = ..."
     if tok.type == "$END":
         return "the declaration is incomplete"
@@ -267,9 +296,9 @@ def _syntax_diagnostic(src: Source, err: UnexpectedInput) -> Diagnostic:
     assert isinstance(err, UnexpectedToken)
     tok = err.token
     if tok.type == "$END":
-        last = src.text.rstrip().splitlines() or [""]
-        line = len(last)
-        col = len(last[-1]) + 1
+        text = src.text.rstrip()
+        line = text.count("\n") + 1  # lines as lark counts them: '\n' only
+        col = len(text) - (text.rfind("\n") + 1) + 1
         span = Span(src, line, col, line, col + 1)
         msg = "unexpected end of file"
     else:
@@ -291,19 +320,44 @@ def parse(text: str, filename: str = "<string>") -> ast.Module:
         tree = _lark().parse(text)
     except UnexpectedInput as err:
         raise SpecError([_syntax_diagnostic(src, err)]) from None
-    return _ToAst(src).transform(tree)
+    to_ast = _ToAst(src)
+    module = to_ast.transform(tree)
+    if to_ast.problems:
+        raise SpecError(to_ast.problems)
+    return module
 
 
 def parse_file(path: str | Path) -> ast.Module:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no syntax error
+        data = path.read_bytes()
     except FileNotFoundError:
         raise SpecError([Diagnostic("error", f"no such spec file: {path}",
                                     hint="check the path; spec files end in .spec")]) from None
     except IsADirectoryError:
         raise SpecError([Diagnostic("error", f"{path} is a folder, not a spec file",
                                     hint=f"name a file in it, e.g. {path / 'example.spec'}")]) from None
+    except OSError as e:  # permissions, a symlink loop, a name too long, ...
+        raise SpecError([Diagnostic("error", f"{path} cannot be read: {e.strerror or e}",
+                                    hint="check the path and the file's permissions")]) from None
+    if data.startswith(b"\xef\xbb\xbf"):  # a BOM (Windows editors) is no syntax error
+        data = data[3:]
+    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")  # universal newlines, as before
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SpecError([Diagnostic("error", f"{path} is not UTF-8 text ({e.reason})")]) from None
+        raise SpecError([_not_utf8(path, data, e)]) from None
     return parse(text, str(path))
+
+
+def _not_utf8(path: Path, data: bytes, e: UnicodeDecodeError) -> Diagnostic:
+    """The first byte that is not UTF-8, located by line and column (columns in characters,
+    as the parser counts them) and shown in the line as U+FFFD."""
+    line_start = data.rfind(b"\n", 0, e.start) + 1
+    line = data.count(b"\n", 0, e.start) + 1
+    col = len(data[line_start:e.start].decode("utf-8", errors="replace")) + 1
+    src = Source(str(path), data.decode("utf-8", errors="replace"))
+    return Diagnostic("error", f"{path} is not UTF-8 text: byte 0x{data[e.start]:02x} "
+                      f"cannot be decoded ({e.reason})", Span(src, line, col, line, col + 1),
+                      hint="save the file as UTF-8 (most editors offer it under 'Save as' or "
+                           "'encoding')")

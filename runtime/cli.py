@@ -2,80 +2,59 @@
 
     robustspec check FILE...                      exit 0, or 2 with diagnostics
     robustspec explain FILE [--property NAME] [--logic dl2]
+    robustspec train | evaluate | attack | data | demo ...   (runtime/commands.py)
 
-User errors (bad specs, missing data, bad options) print a clear message and exit 2; they never
-end in a traceback.
+User errors (bad specs, missing data, bad options, broken checkpoints: every RobustspecError,
+dsl/errors.py) print a clear message and exit 2; they never end in a traceback.
+
+Adding a subcommand is one registration in your own module (runtime/options.py's registry):
+
+    from .options import command
+
+    @command("report", help="write the report", arguments=lambda p: p.add_argument("--out"))
+    def cmd_report(args) -> int:
+        ...
+        return 0
+
+and, if the module is new, its name in COMMAND_MODULES below (a listed module that does not
+exist yet is skipped). Raise an error from dsl/errors.py (or options.UserError) for anything
+the user can fix. Choices and defaults come from the registries and TrainConfig, never lists
+kept by hand.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from typing import Callable
 
-from robustspec.dsl.diagnostics import SpecError
+from robustspec.dsl.errors import RobustspecError
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+from .options import (COMMANDS, UserError, add_logic_option, add_param_option, command, count,
+                      parse_params, search_names)
 
+# the modules whose @command registrations make up the CLI, in the order of `robustspec -h`
+COMMAND_MODULES = ("robustspec.runtime.commands", "robustspec.runtime.reproduce",
+                   "robustspec.runtime.report")
 
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback, exit status 2."""
+USER_ERRORS = (RobustspecError, OSError)
 
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [UserError, OSError]
-    try:
-        from .data import DataError
-        from .training import TrainingError
-        errors += [DataError, TrainingError]
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
+_params = parse_params  # the old private name (kept for scripts that used it)
 
 
-USER_ERRORS = _user_errors()
+def _check_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("files", nargs="+", metavar="FILE")
+    add_param_option(c)
 
 
-def command(name: str):
-    def register(fn):
-        COMMANDS[name] = fn
-        return fn
-    return register
-
-
-def count(minimum: int):
-    """An argparse type: an integer >= minimum."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return parse
-
-
-def _params(pairs: list[str] | None) -> dict[str, float]:
-    out = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise UserError(f"--param takes NAME=VALUE, got {p!r}")
-        k, v = p.split("=", 1)
-        try:
-            out[k.strip()] = float(v)
-        except ValueError:
-            raise UserError(f"--param {k}: {v!r} is not a number") from None
-    return out
-
-
-@command("check")
+@command("check", help="parse and check spec files; exit 2 on errors", arguments=_check_arguments)
 def cmd_check(args: argparse.Namespace) -> int:
     from robustspec.compiler import check_file
 
+    params = parse_params(args.param)
     status = 0
     for path in args.files:
-        spec, diags = check_file(path, _params(args.param))
+        spec, diags = check_file(path, params)
         for d in diags:
             print(d.render(), file=sys.stderr)
             print(file=sys.stderr)
@@ -90,13 +69,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return status
 
 
-@command("explain")
+def _explain_arguments(e: argparse.ArgumentParser) -> None:
+    e.add_argument("file", metavar="FILE")
+    e.add_argument("--property", metavar="NAME")
+    add_logic_option(e)
+    e.add_argument("--search", default="pgd", choices=search_names())
+    e.add_argument("--steps", type=count(0), help="PGD steps (default 50)")
+    e.add_argument("--samples", type=count(1), help="random samples (default 100)")
+    e.add_argument("--latex", action="store_true", help="also print the loss in LaTeX")
+    add_param_option(e)
+
+
+@command("explain", help="show the normalised formula, domains, searches and loss",
+         arguments=_explain_arguments)
 def cmd_explain(args: argparse.Namespace) -> int:
     from robustspec.compiler import compile_spec
     from robustspec.compiler.explain import explain
     from robustspec.compiler.search import make_search
 
-    spec = compile_spec(args.file, _params(args.param))
+    spec = compile_spec(args.file, parse_params(args.param))
     names = [args.property] if args.property else list(spec.properties)
     if args.steps is not None and args.search != "pgd":
         raise UserError(f"--steps is for --search pgd; {args.search} takes "
@@ -117,53 +108,48 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_command_modules() -> None:
+    """Import every module of COMMAND_MODULES (each registers its commands); skip those that do
+    not exist, never hide an error inside one."""
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+
+
 def build_parser() -> argparse.ArgumentParser:
+    load_command_modules()
     p = argparse.ArgumentParser(prog="robustspec",
                                 description="State a robustness property once; train for it, "
                                             "attack it and measure it.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
-    c = sub.add_parser("check", help="parse and check spec files; exit 2 on errors")
-    c.add_argument("files", nargs="+", metavar="FILE")
-    c.add_argument("--param", action="append", metavar="NAME=VALUE", help="override a parameter")
-
-    e = sub.add_parser("explain", help="show the normalised formula, domains, searches and loss")
-    e.add_argument("file", metavar="FILE")
-    e.add_argument("--property", metavar="NAME")
-    e.add_argument("--logic", default="dl2", help="dl2 | goedel | lukasiewicz | product | "
-                   "yager[:p=2] | stl[:nu=1] (options as NAME:k=v)")
-    e.add_argument("--search", default="pgd", choices=["pgd", "fgsm", "random"])
-    e.add_argument("--steps", type=count(0), help="PGD steps (default 50)")
-    e.add_argument("--samples", type=count(1), help="random samples (default 100)")
-    e.add_argument("--latex", action="store_true", help="also print the loss in LaTeX")
-    e.add_argument("--param", action="append", metavar="NAME=VALUE")
-
-    try:
-        from . import commands  # the runtime's commands (train, evaluate, attack, data, demo)
-        commands.add_parsers(sub)
-    except ImportError as err:  # pragma: no cover - only while the runtime is incomplete
-        if "commands" not in str(err):
-            raise
+    for name in COMMANDS:
+        entry = COMMANDS.entry(name)
+        parser = sub.add_parser(name, help=entry.help)
+        if entry.value.add_arguments is not None:
+            entry.value.add_arguments(parser)
     return p
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(None if argv is None else [str(a) for a in argv])
     if not args.command:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command](args) or 0
-    except SpecError as e:
-        print(e.render(), file=sys.stderr)
-        return 2
+        return COMMANDS.get(args.command).run(args) or 0
     except USER_ERRORS as e:
-        if isinstance(e, OSError) and e.strerror:
-            msg = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
-        else:
-            msg = e.args[0] if e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr)
+        render = getattr(e, "render", None)  # SpecError: file:line:col, the line, a caret
+        print(render() if callable(render) else f"error: {_message(e)}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as e:
         # the Python API's checks of its inputs (shapes, parameters, search options) say what is

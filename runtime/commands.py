@@ -1,22 +1,20 @@
-"""The runtime's commands: train, evaluate, attack, data, demo (registered into cli.py)."""
+"""The runtime's commands: train, evaluate, attack, data, demo.
+
+Each is one `@command(name, help=..., arguments=...)` registration (runtime/options.py); the
+choices come from the registries (regimes, models, datasets, adversaries) and train's defaults
+from TrainConfig, so nothing here is a second list kept by hand.
+"""
 from __future__ import annotations
 
 import argparse
-import math
+from dataclasses import fields
 from pathlib import Path
 
-from .cli import COMMANDS, UserError, _params, command, count
+from .options import (COMMANDS, UserError, add_data_options, add_logic_option, add_param_option,
+                      command, count, parse_params, radii, radius, step)
 
-
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        values = []
-    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
-        raise UserError(f"--eps takes numbers >= 0 separated by commas, e.g. 0,0.05,0.1; "
-                        f"got {text!r}")
-    return values
+_params = parse_params  # the old private name
+_floats = radii
 
 
 def _load_property(spec: str | None, name: str | None, params: dict):
@@ -60,13 +58,16 @@ def _load(dataset: str, split: str, args, options: dict):
                         verify=not args.no_verify, **options)
 
 
-@command("train")
+@command("train", help="train a network under a regime (baseline, augment-*, adversarial, "
+         "constraint, ...)", arguments=lambda p: _train_options(p))
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .models import build_model
-    from .training import Trainer, TrainConfig
+    from .training import Trainer, TrainConfig, refuse_overwrite
 
+    out = Path(args.out or f"runs/{args.dataset}-{args.regime}-seed{args.seed}")
+    refuse_overwrite(out / "last.pt", args.resume, args.overwrite)  # before loading any data
     params = _params(args.param)
     if args.eps is not None:
         params["eps"] = args.eps
@@ -87,11 +88,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     info = {"name": args.model, "input_shape": list(data.input_shape), "classes": data.num_classes,
             "dataset": args.dataset, "data_options": options}
-    out = Path(args.out or f"runs/{args.dataset}-{args.regime}-seed{args.seed}")
     trainer = Trainer(model, cfg, prop, out, info, progress=None)
     print(f"training {args.model} on {len(data)} {args.dataset} images, regime {args.regime}"
           + (f" with {prop.name} from {prop.spec_name}" if prop else "") + f"; checkpoints in {out}")
-    trainer.fit(data.x, data.y, resume=args.resume,  # TrainingError: cli.main prints it, exit 2
+    trainer.fit(data.x, data.y, resume=args.resume, overwrite=args.overwrite,  # errors: exit 2
                 on_epoch=lambda s: print(f"epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f}, "
                                          f"accuracy {s.accuracy:.4f}, {s.examples_per_s:.0f} ex/s, "
                                          f"{s.seconds:.1f} s"))
@@ -110,13 +110,14 @@ def _model_and_test_data(args):
     return model, data
 
 
-@command("evaluate")
+@command("evaluate", help="clean accuracy, constraint security and accuracy per eps",
+         arguments=lambda p: _evaluate_options(p))
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import evaluate
 
     prop = _load_property(args.spec, args.property, _params(args.param))
     model, data = _model_and_test_data(args)
-    eps = _floats(args.eps)
+    eps = radii(args.eps)
     result = evaluate(model, prop, data.x, data.y, eps=eps, steps=args.steps,
                       step_size=args.step_size, restarts=args.restarts, samples=args.samples,
                       batch_size=args.batch_size, logic=args.logic, seed=args.seed)
@@ -127,7 +128,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("attack")
+@command("attack", help="search counterexamples of a property; save them with a PNG grid",
+         arguments=lambda p: _attack_command_options(p))
 def cmd_attack(args: argparse.Namespace) -> int:
     from .attack import attack
 
@@ -142,7 +144,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("data")
+@command("data", help="get or locate datasets", arguments=lambda p: _data_command_options(p))
 def cmd_data(args: argparse.Namespace) -> int:
     from .data import find_dataset_dir
     from .fetch import fetch
@@ -155,7 +157,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("demo")
+@command("demo", help="the README's main job: baseline vs SR-constraint training on "
+         "Fashion-MNIST, SR and SCR attacks, table and plot", arguments=lambda p: _demo_options(p))
 def cmd_demo(args: argparse.Namespace) -> int:
     from .experiment import DemoConfig, run_demo
 
@@ -165,82 +168,112 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    def data_args(p, limit_help="use only N examples (spread over the split)"):
-        p.add_argument("--data-dir", metavar="DIR", help="where the datasets are (else $ROBUSTSPEC_DATA, "
-                       "the user cache, /usr/share/datasets)")
-        p.add_argument("--limit", type=int, metavar="N", help=limit_help)
-        p.add_argument("--no-verify", action="store_true", help="skip checksum verification of the data")
+# ------------------------------------------------------------------ options of each command
 
-    def attack_args(p):
-        p.add_argument("checkpoint", metavar="CHECKPOINT")
-        p.add_argument("--spec", required=True, metavar="FILE")
-        p.add_argument("--property", metavar="NAME")
-        p.add_argument("--steps", type=count(0), default=50, help="PGD steps (default 50)")
-        p.add_argument("--step-size", type=float, default=None, help="default 2.5 * radius / steps per element, the radius "
-                       "being half the domain's width there (eps, or less where [0, 1] clips)")
-        p.add_argument("--restarts", type=count(1), default=1)
-        p.add_argument("--logic", default="dl2")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--dataset", choices=["fashion-mnist", "gtsrb"], help="if the checkpoint lacks it")
-        p.add_argument("--param", action="append", metavar="NAME=VALUE")
-        p.add_argument("--out", metavar="PATH")
-        data_args(p)
+def _config_defaults() -> dict:
+    """TrainConfig's field defaults: the one source of train's defaults."""
+    from .training import TrainConfig
 
-    t = sub.add_parser("train", help="train a network under a regime (baseline, augment-*, "
-                       "adversarial, constraint)")
-    t.add_argument("--dataset", choices=["fashion-mnist", "gtsrb"], default="fashion-mnist")
-    t.add_argument("--regime", required=True,
-                   choices=["baseline", "augment-uniform", "augment-fgsm", "adversarial", "constraint"])
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not f.default_factory}
+
+
+def _dataset_option(p, **kw) -> None:
+    from .data import DATASET_LOADERS
+
+    p.add_argument("--dataset", choices=list(DATASET_LOADERS), **kw)
+
+
+def _attack_options(p) -> None:
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--spec", required=True, metavar="FILE")
+    p.add_argument("--property", metavar="NAME")
+    p.add_argument("--steps", type=count(0), default=50, help="PGD steps (default 50)")
+    p.add_argument("--step-size", type=step, default=None, help="default 2.5 * radius / steps per "
+                   "element, the radius being half the domain's width there (eps, or less where "
+                   "[0, 1] clips)")
+    p.add_argument("--restarts", type=count(1), default=1)
+    add_logic_option(p)
+    p.add_argument("--seed", type=int, default=0)
+    _dataset_option(p, help="if the checkpoint lacks it")
+    add_param_option(p)
+    p.add_argument("--out", metavar="PATH")
+    add_data_options(p)
+
+
+def _train_options(t) -> None:
+    from .models import MODEL_BUILDERS
+    from .training import ADVERSARIES, TRAINING_REGIMES
+
+    d = _config_defaults()
+    _dataset_option(t, default="fashion-mnist")
+    t.add_argument("--regime", required=True, choices=list(TRAINING_REGIMES),
+                   help=TRAINING_REGIMES.help_text())
     t.add_argument("--spec", metavar="FILE")
     t.add_argument("--property", metavar="NAME")
-    t.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
-    t.add_argument("--epochs", type=count(1), default=10)
-    t.add_argument("--batch-size", type=count(1), default=128)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--alpha", type=float, default=1.0, help="weight of cross-entropy (constraint)")
-    t.add_argument("--beta", type=float, default=0.2, help="weight of the spec's loss (constraint)")
-    t.add_argument("--logic", default="dl2")
-    t.add_argument("--steps", type=count(0), default=50, help="PGD steps of the inner search")
-    t.add_argument("--step-size", type=float, default=0.01)
-    t.add_argument("--adversary", choices=["pgd", "fgsm"], default="pgd", help="adversarial regime")
-    t.add_argument("--eps", type=float, help="shorthand for --param eps=VALUE")
-    t.add_argument("--param", action="append", metavar="NAME=VALUE")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--model", default="mlp", choices=list(MODEL_BUILDERS),
+                   help=MODEL_BUILDERS.help_text())
+    t.add_argument("--epochs", type=count(1), default=d["epochs"],
+                   help=f"default {d['epochs']}")
+    t.add_argument("--batch-size", type=count(1), default=d["batch_size"],
+                   help=f"default {d['batch_size']}")
+    t.add_argument("--lr", type=step, default=d["lr"], help=f"Adam's learning rate (default {d['lr']:g})")
+    t.add_argument("--alpha", type=radius, default=d["alpha"],
+                   help=f"weight of cross-entropy (constraint; default {d['alpha']:g})")
+    t.add_argument("--beta", type=radius, default=d["beta"],
+                   help=f"weight of the spec's loss (constraint; default {d['beta']:g})")
+    t.add_argument("--logic", default=d["logic"], help="the logic of the constraint's loss "
+                   f"(default {d['logic']}; see `robustspec explain --help`)")
+    t.add_argument("--steps", type=count(0), default=d["search_steps"],
+                   help=f"PGD steps of the inner search (default {d['search_steps']})")
+    t.add_argument("--step-size", type=step, default=d["step_size"],
+                   help=f"PGD step size (default {d['step_size']:g})")
+    t.add_argument("--adversary", choices=list(ADVERSARIES), default=d["adversary"],
+                   help="the adversarial regime's search")
+    t.add_argument("--eps", type=radius, help="shorthand for --param eps=VALUE (>= 0)")
+    add_param_option(t)
+    t.add_argument("--seed", type=int, default=d["seed"])
     t.add_argument("--out", metavar="DIR", help="checkpoint folder (default runs/DATASET-REGIME-seedN)")
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    t.add_argument("--size", type=int, default=32, help="GTSRB image side")
+    what = t.add_mutually_exclusive_group()
+    what.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    what.add_argument("--overwrite", action="store_true",
+                      help="replace another run's checkpoint in --out (refused without it)")
+    t.add_argument("--size", type=count(4), default=32, help="GTSRB image side")
     t.add_argument("--rgb", action="store_true", help="GTSRB in colour (default grayscale)")
     t.add_argument("--classes", type=_classes, default=10, metavar="N|all|IDS",
                    help="GTSRB classes: the first N (default 10, as in the paper), all 43, or "
                         "ids like 1,2,13 (remapped to 0..k-1)")
-    data_args(t)
+    add_data_options(t)
 
-    e = sub.add_parser("evaluate", help="clean accuracy, constraint security and accuracy per eps")
-    attack_args(e)
-    e.add_argument("--eps", default="0,0.02,0.04,0.06,0.08,0.1", help="comma-separated")
+
+def _evaluate_options(e) -> None:
+    _attack_options(e)
+    e.add_argument("--eps", default="0,0.02,0.04,0.06,0.08,0.1", help="comma-separated, each >= 0")
     e.add_argument("--samples", type=count(0), default=100, help="uniform samples for constraint accuracy")
     e.add_argument("--batch-size", type=count(1), default=1000)
 
-    a = sub.add_parser("attack", help="search counterexamples of a property; save them with a PNG grid")
-    attack_args(a)
-    a.add_argument("--eps", type=float, default=None, help="override the spec's eps")
 
-    d = sub.add_parser("data", help="get or locate datasets")
+def _attack_command_options(a) -> None:
+    _attack_options(a)
+    a.add_argument("--eps", type=radius, default=None, help="override the spec's eps (>= 0)")
+
+
+def _data_command_options(d) -> None:
+    from .data import DATASET_LOADERS
+
     d.add_argument("action", choices=["fetch", "where"])
-    d.add_argument("name", choices=["fashion-mnist", "gtsrb"])
+    d.add_argument("name", choices=list(DATASET_LOADERS))
     d.add_argument("--data-dir", metavar="DIR")
     d.add_argument("--mirror", metavar="URL", help="base URL of a mirror of the official files")
     d.add_argument("--no-verify", action="store_true", help="skip checksum verification")
 
-    m = sub.add_parser("demo", help="the README's main job: baseline vs SR-constraint training on "
-                       "Fashion-MNIST, SR and SCR attacks, table and plot")
+
+def _demo_options(m) -> None:
     m.add_argument("--data-dir", metavar="DIR")
     m.add_argument("--out", default="runs/demo")
     m.add_argument("--epochs", type=count(1), default=8)
-    m.add_argument("--train-limit", type=int, default=None)
-    m.add_argument("--test-limit", type=int, default=1000)
+    m.add_argument("--train-limit", type=count(1), default=None)
+    m.add_argument("--test-limit", type=count(1), default=1000)
     m.add_argument("--seed", type=int, default=0)
 
 
-__all__ = ["add_parsers", "COMMANDS"]
+__all__ = ["COMMANDS"]

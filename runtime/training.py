@@ -45,7 +45,7 @@ class TrainConfig:
     """Defaults are the paper's (Adam, lr 1e-4, batch 128, alpha 1, beta 0.2, 50 PGD steps of 0.01)."""
 
     regime: str = "baseline"
-    epochs: int = 1
+    epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-4
     alpha: float = 1.0
@@ -265,10 +265,7 @@ class Trainer:
         path = self.checkpoint_path
         if path is not None:
             remove_stale_temps(self.dir)
-        if path is not None and (path.exists() or path.is_symlink()) and not (resume or overwrite):
-            raise TrainingError(f"{path} holds another run ({describe_run(path)}); pass --resume "
-                                "to continue it, --overwrite to replace it, or choose another "
-                                "--out folder")
+        refuse_overwrite(path, resume, overwrite)
         if resume and path is not None and path.exists():
             self.restore(load_checkpoint(path))
         n = len(x)
@@ -394,6 +391,14 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime: str 
     trainer = Trainer(model, TrainConfig(regime=regime, **config), prop, checkpoint_dir, model_info,
                       progress)
     return trainer.fit(x, y, resume=resume, overwrite=overwrite)
+
+
+def refuse_overwrite(path: Path | None, resume: bool, overwrite: bool) -> None:
+    """A TrainingError if `path` holds a run that neither resume nor overwrite was asked for."""
+    if path is not None and (path.exists() or path.is_symlink()) and not (resume or overwrite):
+        raise TrainingError(f"{path} holds another run ({describe_run(path)}); pass --resume "
+                            "to continue it, --overwrite to replace it, or choose another "
+                            "--out folder")
 
 
 def describe_run(path: str | Path) -> str:

@@ -1,0 +1,482 @@
+"""Training and attack speed, side by side in one run: robustspec against its floors and peers.
+
+One thread, batch 128, the paper's MLP (`PaperMLP(784)`: 784-100-10, clamp), synthetic data
+(uniform random images in [0, 1], random labels), so it runs anywhere. Three comparisons:
+
+(a) step: one constraint-training step (alpha * cross-entropy + beta * the property's DL2 loss
+    with a k-step PGD search, backward, Adam step, as runtime/training.py's constraint regime
+    does, with early_stop=False so all k steps run) for SR, SCR and LR, k = 10 and 50, against
+    its floor: (k + 2) bare forward-backward passes of the network on the batch
+    (`cross_entropy(model(x), y).backward()`, weight gradients, nothing else).
+(b) attack: the PGD attack's throughput, robustspec (`prop.search` of classification
+    robustness, specs/classification_robustness.spec `cr`, its argmax searched through the
+    margin form) against torchattacks.PGD on cross-entropy, at equal strength: same eps, steps,
+    step size, one uniform random start, no early stop; images/s and the ratio. Also the whole
+    `runtime.attack.attack` (search + exact check + scores + predictions, early stop on), and
+    the fraction of inputs each attack breaks, on a small trained model (see `attack_model`).
+(c) quantifier: SR written per class (`forall j in classes . abs(f(x)[j] - f(x0)[j]) <= delta`)
+    against SR written with norm_inf: the loss (10-step PGD + loss + backward) and the search.
+
+Plus the grid projection: each of the 7 paper regimes' step (as runtime/training.py builds it,
+the paper's 50-step PGD of 0.01, early stop off = the most work) timed, and the Fashion-MNIST grid
+at the paper's budget (7 regimes x 100 epochs x 60,000 examples) projected for --jobs 1 and 2.
+
+Timings are interleaved (A B A B ...) so other load hits both sides alike; each side's median
+of `--reps` (after warm-up) is reported in wall-clock ms and in thread CPU ms (CPU time does not
+count time the process waited for a core on a shared machine).
+
+    .venv/bin/python bench/bench_training_speed.py [--reps N] [--json PATH] [--markdown]
+                                                   [--only step,attack,quantifier,grid] [--profile]
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import copy
+import io
+import json
+import os
+import platform
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from robustspec.compiler import FGSM, PGD, RandomSampling, compile_spec
+from robustspec.runtime.models import PaperMLP
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH, SEED, STEP_SIZE, EPS = 128, 0, 0.01, 0.1
+ALPHA, BETA, LR = 1.0, 0.2, 1e-4  # the paper's constraint-loss weights and Adam learning rate
+SPECS = {"SR": ("standard_robustness.spec", "sr"),
+         "SCR": ("strong_classification_robustness.spec", "scr"),
+         "LR": ("lipschitz_robustness.spec", "lr")}
+PER_CLASS_SPEC = """
+network f : Tensor -> Tensor
+param eps   : Real = 0.1
+param delta : Real = 10
+valid(x) = 0 <= x <= 1
+property sr_norm(x0 : Tensor, y : Label) =
+  forall x . norm_inf(x - x0) <= eps and valid(x) => norm_inf(f(x) - f(x0)) <= delta
+property sr_per_class(x0 : Tensor, y : Label) =
+  forall x . norm_inf(x - x0) <= eps and valid(x) =>
+    forall j in classes . abs(f(x)[j] - f(x0)[j]) <= delta
+"""
+GRID = {"regimes": 7, "epochs": 100, "examples": 60_000, "steps": 50}
+
+
+# ---------------------------------------------------------------- timing
+class Counter:
+    """Counts the network's forward passes (a forward hook), to show the work each side does."""
+
+    def __init__(self, model):
+        self.n = 0
+        model.register_forward_hook(self._hook)
+
+    def _hook(self, *_):
+        self.n += 1
+
+
+def interleaved(fns: dict, reps: int, warmup: int = 3) -> dict:
+    """Run the functions round-robin; per function the median wall and thread-CPU ms."""
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    for r in range(reps):
+        names = list(fns)
+        names = names[r % len(names):] + names[:r % len(names)]  # rotate the order every round
+        for k in names:
+            w0, c0 = time.perf_counter(), time.thread_time()
+            fns[k]()
+            cpu[k].append(time.thread_time() - c0)
+            wall[k].append(time.perf_counter() - w0)
+    return {k: {"wall_ms": 1e3 * statistics.median(wall[k]), "cpu_ms": 1e3 * statistics.median(cpu[k]),
+                "wall_ms_iqr": [1e3 * q for q in _quartiles(wall[k])]} for k in fns}
+
+
+def _quartiles(v):
+    q = statistics.quantiles(v, n=4)
+    return [q[0], q[2]]
+
+
+# ---------------------------------------------------------------- data, models, properties
+def data(n: int = BATCH, seed: int = SEED):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def model(seed: int = SEED) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return PaperMLP(784)
+
+
+def props() -> dict:
+    return {k: compile_spec(str(ROOT / "specs" / f))[p] for k, (f, p) in SPECS.items()}
+
+
+def floor_pass(m, opt, x, y):
+    """One bare forward-backward pass of the network on the batch (weight gradients)."""
+    def run():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(m(x), y).backward()
+    return run
+
+
+def constraint_step(m, opt, prop, x, y, steps: int, gen, early_stop: bool = False):
+    """runtime/training.py's constraint regime, one batch (early stop off: all k steps run)."""
+    search = PGD(steps=steps, step_size=STEP_SIZE, early_stop=early_stop)
+
+    def run():
+        loss = ALPHA * F.cross_entropy(m(x), y) + BETA * prop.loss(
+            m, logic="dl2", search=search, generator=gen, x0=x, y=y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return run
+
+
+# ---------------------------------------------------------------- (a) steps vs floor
+def bench_steps(reps: int, ks=(10, 50)) -> list[dict]:
+    x, y = data()
+    rows = []
+    for name, prop in props().items():
+        for k in ks:
+            m = model()
+            opt = torch.optim.Adam(m.parameters(), lr=LR)
+            fm = copy.deepcopy(m)
+            fopt = torch.optim.Adam(fm.parameters(), lr=LR)
+            gen = torch.Generator().manual_seed(SEED + 1)
+            step = constraint_step(m, opt, prop, x, y, k, gen)
+            floor = floor_pass(fm, fopt, x, y)
+            count = Counter(m)
+            step()
+            evals = count.n
+            t = interleaved({"step": step, "pass": floor}, max(5, reps * 10 // k))
+            f_wall, f_cpu = (k + 2) * t["pass"]["wall_ms"], (k + 2) * t["pass"]["cpu_ms"]
+            rows.append({"property": name, "k": k, "step_ms": t["step"]["wall_ms"],
+                         "step_ms_iqr": t["step"]["wall_ms_iqr"], "step_cpu_ms": t["step"]["cpu_ms"],
+                         "pass_ms": t["pass"]["wall_ms"], "floor_ms": f_wall, "floor_cpu_ms": f_cpu,
+                         "ratio": t["step"]["wall_ms"] / f_wall, "ratio_cpu": t["step"]["cpu_ms"] / f_cpu,
+                         "examples_per_s": BATCH / t["step"]["wall_ms"] * 1e3,
+                         "floor_examples_per_s": BATCH / f_wall * 1e3, "network_evals": evals})
+    return rows
+
+
+# ---------------------------------------------------------------- (b) attack throughput
+def attack_model(x, y, steps: int = 300):
+    """A model that is not trivially broken: the MLP fitted to a fixed random linear teacher's
+    labels on uniform images (synthetic, so it runs anywhere)."""
+    m = model()
+    g = torch.Generator().manual_seed(SEED + 7)
+    teacher = torch.randn(784, 10, generator=g)
+    xt = torch.rand(4096, 1, 28, 28, generator=g)
+    yt = ((xt.flatten(1) - 0.5) @ teacher).argmax(1)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    for i in range(steps):
+        idx = torch.randint(0, len(xt), (BATCH,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(m(xt[idx]), yt[idx]).backward()
+        opt.step()
+    m.eval()
+    yx = ((x.flatten(1) - 0.5) @ teacher).argmax(1)
+    return m, yx
+
+
+def bench_attack(reps: int, steps: int = 50, batch: int = BATCH) -> dict:
+    import torchattacks
+
+    from robustspec.runtime.attack import attack as rs_attack
+
+    x, _ = data(batch)
+    m, y = attack_model(x, None)
+    cr = compile_spec(str(ROOT / "specs" / "classification_robustness.spec"))["cr"]
+    ta = torchattacks.PGD(m, eps=EPS, alpha=STEP_SIZE, steps=steps, random_start=True)
+    search = PGD(steps=steps, step_size=STEP_SIZE, early_stop=False)
+    gen = torch.Generator().manual_seed(SEED + 2)
+    count = Counter(m)
+
+    def ours():
+        return cr.search(m, x0=x, y=y, search=search, generator=gen)
+
+    def theirs():
+        return ta(x, y)
+
+    def whole():
+        return rs_attack(m, cr, x, y, eps=EPS, steps=steps, step_size=STEP_SIZE, seed=SEED,
+                         batch_size=batch)
+
+    count.n = 0
+    ours()
+    evals_ours = count.n
+    count.n = 0
+    theirs()
+    evals_theirs = count.n
+    t = interleaved({"robustspec": ours, "torchattacks": theirs, "attack()": whole},
+                    max(5, reps * 10 // steps))
+    x_ours, x_theirs = ours().points["x"], theirs()
+    with torch.no_grad():
+        clean = m(x).argmax(1) == y
+        broken_ours = (m(x_ours).argmax(1) != y) & clean
+        broken_theirs = (m(x_theirs).argmax(1) != y) & clean
+    res = {"batch": batch, "steps": steps, "eps": EPS, "step_size": STEP_SIZE,
+           "clean_accuracy": float(clean.float().mean()),
+           "broken_robustspec": float(broken_ours.float().mean()),
+           "broken_torchattacks": float(broken_theirs.float().mean()),
+           "network_evals_robustspec": evals_ours, "network_evals_torchattacks": evals_theirs}
+    for k, v in t.items():
+        res[k] = {**v, "images_per_s": batch / v["wall_ms"] * 1e3}
+    res["ratio"] = res["robustspec"]["images_per_s"] / res["torchattacks"]["images_per_s"]
+    res["ratio_cpu"] = t["torchattacks"]["cpu_ms"] / t["robustspec"]["cpu_ms"]
+    res["ratio_attack()"] = res["attack()"]["images_per_s"] / res["torchattacks"]["images_per_s"]
+    return res
+
+
+# ---------------------------------------------------------------- (c) finite quantifier
+def bench_quantifier(reps: int, steps: int = 10) -> dict:
+    spec = compile_spec(PER_CLASS_SPEC, filename="<per-class SR>")
+    x, y = data()
+    m = model()
+    search = PGD(steps=steps, step_size=STEP_SIZE, early_stop=False)
+    fns = {}
+    for name in ("sr_norm", "sr_per_class"):
+        prop = spec[name]
+        gen = torch.Generator().manual_seed(SEED + 3)
+        fns[f"{name} loss"] = (lambda p, g: lambda: p.loss(m, x0=x, y=y, search=search,
+                                                             generator=g).backward())(prop, gen)
+        fns[f"{name} search"] = (lambda p, g: lambda: p.search(m, x0=x, y=y, search=search,
+                                                                 generator=g))(prop, gen)
+    t = interleaved(fns, max(5, reps * 10 // steps))
+    return {"steps": steps, **t,
+            "ratio_loss": t["sr_per_class loss"]["wall_ms"] / t["sr_norm loss"]["wall_ms"],
+            "ratio_search": t["sr_per_class search"]["wall_ms"] / t["sr_norm search"]["wall_ms"],
+            "ratio_loss_cpu": t["sr_per_class loss"]["cpu_ms"] / t["sr_norm loss"]["cpu_ms"],
+            "ratio_search_cpu": t["sr_per_class search"]["cpu_ms"] / t["sr_norm search"]["cpu_ms"]}
+
+
+# ---------------------------------------------------------------- the grid projection
+def regime_steps(m, opt, pr: dict, x, y, gen, steps: int) -> dict:
+    """One batch of each paper regime as runtime/training.py builds it (PGD early stop off)."""
+    sr = pr["SR"]
+    pgd = PGD(steps=steps, step_size=STEP_SIZE, early_stop=False)
+
+    def train_on(loss_fn):
+        def run():
+            loss = loss_fn()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return run
+
+    def point(search):
+        return next(iter(sr.search(m, x0=x, y=y, search=search, generator=gen).points.values())).detach()
+
+    def augment(searches):
+        def loss():
+            xs = torch.cat([x] + [point(s) for s in searches])
+            return F.cross_entropy(m(xs), y.repeat(len(searches) + 1))
+        return loss
+
+    def adversarial():
+        loss = F.cross_entropy(m(point(pgd)), y)
+        with torch.no_grad():
+            m(x)
+        return loss
+
+    def constraint(prop):
+        return lambda: ALPHA * F.cross_entropy(m(x), y) + BETA * prop.loss(
+            m, logic="dl2", search=pgd, generator=gen, x0=x, y=y)
+
+    return {"baseline": train_on(lambda: F.cross_entropy(m(x), y)),
+            "augment-uniform": train_on(augment([RandomSampling(samples=1)] * 2)),
+            "augment-fgsm": train_on(augment([FGSM(random_start=True)] * 2)),
+            "adversarial": train_on(adversarial),
+            "constraint-SR": train_on(constraint(pr["SR"])),
+            "constraint-SCR": train_on(constraint(pr["SCR"])),
+            "constraint-LR": train_on(constraint(pr["LR"]))}
+
+
+def _makespan(hours: list[float], jobs: int) -> float:
+    """Longest-first greedy assignment of cells to `jobs` processes: the last one's finish."""
+    loads = [0.0] * jobs
+    for h in sorted(hours, reverse=True):
+        loads[loads.index(min(loads))] += h
+    return max(loads)
+
+
+def bench_grid(reps: int, steps: int = GRID["steps"]) -> dict:
+    x, y = data()
+    m = model()
+    opt = torch.optim.Adam(m.parameters(), lr=LR)
+    gen = torch.Generator().manual_seed(SEED + 4)
+    fns = regime_steps(m, opt, props(), x, y, gen, steps)
+    t = interleaved(fns, max(5, reps * 10 // steps))
+    per_epoch = GRID["examples"] / BATCH
+    cells = {}
+    for k, v in t.items():
+        hours = v["wall_ms"] / 1e3 * per_epoch * GRID["epochs"] / 3600
+        cells[k] = {"step_ms": v["wall_ms"], "step_cpu_ms": v["cpu_ms"],
+                    "examples_per_s": BATCH / v["wall_ms"] * 1e3, "hours": hours}
+    hours = [c["hours"] for c in cells.values()]
+    return {"cells": cells, "jobs_1_hours": sum(hours), "jobs_2_hours": _makespan(hours, 2),
+            "jobs_2_lower_bound_hours": max(sum(hours) / 2, max(hours)), **GRID}
+
+
+def bench_trainer_check(steps: int = GRID["steps"], batches: int = 20) -> dict:
+    """The real Trainer.fit on synthetic data (SR constraint regime), for the rate it reports:
+    checks that the mirrored step above is what training runs (SR holds at the initial weights,
+    so no early stop happens there either)."""
+    from robustspec.runtime.training import TrainConfig, Trainer
+
+    x, y = data(BATCH * batches, SEED + 5)
+    tr = Trainer(model(), TrainConfig(regime="constraint", epochs=1, search_steps=steps,
+                                      step_size=STEP_SIZE), props()["SR"], progress=False)
+    start = time.perf_counter()
+    tr.fit(x, y)
+    secs = time.perf_counter() - start
+    return {"examples": len(x), "seconds": secs, "examples_per_s": len(x) / secs,
+            "reported_examples_per_s": tr.history[-1]["examples_per_s"]}
+
+
+# ---------------------------------------------------------------- profile
+def profile(steps: int = 10, reps: int = 30) -> str:
+    """cProfile and torch.profiler of the SR constraint step: where the time goes."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    x, y = data()
+    m = model()
+    opt = torch.optim.Adam(m.parameters(), lr=LR)
+    step = constraint_step(m, opt, props()["SR"], x, y, steps, torch.Generator().manual_seed(1))
+    for _ in range(5):
+        step()
+    out = io.StringIO()
+    with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(reps):
+            step()
+    out.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(reps):
+        step()
+    pr.disable()
+    pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(25)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- report
+def machine() -> dict:
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                                     "compiler", "runtime"], capture_output=True, text=True).stdout)
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = None, None
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "nproc": os.cpu_count(),
+            "load_average": os.getloadavg(), "commit": commit, "compiler_or_runtime_modified": dirty,
+            "robustspec": str(Path(sys.modules["robustspec.compiler"].__file__).parents[1]),
+            "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+
+
+def tables(res: dict) -> str:
+    out = []
+    if "step" in res:
+        out += ["(a) constraint-training step (CE + 0.2 * DL2 loss with k-step PGD, backward, Adam) "
+                "vs (k + 2) bare forward-backward passes",
+                "| property | k | step ms | floor ms | step / floor | CPU step / floor | ex/s | "
+                "floor ex/s | net evals |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in res["step"]:
+            out.append(f"| {r['property']} | {r['k']} | {r['step_ms']:.1f} | {r['floor_ms']:.1f} | "
+                       f"{r['ratio']:.2f} | {r['ratio_cpu']:.2f} | {r['examples_per_s']:.0f} | "
+                       f"{r['floor_examples_per_s']:.0f} | {r['network_evals']} |")
+        out.append("")
+    if "attack" in res:
+        a = res["attack"]
+        out += [f"(b) PGD attack, batch {a['batch']}, {a['steps']} steps of {a['step_size']}, eps "
+                f"{a['eps']}, one uniform random start (clean accuracy of the attacked model "
+                f"{100 * a['clean_accuracy']:.1f}%)",
+                "| attack | ms per batch | images/s | vs torchattacks | broken | net evals |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for k, broken, ev in (("robustspec", a["broken_robustspec"], a["network_evals_robustspec"]),
+                              ("torchattacks", a["broken_torchattacks"], a["network_evals_torchattacks"]),
+                              ("attack()", None, None)):
+            v = a[k]
+            out.append(f"| {k} | {v['wall_ms']:.1f} | {v['images_per_s']:.0f} | "
+                       f"{v['images_per_s'] / a['torchattacks']['images_per_s']:.2f} | "
+                       f"{'' if broken is None else f'{100 * broken:.1f}%'} | {'' if ev is None else ev} |")
+        out.append(f"CPU-time ratio (torchattacks / robustspec): {a['ratio_cpu']:.2f}")
+        out.append("")
+    if "quantifier" in res:
+        q = res["quantifier"]
+        out += [f"(c) SR per class (forall j in classes) vs norm_inf, {q['steps']}-step PGD",
+                "| what | norm_inf ms | per class ms | per class / norm_inf | CPU ratio |",
+                "|---|---:|---:|---:|---:|"]
+        for what in ("loss", "search"):
+            out.append(f"| {what} | {q[f'sr_norm {what}']['wall_ms']:.2f} | "
+                       f"{q[f'sr_per_class {what}']['wall_ms']:.2f} | {q[f'ratio_{what}']:.2f} | "
+                       f"{q[f'ratio_{what}_cpu']:.2f} |")
+        out.append("")
+    if "grid" in res:
+        g = res["grid"]
+        out += [f"Grid projection: {g['regimes']} regimes x {g['epochs']} epochs x {g['examples']:,} "
+                f"examples, {g['steps']}-step PGD, one thread per process",
+                "| regime | step ms | ex/s | hours |", "|---|---:|---:|---:|"]
+        for k, c in g["cells"].items():
+            out.append(f"| {k} | {c['step_ms']:.1f} | {c['examples_per_s']:.0f} | {c['hours']:.2f} |")
+        out.append(f"| all, --jobs 1 | | | {g['jobs_1_hours']:.2f} |")
+        out.append(f"| all, --jobs 2 (longest first) | | | {g['jobs_2_hours']:.2f} |")
+        out.append("")
+    if "trainer" in res:
+        t = res["trainer"]
+        out.append(f"Trainer.fit, SR constraint, {t['examples']} synthetic examples: "
+                   f"{t['examples_per_s']:.0f} examples/s wall ({t['reported_examples_per_s']:.0f} reported)")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=30, help="repetitions per side at k = 10 "
+                    "(scaled down for longer steps)")
+    ap.add_argument("--only", default="step,attack,quantifier,grid,trainer")
+    ap.add_argument("--json", default=None, help="write every number here")
+    ap.add_argument("--profile", action="store_true", help="also profile the SR step (k = 10)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    parts = set(args.only.split(","))
+    res: dict = {"machine": machine(), "settings": {"batch": BATCH, "step_size": STEP_SIZE,
+                                                    "eps": EPS, "reps": args.reps, "seed": SEED}}
+    if "step" in parts:
+        res["step"] = bench_steps(args.reps)
+    if "attack" in parts:
+        res["attack"] = bench_attack(args.reps)
+    if "quantifier" in parts:
+        res["quantifier"] = bench_quantifier(args.reps)
+    if "grid" in parts:
+        res["grid"] = bench_grid(args.reps)
+    if "trainer" in parts:
+        res["trainer"] = bench_trainer_check()
+    res["machine"]["load_average_end"] = os.getloadavg()
+    m = res["machine"]
+    print(f"{m['time_utc']} UTC, commit {m['commit']}{' (+ uncommitted compiler/runtime changes)' if m['compiler_or_runtime_modified'] else ''}, "
+          f"torch {m['torch']}, {m['threads']} thread, load {m['load_average'][0]:.2f} -> "
+          f"{m['load_average_end'][0]:.2f}")
+    print(tables(res))
+    if args.profile:
+        res["profile"] = profile()
+        print(res["profile"])
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,531 @@
+"""The paper's whole experiment as one resumable command: `robustspec reproduce`.
+
+The grid is one cell per (dataset, training regime, network): the 7 regimes of the paper (plus
+SCR training under the authors' code's definition) for the paper's MLP on Fashion-MNIST and
+GTSRB, and E4's comparison for a convolutional network on Fashion-MNIST. A cell trains (a
+checkpoint per epoch, resumed when killed), then evaluates the network against every attack
+property (each attack's result saved on its own, so a kill during evaluation loses one attack
+at most) and writes DIR/cells/<id>/result.json atomically; a cell with a result is skipped.
+Cells run in `--jobs` processes; `--cells` picks a subset, so a grid can be spread over
+machines and assembled with `--report-only` (runtime/report.py writes the report).
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from robustspec.dsl.errors import InputError
+
+from .files import atomic_write_text
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+# attack name -> (spec file in specs/, property). "SCR-authors" is the authors' code's SCR
+# (raw score of y >= log 0.3, eta ignored), evaluated beside the paper's so E2 can be read
+# under both definitions.
+ATTACKS: dict[str, tuple[str, str]] = {
+    "SR": ("standard_robustness.spec", "sr"),
+    "SCR": ("strong_classification_robustness.spec", "scr"),
+    "LR": ("lipschitz_robustness.spec", "lr"),
+    "SCR-authors": ("strong_classification_robustness_authors.spec", "scr_authors"),
+}
+
+
+@dataclass(frozen=True)
+class Regime:
+    trainer: str            # runtime.training regime
+    prop: str | None        # attack name whose property drives training (None: baseline)
+    label: str              # the paper's name
+
+
+# The augmentations take their ball (and FGSM its gradient) from SR's domain and loss;
+# adversarial training takes cross-entropy at the point the SR constraint's own PGD finds, as
+# the authors' code did (GUIDE section 8).
+REGIMES: dict[str, Regime] = {
+    "baseline": Regime("baseline", None, "Baseline"),
+    "augment-uniform": Regime("augment-uniform", "SR", "Data augmentation (RU)"),
+    "augment-fgsm": Regime("augment-fgsm", "SR", "Data augmentation (FGSM)"),
+    "adversarial": Regime("adversarial", "SR", "Adversarial training"),
+    "constraint-sr": Regime("constraint", "SR", "Constraint loss (SR)"),
+    "constraint-scr": Regime("constraint", "SCR", "Constraint loss (SCR)"),
+    "constraint-lr": Regime("constraint", "LR", "Constraint loss (LR)"),
+    "constraint-scr-authors": Regime("constraint", "SCR-authors",
+                                     "Constraint loss (SCR, authors' code)"),
+}
+E4_REGIMES = ("baseline", "augment-uniform", "augment-fgsm", "constraint-sr")
+DATASETS = ("fashion-mnist", "gtsrb")
+GTSRB_CLASSES = list(range(10))  # the loader's default: ids 0-9 (8 speed limits, end of 80, no passing)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training and evaluation settings of one budget; the cnn_* fields are E4's network."""
+
+    name: str
+    epochs: int
+    lr: float
+    train_steps: int
+    step_size: float
+    train_limit: int | None        # training images (None: the whole split)
+    test_limit: int | None         # test images evaluated (None: the whole split)
+    cnn_epochs: int
+    cnn_train_limit: int | None
+    cnn_test_limit: int | None
+    batch_size: int = 128
+    alpha: float = 1.0
+    beta: float = 0.2
+    eval_steps: int = 50
+    samples: int = 100
+    eps: tuple[float, ...] = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1)
+    seed: int = 0
+
+    def describe(self) -> str:
+        def n(v):
+            return "all" if v is None else str(v)
+        return (f"{self.epochs} epochs, Adam lr {self.lr:g}, batch {self.batch_size}, alpha "
+                f"{self.alpha:g}, beta {self.beta:g}; training PGD {self.train_steps} signed steps "
+                f"of {self.step_size:g} from one uniform start; {n(self.train_limit)} training and "
+                f"{n(self.test_limit)} test images; evaluation PGD {self.eval_steps} steps, "
+                f"{self.samples} uniform samples, eps {', '.join(f'{e:g}' for e in self.eps)}; "
+                f"E4 network: {self.cnn_epochs} epochs on {n(self.cnn_train_limit)} training "
+                f"images, {n(self.cnn_test_limit)} test images")
+
+
+BUDGETS: dict[str, Budget] = {
+    # exactly the paper's settings (section 4, GUIDE section 3)
+    "paper": Budget("paper", epochs=100, lr=1e-4, train_steps=50, step_size=0.01,
+                    train_limit=None, test_limit=None, cnn_epochs=100, cnn_train_limit=None,
+                    cnn_test_limit=None),
+    # the same grid scaled down so that the Fashion-MNIST grid fits 30 minutes on 2 cores:
+    # 10x fewer epochs at a 10x larger lr, 10 training PGD steps of 0.025 (a path of 2.5 eps
+    # where the paper's 50 steps of 0.01 walk 5 eps), evaluation on a fixed 1000-image subset
+    # (spread evenly over the test set, the same for every cell); E4's CNN costs ~15x the MLP
+    # per example, so it trains on 10000 images for 8 epochs and is evaluated on 250 test images
+    "quick": Budget("quick", epochs=10, lr=1e-3, train_steps=10, step_size=0.025,
+                    train_limit=None, test_limit=1000, cnn_epochs=8, cnn_train_limit=10000,
+                    cnn_test_limit=250),
+    # seconds per cell: for tests and CI, numbers mean nothing
+    "smoke": Budget("smoke", epochs=2, lr=1e-3, train_steps=2, step_size=0.05,
+                    train_limit=256, test_limit=64, cnn_epochs=1, cnn_train_limit=128,
+                    cnn_test_limit=16, eval_steps=3, samples=4),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    regime: str
+    model: str = "mlp"   # "mlp" (the paper's) or "cnn" (E4's stand-in: models.SmallCNN)
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}/{self.regime}" if self.model == "mlp" else \
+            f"{self.dataset}/cnn-{self.regime}"
+
+    @property
+    def label(self) -> str:
+        return REGIMES[self.regime].label + (" [CNN]" if self.model == "cnn" else "")
+
+
+def grid(datasets=DATASETS) -> list[Cell]:
+    """Every cell for `datasets`, cheapest regimes first (so a short run finishes some)."""
+    cells = [Cell(d, r) for d in datasets for r in REGIMES]
+    if "fashion-mnist" in datasets:
+        cells += [Cell("fashion-mnist", r, "cnn") for r in E4_REGIMES]
+    return cells
+
+
+def select(cells: list[Cell], patterns: list[str] | None) -> list[Cell]:
+    """Cells whose id matches one of `patterns` (ids or shell globs); a pattern matching
+    nothing is an error listing the ids."""
+    if not patterns:
+        return cells
+    chosen, unmatched = [], []
+    for pat in patterns:
+        hits = [c for c in cells if fnmatch.fnmatchcase(c.id, pat)]
+        if not hits:
+            unmatched.append(pat)
+        chosen += [c for c in hits if c not in chosen]
+    if unmatched:
+        raise InputError(f"--cells {', '.join(unmatched)} matches no cell of this grid; cells: "
+                         + ", ".join(c.id for c in cells))
+    return [c for c in cells if c in chosen]  # grid order
+
+
+@dataclass
+class Plan:
+    """Everything a cell needs, picklable (sent to worker processes) and recorded."""
+
+    budget: Budget
+    out: str
+    data_dir: str | None = None
+    gtsrb_size: int = 48
+    threads: int = 1
+    datasets: tuple[str, ...] = DATASETS
+
+    def settings(self) -> dict:
+        """What fixes the numbers: a folder's results are only comparable under one of these."""
+        return {"budget": asdict(self.budget), "gtsrb": {"size": self.gtsrb_size, "grayscale": True,
+                                                         "classes": GTSRB_CLASSES},
+                "attacks": {k: f"{v[0]}:{v[1]}" for k, v in ATTACKS.items()}}
+
+
+# ------------------------------------------------------------------ one cell
+
+def data_options(dataset: str, plan: Plan) -> dict:
+    if dataset == "gtsrb":
+        return {"size": plan.gtsrb_size, "grayscale": True, "classes": GTSRB_CLASSES}
+    return {}
+
+
+def load_data(cell: Cell, plan: Plan):
+    from .data import load_dataset
+
+    b = plan.budget
+    train_limit, test_limit = ((b.cnn_train_limit, b.cnn_test_limit) if cell.model == "cnn"
+                               else (b.train_limit, b.test_limit))
+    opts = data_options(cell.dataset, plan)
+    train = load_dataset(cell.dataset, "train", data_dir=plan.data_dir, limit=train_limit, **opts)
+    test = load_dataset(cell.dataset, "test", data_dir=plan.data_dir, limit=test_limit, **opts)
+    return train, test
+
+
+def attack_properties() -> dict:
+    from robustspec.compiler import compile_spec
+
+    props = {}
+    for name, (spec, prop) in ATTACKS.items():
+        path = SPECS / spec
+        if not path.exists():
+            raise InputError(f"{path} is missing: reproduce uses the specs shipped in the "
+                             "repository's specs/ folder; run it from a checkout")
+        props[name] = compile_spec(path)[prop]
+    return props
+
+
+def cell_dir(out: str | Path, cell: Cell) -> Path:
+    return Path(out) / "cells" / cell.id
+
+
+def _status(folder: Path, **fields) -> None:
+    atomic_write_text(folder / "status.json", json.dumps({**fields, "time": time.time()}))
+
+
+def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
+    """Train (resuming) and evaluate one cell; returns its result (also in result.json)."""
+    import torch
+
+    from .metrics import EvalResult, EvalRow, evaluate
+    from .models import build_model
+    from .training import Trainer, TrainConfig
+
+    folder = cell_dir(plan.out, cell)
+    done = folder / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    t0 = time.perf_counter()
+    b = plan.budget
+    regime = REGIMES[cell.regime]
+    props = attack_properties()
+    train, test = load_data(cell, plan)
+    torch.manual_seed(b.seed)
+    model = build_model(cell.model, train.input_shape, train.num_classes)
+    epochs = b.cnn_epochs if cell.model == "cnn" else b.epochs
+    cfg = TrainConfig(regime=regime.trainer, epochs=epochs, batch_size=b.batch_size, lr=b.lr,
+                      alpha=b.alpha, beta=b.beta, search_steps=b.train_steps,
+                      step_size=b.step_size, adversary="pgd", seed=b.seed)
+    info = {"name": cell.model, "input_shape": list(train.input_shape),
+            "classes": train.num_classes, "dataset": cell.dataset,
+            "data_options": data_options(cell.dataset, plan)}
+    trainer = Trainer(model, cfg, props[regime.prop] if regime.prop else None, folder / "train",
+                      info, progress=False)
+
+    def on_epoch(s):
+        _status(folder, phase="train", epoch=s.epoch, epochs=epochs)
+        if log:
+            log(f"  {cell.id}: epoch {s.epoch}/{epochs}, loss {s.loss:.4f}, train accuracy "
+                f"{s.accuracy:.3f}, {s.examples_per_s:.0f} ex/s")
+
+    _status(folder, phase="train", epoch=0, epochs=epochs)
+    trainer.fit(train.x, train.y, resume=True, on_epoch=on_epoch)
+    attacks = {}
+    for name, prop in props.items():
+        stem = folder / f"eval-{name.lower()}"
+        saved = stem.with_name(stem.name + ".json")
+        if saved.exists():  # evaluated before a kill
+            d = json.loads(saved.read_text())
+            attacks[name] = EvalResult(d["property"], [EvalRow(**r) for r in d["rows"]],
+                                       d["settings"]).to_dict()
+            continue
+        _status(folder, phase="evaluate", attack=name)
+        r = evaluate(model, prop, test.x, test.y, eps=b.eps, steps=b.eval_steps,
+                     samples=b.samples, seed=b.seed, progress=False)
+        r.save(stem)
+        attacks[name] = r.to_dict()
+        if log:
+            log(f"  {cell.id}: {name} attack: security "
+                + " ".join(f"{100 * row.constraint_security:.1f}" for row in r.rows) + " %")
+    result = {"cell": cell.id, "dataset": cell.dataset, "regime": cell.regime, "model": cell.model,
+              "label": cell.label, "train_property": regime.prop,
+              "n_train": len(train), "n_test": len(test),
+              "clean_accuracy": next(iter(attacks.values()))["rows"][0]["clean_accuracy"],
+              "train_seconds": sum(h["seconds"] for h in trainer.history),
+              "history": trainer.history, "attacks": attacks, "config": asdict(cfg),
+              "settings": plan.settings(), "threads": torch.get_num_threads(),
+              "seconds_this_run": time.perf_counter() - t0}
+    atomic_write_text(done, json.dumps(result, indent=1))
+    (folder / "status.json").unlink(missing_ok=True)
+    return result
+
+
+def _worker(cell: Cell, plan: Plan) -> dict:
+    """Entry of a worker process: pin the threads, run the cell, return a short summary."""
+    import torch
+
+    torch.set_num_threads(plan.threads)
+    r = run_cell(cell, plan)
+    return {"cell": cell.id, "clean_accuracy": r["clean_accuracy"]}
+
+
+# ------------------------------------------------------------------ the grid
+
+# rough seconds per cell on one free core (measured on this 2-core machine, Fashion-MNIST MLP:
+# 23k ex/s baseline, 9.7k RU, 7.2k FGSM, 6.1k adversarial, 5.6k constraint with 10 PGD steps;
+# the CNN ~15x slower); only for the first time estimate, then calibrated on finished cells
+_RATE = {"baseline": 23000, "augment-uniform": 9700, "augment-fgsm": 7200,
+         "adversarial": 6100, "constraint": 5600}
+
+
+def estimate_seconds(cell: Cell, plan: Plan) -> float:
+    b = plan.budget
+    slow = (15.0 if cell.model == "cnn" else 1.0) * (3.0 if cell.dataset == "gtsrb" else 1.0)
+    n_train = {"fashion-mnist": 60000, "gtsrb": 14670}[cell.dataset]
+    n_test = {"fashion-mnist": 10000, "gtsrb": 4770}[cell.dataset]
+    limit = b.cnn_train_limit if cell.model == "cnn" else b.train_limit
+    test = b.cnn_test_limit if cell.model == "cnn" else b.test_limit
+    n_train, n_test = min(n_train, limit or n_train), min(n_test, test or n_test)
+    epochs = b.cnn_epochs if cell.model == "cnn" else b.epochs
+    trainer = REGIMES[cell.regime].trainer
+    rate = _RATE[trainer] * (12 / (b.train_steps + 2) if trainer in ("adversarial", "constraint")
+                             else 1.0)
+    train_s = epochs * n_train * slow / rate
+    eval_s = 0.026 * n_test * slow * (b.eval_steps + b.samples / 2) / 100 * len(b.eps) / 6
+    return train_s + eval_s
+
+
+def check_folder(plan: Plan) -> None:
+    """A folder holds one budget's results: refuse to mix settings, record them otherwise."""
+    path = Path(plan.out) / "settings.json"
+    mine = plan.settings()
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise InputError(f"{path} is not readable JSON; move it away") from None
+        if saved != json.loads(json.dumps(mine)):
+            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != json.loads(
+                json.dumps(mine)).get(k))
+            raise InputError(f"{plan.out} holds results made with other settings ({', '.join(diff)}"
+                             f"; budget {saved.get('budget', {}).get('name')} there, "
+                             f"{plan.budget.name} now): use another --out or the same options")
+    else:
+        atomic_write_text(path, json.dumps(mine, indent=1))
+
+
+def _fmt(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _running_line(cell: Cell, plan: Plan, started: float) -> str:
+    try:
+        s = json.loads((cell_dir(plan.out, cell) / "status.json").read_text())
+        what = (f"epoch {s['epoch']}/{s['epochs']}" if s["phase"] == "train"
+                else f"evaluating {s['attack']}")
+    except (OSError, ValueError, KeyError):
+        what = "starting"
+    return f"{cell.id} ({what}, {_fmt(time.time() - started)})"
+
+
+def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
+             poll_s: float = 30.0) -> dict:
+    """Run the cells not done yet, `jobs` at a time; returns {"done", "skipped", "failed"}."""
+    out = Path(plan.out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_folder(plan)
+    todo = [c for c in cells if not (cell_dir(out, c) / "result.json").exists()]
+    skipped = [c.id for c in cells if c not in todo]
+    if skipped:
+        log(f"{len(skipped)} cell(s) already done, skipped: {', '.join(skipped)}")
+    if not todo:
+        return {"done": [], "skipped": skipped, "failed": {}}
+    # load (and cache) every dataset once before the workers start, so two processes never
+    # decode the same GTSRB archive at the same time
+    for ds in sorted({c.dataset for c in todo}):
+        for model in sorted({c.model for c in todo if c.dataset == ds}):
+            load_data(Cell(ds, "baseline", model), plan)
+    estimate = {c: estimate_seconds(c, plan) for c in todo}
+    log(f"{len(todo)} cell(s) to run with {jobs} job(s) x {plan.threads} thread(s), budget "
+        f"{plan.budget.name}; first estimate {_fmt(sum(estimate.values()) / jobs)}")
+    done, failed = [], {}
+    spent, predicted = 0.0, 0.0  # calibration: measured / estimated over finished cells
+
+    def eta(remaining):
+        scale = spent / predicted if predicted else 1.0
+        return _fmt(scale * sum(estimate[c] for c in remaining) / jobs)
+
+    t_grid = time.time()
+    if jobs == 1:
+        for i, cell in enumerate(todo):
+            log(f"[{i + 1}/{len(todo)}] {cell.id}: {cell.label} (time left about "
+                f"{eta(todo[i:])})")
+            start = time.time()
+            try:
+                r = run_cell(cell, plan, log=log)
+            except Exception as e:  # noqa: BLE001 - one failed cell must not stop the grid
+                failed[cell.id] = f"{type(e).__name__}: {e}"
+                log(f"  {cell.id} FAILED: {failed[cell.id]}")
+                continue
+            spent += time.time() - start
+            predicted += estimate[cell]
+            done.append(cell.id)
+            log(f"  {cell.id} done in {_fmt(time.time() - start)}: clean accuracy "
+                f"{100 * r['clean_accuracy']:.1f}%")
+    else:
+        import multiprocessing as mp
+
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+        try:
+            futures = {pool.submit(_worker, c, plan): (c, time.time()) for c in todo}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=poll_s, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    cell, _submitted = futures[f]
+                    try:
+                        r = f.result()
+                    except Exception as e:  # noqa: BLE001
+                        failed[cell.id] = f"{type(e).__name__}: {e}"
+                        log(f"  {cell.id} FAILED: {failed[cell.id]}")
+                        continue
+                    done.append(cell.id)
+                    predicted += estimate[cell]  # workers overlap: calibrate on the grid's pace
+                    log(f"  {cell.id} done: clean accuracy {100 * r['clean_accuracy']:.1f}%")
+                remaining = [futures[f][0] for f in pending]
+                running = [c for c in remaining if (cell_dir(out, c) / "status.json").exists()]
+                if remaining:
+                    elapsed = time.time() - t_grid
+                    scale = (elapsed * jobs / predicted) if predicted else 1.0
+                    left = scale * sum(estimate[c] for c in remaining) / jobs
+                    log(f"[{len(done) + len(failed)}/{len(todo)} finished, {_fmt(elapsed)}] "
+                        f"running: " + ", ".join(_running_line(c, plan, t_grid) for c in running)
+                        + f"; time left about {_fmt(left)}")
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+    log(f"grid finished in {_fmt(time.time() - t_grid)}: {len(done)} done, {len(failed)} failed")
+    return {"done": done, "skipped": skipped, "failed": failed}
+
+
+# ------------------------------------------------------------------ the command
+
+def _list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .options import count
+
+    p.description = ("Train and evaluate the paper's grid (7 regimes x datasets, SCR training "
+                     "also under the authors' code's definition, and E4's CNN on Fashion-MNIST); "
+                     "each cell is resumable and skipped when done; writes DIR/report.md, "
+                     "figures and DIR/results.json.")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = "budgets:\n" + "\n".join(f"  {k}: {v.describe()}" for k, v in BUDGETS.items())
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (resumable)")
+    p.add_argument("--dataset", default=",".join(DATASETS), metavar="NAMES",
+                   help="comma-separated: fashion-mnist, gtsrb (default both)")
+    p.add_argument("--budget", default="quick", choices=list(BUDGETS),
+                   help="paper: the paper's settings; quick: scaled down (see below); smoke: "
+                        "seconds, for tests")
+    p.add_argument("--jobs", type=count(1), default=None,
+                   help="cells run at once, each in its own process (default: the number of cores)")
+    p.add_argument("--threads", type=count(1), default=None,
+                   help="torch threads per job (default max(1, cores // jobs))")
+    p.add_argument("--cells", metavar="IDS", help="comma-separated ids or globs, e.g. "
+                   "fashion-mnist/baseline,'gtsrb/*' (default: every cell)")
+    p.add_argument("--list", action="store_true", help="list the cells (and which are done); run none")
+    p.add_argument("--report-only", action="store_true",
+                   help="assemble the report from the cells in --out; train nothing")
+    p.add_argument("--gtsrb-size", type=int, default=48, choices=[32, 48],
+                   help="GTSRB image side (default 48, the authors'; the shared copy is 32x32 "
+                        "upsampled)")
+    p.add_argument("--data-dir", metavar="DIR", help="where the datasets are")
+
+
+def plan_from_args(args) -> tuple[Plan, list[Cell], int]:
+    datasets = _list(args.dataset)
+    bad = [d for d in datasets if d not in DATASETS]
+    if bad or not datasets:
+        raise InputError(f"--dataset {args.dataset!r}: choose from {', '.join(DATASETS)}, "
+                         "separated by commas")
+    cores = os.cpu_count() or 1
+    jobs = args.jobs or cores
+    threads = args.threads or max(1, cores // jobs)
+    plan = Plan(BUDGETS[args.budget], str(args.out), args.data_dir, args.gtsrb_size, threads,
+                tuple(datasets))
+    cells = select(grid(tuple(datasets)), _list(args.cells) if args.cells else None)
+    return plan, cells, jobs
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    if args.report_only:
+        if not Path(args.out).is_dir():
+            raise InputError(f"--report-only: {args.out} is not a folder of reproduce results")
+        paths = write_report(args.out)
+        print(f"report: {paths['report']}\nresults: {paths['results']}")
+        return 0
+    plan, cells, jobs = plan_from_args(args)
+    if args.list:
+        for c in cells:
+            state = "done" if (cell_dir(plan.out, c) / "result.json").exists() else "todo"
+            print(f"{c.id:<40} {state:<5} {c.label}  (~{_fmt(estimate_seconds(c, plan))} on one core)")
+        return 0
+    print(f"budget {plan.budget.name}: {plan.budget.describe()}", flush=True)
+    t0 = time.time()
+
+    def log(msg):
+        print(msg, flush=True)
+
+    status = run_grid(cells, plan, jobs=min(jobs, len(cells)) or 1, log=log)
+    paths = write_report(plan.out)
+    print(f"report: {paths['report']}\nresults: {paths['results']}\nwall time {_fmt(time.time() - t0)}")
+    if status["failed"]:
+        print("failed cells (rerun the same command to retry them):\n" + "\n".join(
+            f"  {k}: {v}" for k, v in status["failed"].items()), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _register() -> None:
+    from .options import command
+
+    command("reproduce", help="the paper's whole experiment: train and evaluate the grid, "
+            "resumable, then write the report", arguments=add_arguments)(cmd_reproduce)
+
+
+_register()
+
+__all__ = ["ATTACKS", "REGIMES", "E4_REGIMES", "BUDGETS", "Budget", "Cell", "Plan", "grid",
+           "select", "run_cell", "run_grid", "cmd_reproduce", "add_arguments"]
