@@ -6,6 +6,8 @@
     train(model, data.x, data.y, "constraint", prop=spec["sr"], epochs=2)
     print(evaluate(model, spec["sr"], test.x, test.y, eps=[0.05, 0.1]).table())
 """
+from robustspec.dsl.errors import CheckpointError, InputError, RobustspecError
+
 from .attack import AttackResult, attack
 from .data import DataError, Dataset, load_dataset
 from .metrics import EvalResult, evaluate
@@ -16,4 +18,4 @@ from .training import (REGIMES, TrainConfig, Trainer, TrainingError, load_checkp
 __all__ = ["load_dataset", "Dataset", "DataError", "PaperMLP", "SmallCNN", "build_model", "train",
            "Trainer", "TrainConfig", "TrainingError", "REGIMES", "load_checkpoint",
            "model_from_checkpoint", "evaluate", "EvalResult", "attack", "AttackResult",
-           "property_args"]
+           "property_args", "RobustspecError", "InputError", "CheckpointError"]

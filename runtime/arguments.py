@@ -12,8 +12,8 @@ from typing import Mapping
 
 import torch
 
-from robustspec.compiler import PGD
-from robustspec.dsl.errors import InputError
+from robustspec.compiler import PGD, Property
+from robustspec.dsl.errors import InputError, TrainingError
 
 RADIUS_PARAMS = ("eps",)  # the runtime's radius parameter: swept by evaluate, set by --eps
 
@@ -148,6 +148,52 @@ def model_fits(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, what: s
     labels_fit(y, out.shape[1], what)
 
 
+def property_args(prop: Property, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Bind a batch to a property's arguments: its tensor argument gets x, its label y."""
+    args = {}
+    for name, ty in prop.args:
+        if ty.kind == "real" and "x" not in args.values():
+            args[name] = "x"
+        elif ty.kind == "int" and "y" not in args.values():
+            args[name] = "y"
+        else:
+            raise TrainingError(
+                f"property '{prop.name}' takes ({', '.join(n for n, _ in prop.args)}); the runtime "
+                "binds one input tensor and one label per example")
+    return {k: (x if v == "x" else y) for k, v in args.items()}
+
+
+def _per_example(flags: torch.Tensor, k: int) -> torch.Tensor:
+    """[k] booleans: any flag set for each example (flags batched [k, ...] or shared)."""
+    flags = flags.detach()
+    if flags.dim() and flags.shape[0] == k:
+        return flags.reshape(k, -1).any(1)
+    return flags.reshape(-1).any().expand(k)
+
+
+def domains_not_empty(prop: Property, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      params: dict | None, what: str) -> None:
+    """Parameter values that leave a quantified variable no point at all, for every one of the
+    first inputs (a negative radius, lo > hi), are an InputError: the property would hold
+    vacuously and training, evaluation or an attack on it would measure nothing."""
+    from robustspec.compiler.domains import realise
+
+    k = min(len(x), 8)
+    domains = realise(prop, model, params=params, **property_args(prop, x[:k], y[:k]))
+    for var, d in domains.items():
+        empty = torch.zeros(k, dtype=torch.bool)
+        if d.lo is not None and d.hi is not None:
+            empty |= _per_example(d.lo > d.hi, k)
+        if d.l2 is not None:
+            empty |= _per_example(d.l2[1] < 0, k)
+        if bool(empty.all()):
+            given = {**prop.params, **(params or {})}
+            raise InputError(f"{what}: with parameters {given} the domain of '{var}' in "
+                             f"property '{prop.name}' is empty (a negative radius, or a lower "
+                             "bound above the upper one): the property would hold vacuously. "
+                             "Give parameter values that leave points to check")
+
+
 def pgd(steps: int = 50, step_size_: float | None = None, restarts: int = 1) -> PGD:
     """The runtime's PGD search (training, evaluation and attacks build it here, once)."""
     return PGD(steps=count(steps, "steps", 0), step_size=step_size(step_size_),
@@ -155,4 +201,5 @@ def pgd(steps: int = 50, step_size_: float | None = None, restarts: int = 1) -> 
 
 
 __all__ = ["radius", "radii", "step_size", "count", "params", "batch", "finite_inputs", "logits",
-           "labels_fit", "model_fits", "pgd", "RADIUS_PARAMS"]
+           "labels_fit", "model_fits", "pgd", "property_args",
+           "domains_not_empty", "RADIUS_PARAMS"]

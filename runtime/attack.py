@@ -82,6 +82,8 @@ def attack(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Ten
     params = params or None
     search = arguments.pgd(steps, step_size, restarts)
     arguments.model_fits(model, x, y, "attack")
+    with torch.no_grad():
+        arguments.domains_not_empty(prop, model, x, y, params, "attack")
     gen = torch.Generator().manual_seed(seed)
     xs, viol, scores = [], [], []
     for i in range(0, len(x), batch_size):

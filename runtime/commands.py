@@ -115,9 +115,9 @@ def _model_and_test_data(args):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import evaluate
 
+    eps = radii(args.eps)  # every option is checked before anything is loaded
     prop = _load_property(args.spec, args.property, _params(args.param))
     model, data = _model_and_test_data(args)
-    eps = radii(args.eps)
     result = evaluate(model, prop, data.x, data.y, eps=eps, steps=args.steps,
                       step_size=args.step_size, restarts=args.restarts, samples=args.samples,
                       batch_size=args.batch_size, logic=args.logic, seed=args.seed)

@@ -104,6 +104,9 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
     samples = arguments.count(samples, "samples", 0)
     pgd = arguments.pgd(steps, step_size, restarts)
     arguments.model_fits(model, x, y, "evaluate")
+    with torch.no_grad():
+        for e in eps:
+            arguments.domains_not_empty(prop, model, x, y, {**params, eps_param: e}, "evaluate")
     gen = torch.Generator().manual_seed(seed)
     sampler = RandomSampling(samples=samples) if samples > 0 else None
     result = EvalResult(prop.name, settings={"steps": steps, "step_size": step_size,

@@ -8,6 +8,7 @@ every command exactly as `attack(..., eps=-1)` is.
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,7 +61,7 @@ def _typed(check: Callable, *args):
         try:
             return check(value, *args)
         except InputError as e:
-            raise argparse.ArgumentTypeError(str(e).split(" (a radius")[0]) from None
+            raise argparse.ArgumentTypeError(re.sub(r" \(a radius[^)]*\)", "", str(e))) from None
     return parse
 
 

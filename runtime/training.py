@@ -28,6 +28,7 @@ from robustspec.compiler.registry import Registry
 from robustspec.dsl.errors import CheckpointError, InputError, TrainingError
 
 from . import arguments
+from .arguments import property_args  # noqa: F401  (public here too, as before)
 from .files import atomic_write, atomic_write_text, remove_stale_temps
 from .registries import Names
 
@@ -75,21 +76,6 @@ class TrainConfig:
         arguments.radius(self.alpha, "alpha")  # weights: finite and >= 0
         arguments.radius(self.beta, "beta")
         self.params = arguments.params(self.params)
-
-
-def property_args(prop: Property, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """Bind a batch to a property's arguments: its tensor argument gets x, its label y."""
-    args = {}
-    for name, ty in prop.args:
-        if ty.kind == "real" and "x" not in args.values():
-            args[name] = "x"
-        elif ty.kind == "int" and "y" not in args.values():
-            args[name] = "y"
-        else:
-            raise TrainingError(
-                f"property '{prop.name}' takes ({', '.join(n for n, _ in prop.args)}); the runtime "
-                "binds one input tensor and one label per example")
-    return {k: (x if v == "x" else y) for k, v in args.items()}
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -250,6 +236,10 @@ class Trainer:
         """Shapes, dtypes, and one forward pass: bad inputs are InputErrors before any step."""
         arguments.batch(x, y, "train")
         arguments.model_fits(self.model, x, y, "train")
+        if self.prop is not None:
+            with torch.no_grad():
+                arguments.domains_not_empty(self.prop, self.model, x, y, self.cfg.params or None,
+                                            "train")
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, resume: bool = False,
             on_epoch: Callable[[EpochStats], None] | None = None,

@@ -302,3 +302,117 @@ def test_gtsrb_class_subset_option_parses_counts_lists_and_all():
         _classes("x")
     args = argparse.Namespace(dataset="gtsrb", size=32, rgb=False, classes=[1, 2])
     assert _data_options(args) == {"size": 32, "grayscale": True, "classes": [1, 2]}
+
+
+# ------------------------------------------------------------------------------------------
+# one argument validation, clean errors (issue 8 items 8-10)
+
+def _usage_error(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    return err
+
+
+def test_bad_numbers_are_refused_by_every_command(capsys, fashion, tmp_path):
+    for bad in ("nan", "inf", "-1"):
+        code, _, err = run(capsys, "check", SR, "--param", f"eps={bad}")
+        assert code == 2 and "--param eps must be" in err, (bad, err)
+        code, _, err = run(capsys, "check", SR, "--param", f"delta={bad}")
+        assert (code == 2 and "--param delta must be a finite number" in err) == (bad != "-1")
+    for cmd in ("attack", "evaluate"):
+        for bad in ("-1", "nan", "inf"):
+            argv = (cmd, tmp_path / "x.pt", "--spec", SR)
+            if cmd == "attack":
+                assert "argument --eps: the value must be" in _usage_error(capsys, *argv, f"--eps={bad}")
+            else:
+                code, _, err = run(capsys, *argv, f"--eps={bad}", "--data-dir", fashion)
+                assert code == 2 and "--eps takes numbers >= 0" in err
+            for step in ("-1", "0", "nan"):
+                assert "argument --step-size: the value must be" in _usage_error(
+                    capsys, *argv, f"--step-size={step}")
+    train = ("train", "--regime", "constraint", "--spec", SR, "--data-dir", fashion, *TRAIN)
+    assert "argument --eps: the value must be >= 0, got -0.1" in _usage_error(
+        capsys, *train, "--eps=-0.1")
+    for step in ("-1", "nan"):
+        assert "argument --step-size" in _usage_error(capsys, *train, f"--step-size={step}")
+    code, _, err = run(capsys, *train, "--param", "delta=nan", "--out", tmp_path / "r")
+    assert code == 2 and "--param delta must be a finite number" in err
+    code, _, err = run(capsys, *train, "--param", "eps=-0.5", "--out", tmp_path / "r")
+    assert code == 2 and "--param eps must be >= 0" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_refuses_to_overwrite_another_run(capsys, fashion, tmp_path):
+    args = ("train", "--regime", "baseline", "--data-dir", fashion, "--out", tmp_path / "run",
+            *TRAIN)
+    assert run(capsys, *args)[0] == 0
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    code, _, err = run(capsys, *args, "--seed", 5)
+    assert code == 2 and "holds another run (regime baseline, 1 of 1 epochs done)" in err
+    assert "--overwrite" in err and (tmp_path / "run" / "last.pt").read_bytes() == before
+    assert run(capsys, *args, "--seed", 5, "--overwrite")[0] == 0
+    assert (tmp_path / "run" / "last.pt").read_bytes() != before
+
+
+def test_malformed_checkpoints_are_clean_errors(capsys, fashion, tmp_path):
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--regime", "baseline", "--data-dir", fashion, "--out", out,
+               *TRAIN)[0] == 0
+    good = torch.load(out / "last.pt", weights_only=True)
+    info = json.loads(good["model_info"])
+    cases = {"noshape": ({"model_info": json.dumps({k: v for k, v in info.items()
+                                                      if k != "input_shape"})}, "lacks input_shape"),
+             "classes": ({"model_info": json.dumps({**info, "classes": 3})}, "weights do not fit"),
+             "weights": ({"model": {}}, "weights do not fit")}
+    for name, (change, message) in cases.items():
+        torch.save({**good, **change}, tmp_path / f"{name}.pt")
+        for cmd in ("evaluate", "attack"):
+            code, _, err = run(capsys, cmd, tmp_path / f"{name}.pt", "--spec", SR,
+                               "--data-dir", fashion, "--limit", 5, "--steps", 1)
+            assert code == 2 and message in err and "Traceback" not in err, (name, cmd, err)
+    torch.save({**good, "extra": Path("x")}, tmp_path / "pickled.pt")
+    code, _, err = run(capsys, "evaluate", tmp_path / "pickled.pt", "--spec", SR,
+                       "--data-dir", fashion)
+    assert code == 2 and "pickled Python objects" in err and "weights_only" not in err
+
+
+def test_every_robustspec_error_exits_2_without_a_traceback(capsys, monkeypatch):
+    from robustspec.dsl.errors import (CheckpointError, DataError, InputError, MissingExtra,
+                                       RobustspecError, TrainingError)
+    from robustspec.runtime.options import COMMANDS, Command, command
+
+    for cls in (RobustspecError, InputError, DataError, CheckpointError, TrainingError):
+        def boom(args, cls=cls):
+            raise cls(f"{cls.__name__} says what to do")
+        monkeypatch.setitem(COMMANDS._entries, "boom", None)
+        command("boom", help="raises")(boom)
+        code, _, err = run(capsys, "boom")
+        assert code == 2 and err == f"error: {cls.__name__} says what to do\n"
+    command("boom", help="raises")(lambda args: (_ for _ in ()).throw(
+        MissingExtra("verify", "onnx", "export")))
+    code, _, err = run(capsys, "boom")
+    assert code == 2 and "pip install 'robustspec[verify]'" in err
+    assert isinstance(COMMANDS.get("boom"), Command)
+
+
+def test_cli_choices_and_defaults_come_from_the_registries(capsys):
+    from robustspec.runtime.data import DATASET_LOADERS
+    from robustspec.runtime.models import MODEL_BUILDERS
+    from robustspec.runtime.training import TRAINING_REGIMES, TrainConfig
+
+    err = _usage_error(capsys, "train", "--regime", "nope")
+    assert "choose from " + ", ".join(f"'{r}'" for r in TRAINING_REGIMES) in err
+    err = _usage_error(capsys, "train", "--regime", "baseline", "--model", "nope")
+    assert "choose from " + ", ".join(f"'{m}'" for m in MODEL_BUILDERS) in err
+    err = _usage_error(capsys, "data", "where", "nope")
+    assert "choose from " + ", ".join(f"'{d}'" for d in DATASET_LOADERS) in err
+    from robustspec.runtime.cli import build_parser
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    defaults = {a.dest: a.default for a in train._actions}
+    cfg = TrainConfig()
+    assert (defaults["epochs"], defaults["batch_size"], defaults["lr"], defaults["alpha"],
+            defaults["beta"], defaults["steps"], defaults["step_size"], defaults["adversary"]) == (
+        cfg.epochs, cfg.batch_size, cfg.lr, cfg.alpha, cfg.beta, cfg.search_steps,
+        cfg.step_size, cfg.adversary)
