@@ -34,8 +34,8 @@ from .options import (COMMANDS, UserError, add_logic_option, add_param_option, c
                       parse_params, search_names)
 
 # the modules whose @command registrations make up the CLI, in the order of `robustspec -h`
-COMMAND_MODULES = ("robustspec.runtime.commands", "robustspec.runtime.reproduce",
-                   "robustspec.runtime.report")
+COMMAND_MODULES = ("robustspec.runtime.commands", "robustspec.runtime.verify_cli",
+                   "robustspec.runtime.reproduce", "robustspec.runtime.report")
 
 USER_ERRORS = (RobustspecError, OSError)
 
