@@ -38,14 +38,16 @@ def _need(pkg: str, purpose: str):
         raise MissingExtra("verify", pkg, purpose) from None
 
 
-def _example_rows(query, lb: torch.Tensor, open_d: list[int]):
+def _example_rows(query, lb: torch.Tensor, open_d: list[int], extra: float = 0.0):
     """Rows of one example (batch 1) as numpy: coefficient blocks and the right-hand sides, the
-    rows each open disjunct needs, the common rows, and each row's lower bound."""
+    rows each open disjunct needs, the common rows, and each row's lower bound. `extra` asks
+    every disjunct row for that much more (a search for a counterexample clear of ties)."""
     cy = query.cy[0].double().numpy()
     cx = None if query.cx is None else query.cx[0].double().numpy()
     ct = None if query.ct is None else query.ct[0].double().numpy()
     c = query.c[0].double().numpy()
-    margin = np.where(query.strict.numpy(), STRICT_MARGIN, 0.0)
+    margin = np.where(query.strict.numpy(), max(STRICT_MARGIN, extra), extra)
+    margin[list(query.common)] = 0.0  # definitions of auxiliary variables: exact
     low = lb[0].double().numpy()
     need = [[r for r in query.disjuncts[d][0] if low[r] < margin[r]] for d in open_d]
     common = [r for r in query.common if low[r] < margin[r]]
@@ -73,13 +75,13 @@ class _Sparse:
         self.hi.append(hi)
 
 
-def milp(net, query, pre, lb, open_d: list[int], timeout: float) -> Outcome:
+def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 0.0) -> Outcome:
     """HiGHS MILP: big-M ReLUs with the pre-activation bounds `pre` ([(l, u)] per layer, batch 1),
     one binary per open disjunct (at least one chosen) unless only one is open."""
     highspy = _need("highspy", "MILP verification")
     t0 = time.perf_counter()
     inf = highspy.kHighsInf
-    cy, cx, ct, c, margin, low, need, common = _example_rows(query, lb, open_d)
+    cy, cx, ct, c, margin, low, need, common = _example_rows(query, lb, open_d, extra)
     n = net.inputs
     col_lo, col_hi, integer = list(query.lo[0].double().numpy()), list(query.hi[0].double().numpy()), []
     rows = _Sparse()
@@ -173,13 +175,13 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float) -> Outcome:
     return Outcome("error", None, dt, h.modelStatusToString(status))
 
 
-def marabou(net, query, pre, lb, open_d: list[int], timeout: float) -> Outcome:
+def marabou(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 0.0) -> Outcome:
     """Marabou in-process: the network built from the weights (no ONNX, so no Clip problem:
     the clamp is already two ReLUs, stable and eliminated when the bounds show it inactive)."""
     _need("maraboupy", "Marabou verification")
     from maraboupy import MarabouCore, Marabou
     t0 = time.perf_counter()
-    cy, cx, ct, c, margin, low, need, common = _example_rows(query, lb, open_d)
+    cy, cx, ct, c, margin, low, need, common = _example_rows(query, lb, open_d, extra)
     n = net.inputs
     q = MarabouCore.InputQuery()
     lows, highs = list(query.lo[0].double().numpy()), list(query.hi[0].double().numpy())

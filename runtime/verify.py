@@ -210,21 +210,17 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
             qi = qd.example(i)
             open_d = [d for d in range(len(qd.disjuncts)) if not bool(refuted[i, d])]
             pi = [(l_[i:i + 1], u_[i:i + 1]) for l_, u_ in ipre]
-            out = solve(net, qi, pi, lb[i:i + 1], open_d, timeout)
-            times["complete"][i] = out.seconds
-            if out.status == "unsat":
-                verdicts[i], decided[i] = "verified", solver_name
-            elif out.status == "sat":
-                point = _replay_point(out.x, qi, query.shape, x.dtype)
-                one = {k: v[i:i + 1] for k, v in args.items()}
-                v = prop.check(model, params=_params_at(params, i, B), at={var: point}, **one)
-                if bool(v.violated[0]):
-                    verdicts[i], decided[i] = "falsified", solver_name
-                    cex[i] = point[0]
-                else:
-                    verdicts[i], decided[i] = "boundary", solver_name
-            elif out.status == "error":
-                notes.append(f"example {i}: {solver_name} error {out.detail}")
+            one = {k: v[i:i + 1] for k, v in args.items()}
+            verdict, point, seconds, detail = solve_and_replay(
+                solve, net, qi, pi, lb[i:i + 1], open_d, timeout, model, prop, one,
+                _params_at(params, i, B), var, query.shape, x.dtype)
+            times["complete"][i] = seconds
+            if verdict != "unknown":
+                verdicts[i], decided[i] = verdict, solver_name
+            if point is not None and verdict == "falsified":
+                cex[i] = point[0]
+            if detail:
+                notes.append(f"example {i}: {solver_name}: {detail}")
     ver = torch.tensor([v == "verified" for v in verdicts])
     if bool((ver & attacked).any()):
         raise InvariantError("an example is verified although the attack falsified it")
@@ -234,6 +230,34 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
     if result.satisfaction > result.security_upper + 1e-12:
         raise InvariantError("constraint satisfaction exceeds constraint security")
     return result
+
+
+TIE_MARGIN = 1e-4
+
+
+def solve_and_replay(solve, net, q, pre, lb, open_d, timeout, model, prop, args, params, var,
+                     shape, dtype):
+    """One example through a complete solver: (verdict, point, seconds, detail). A solver point
+    the exact checker does not reject is asked for again clear of ties (every row TIE_MARGIN
+    deeper, in the time left): found and replayed -> falsified, else boundary."""
+    out = solve(net, q, pre, lb, open_d, timeout)
+    seconds = out.seconds
+    if out.status == "unsat":
+        return "verified", None, seconds, ""
+    if out.status in ("timeout", "error"):
+        return "unknown", None, seconds, out.detail if out.status == "error" else ""
+    point = _replay_point(out.x, q, shape, dtype)
+    if bool(prop.check(model, params=params, at={var: point}, **args).violated[0]):
+        return "falsified", point, seconds, ""
+    left = timeout - seconds
+    if left > 0.1:
+        again = solve(net, q, pre, lb, open_d, left, extra=TIE_MARGIN)
+        seconds += again.seconds
+        if again.status == "sat":
+            p2 = _replay_point(again.x, q, shape, dtype)
+            if bool(prop.check(model, params=params, at={var: p2}, **args).violated[0]):
+                return "falsified", p2, seconds, ""
+    return "boundary", point, seconds, ""
 
 
 def _double(q):
