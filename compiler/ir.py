@@ -138,6 +138,47 @@ class Builder:
         return flat[0] if len(flat) == 1 else self.mk(op, tuple(flat), span=span)
 
 
+def walk(root: N, *, into_domains: bool = False):
+    """Every node reachable from `root`, each once (a seen-set: linear in the DAG size, however
+    often a node is shared), parents before children; iterative, so depth is no limit.
+    into_domains: also the bound terms of continuous quantifiers' domains."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        yield n
+        kids = list(n.args)
+        if into_domains and n.op in CONT_QUANT and isinstance(n.attr, Quant):
+            for d in n.attr.domains:
+                kids += [*d.lower, *d.upper, *(x for p in d.linf + d.l2 for x in p)]
+        stack.extend(reversed(kids))
+
+
+def dag_text(root: N) -> str:
+    """The node graph as text, one line per distinct node ("#k op attr children"): linear in
+    the DAG size (show() prints the tree, which a nested `<=>` makes exponential). For digests."""
+    order: dict[int, int] = {}
+    lines: list[str] = []
+    nodes = list(walk(root, into_domains=True))
+    for n in reversed(nodes):  # children before parents
+        order[id(n)] = len(order)
+    for n in reversed(nodes):
+        attr = n.attr
+        if isinstance(attr, Quant):
+            doms = ";".join(f"{d.var}:" + ",".join(
+                f"{k}{[order[id(t)] for t in ts]}" for k, ts in (
+                    ("lo", d.lower), ("hi", d.upper),
+                    ("linf", [x for p in d.linf for x in p]), ("l2", [x for p in d.l2 for x in p])))
+                for d in attr.domains)
+            attr = f"{' '.join(attr.vars)} in {doms}"
+        kids = " ".join(f"#{order[id(a)]}" for a in n.args)
+        lines.append(f"#{order[id(n)]} {n.op} {attr!r} {kids}".rstrip())
+    return "\n".join(lines)
+
+
 def _hashable(x: Any) -> bool:
     try:
         hash(x)

@@ -193,6 +193,23 @@ class Lowering:
     def __init__(self, logic: Logic | None, invariant_of: frozenset[str] | None = None):
         self.logic = logic if logic is not None else BOOLEAN
         self.invariant_of = invariant_of  # searched variables: other nodes are cached per search
+        # one closure per (node, depth): a shared subterm (e.g. both sides of a nested `<=>`)
+        # compiles once, so compiling is linear in the formula's DAG size, not its tree size
+        self._memo: dict[tuple[int, int, bool], Fn] = {}
+
+    def term(self, n: N, depth: int) -> Fn:
+        key = (id(n), depth, False)
+        fn = self._memo.get(key)
+        if fn is None:
+            fn = self._memo[key] = self._term(n, depth)
+        return fn
+
+    def formula(self, n: N, depth: int = 0) -> Fn:
+        key = (id(n), depth, True)
+        fn = self._memo.get(key)
+        if fn is None:
+            fn = self._memo[key] = self._formula(n, depth)
+        return fn
 
     # ------------------------------------------------------------ caching wrapper
     def _cached(self, n: N, depth: int, fn: Fn) -> Fn:
@@ -217,7 +234,7 @@ class Lowering:
         return per_call
 
     # ------------------------------------------------------------ terms
-    def term(self, n: N, depth: int) -> Fn:
+    def _term(self, n: N, depth: int) -> Fn:
         op = n.op
         if op == "const":
             value = float(n.attr)
@@ -352,7 +369,7 @@ class Lowering:
         return gather
 
     # ------------------------------------------------------------ formulas
-    def formula(self, n: N, depth: int = 0) -> Fn:
+    def _formula(self, n: N, depth: int = 0) -> Fn:
         op = n.op
         lg = self.logic
         if op in ("true", "false"):
@@ -379,7 +396,8 @@ class Lowering:
         if op in ("and", "or"):
             fns = [self.formula(a, depth) for a in n.args]
             join = lg.and_ if op == "and" else lg.or_
-            return lambda ctx: join(T, [f(ctx) for f in fns])
+            # cached like atoms: each node is evaluated once per call, also when shared
+            return self._cached(n, depth, lambda ctx: join(T, [f(ctx) for f in fns]))
         if op in IDX_QUANT:
             return self._index_quantifier(n, depth)
         if op in CONT_QUANT:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from robustspec.dsl.diagnostics import DiagnosticBag, Span
 
 from .checker import CheckedModule
-from .ir import CONT_QUANT, IDX_QUANT, NEGATE, Builder, Domain, N, Quant
+from .ir import CONT_QUANT, IDX_QUANT, NEGATE, Builder, Domain, N, Quant, walk
 from .types import INT, REAL, TENSOR, tensor
 
 
@@ -35,19 +35,7 @@ class NormalProperty:
     def quantifiers(self) -> list[N]:
         """Every continuous quantifier node, including the copies inside search objectives
         (an inner quantifier appears, negated, in its outer one's objective)."""
-        out: list[N] = []
-        seen: set[int] = set()
-
-        def walk(n: N):
-            if id(n) in seen:
-                return
-            seen.add(id(n))
-            if n.op in CONT_QUANT:
-                out.append(n)
-            for a in n.args:
-                walk(a)
-        walk(self.formula)
-        return out
+        return [n for n in walk(self.formula) if n.op in CONT_QUANT]
 
     def variables(self) -> list[str]:
         """The names of the searched variables, each once, outermost first."""
@@ -68,11 +56,22 @@ class Normaliser:
         self.c = checked
         self.b: Builder = checked.builder
         self.diags = diags
+        # every pass is memoised on nodes: linear in the DAG size (nested `<=>` shares its sides)
+        self._memo: dict[tuple, N] = {}
+
+    def _memoised(self, key: tuple, make) -> N:
+        got = self._memo.get(key)
+        if got is None:
+            got = self._memo[key] = make()
+        return got
 
     # ------------------------------------------------------------ 1. domains
     def domains(self, n: N) -> N:
         if not n.args and n.op not in CONT_QUANT:
             return n
+        return self._memoised(("domains", id(n)), lambda: self._domains(n))
+
+    def _domains(self, n: N) -> N:
         if n.op in CONT_QUANT and isinstance(n.attr, str):
             body = self._lift(n.op, n.attr, self.domains(n.args[0]))
             return self._quantifier(n, body)
@@ -176,13 +175,7 @@ class Normaliser:
         return self.b.mk(n.op, (residual,), q, n.ty, n.span)
 
     def _find_var(self, n: N, v: str) -> N | None:
-        if n.op == "var" and n.attr == (v, "qvar"):
-            return n
-        for a in n.args:
-            r = self._find_var(a, v)
-            if r is not None:
-                return r
-        return None
+        return next((m for m in walk(n) if m.op == "var" and m.attr == (v, "qvar")), None)
 
     def _bound(self, p: N, v: str):
         """Classify premise p as a bound on v: ('lower'|'upper', bound, None) or ('linf'|'l2', c, r)."""
@@ -221,6 +214,9 @@ class Normaliser:
 
     # ------------------------------------------------------------ 2. NNF
     def nnf(self, n: N, neg: bool = False) -> N:
+        return self._memoised(("nnf", id(n), neg), lambda: self._nnf(n, neg))
+
+    def _nnf(self, n: N, neg: bool = False) -> N:
         op = n.op
         if op == "true" or op == "false":
             return self.b.mk({"true": "false", "false": "true"}[op] if neg else op, span=n.span)
@@ -277,6 +273,9 @@ class Normaliser:
 
     # ------------------------------------------------------------ 4. argmax surrogate
     def _surrogate(self, n: N) -> N:
+        return self._memoised(("surrogate", id(n)), lambda: self._surrogate_of(n))
+
+    def _surrogate_of(self, n: N) -> N:
         if n.op == "cmp" and n.attr[0] in ("==", "!=") and (n.args[0].op == "argmax" or
                                                             n.args[1].op == "argmax"):
             a, c = n.args if n.args[0].op == "argmax" else (n.args[1], n.args[0])
@@ -305,8 +304,13 @@ def _elementwise(cmp: N) -> bool:
 def check_structure(p: NormalProperty, diags: DiagnosticBag) -> None:
     """Report quantifier placements the search cannot handle, with what to write instead."""
     seen: dict[str, Span] = {}
+    visited: set[tuple[int, int]] = set()
 
-    def walk(n: N, under_index: N | None):
+    def visit(n: N, under_index: N | None):
+        key = (id(n), id(under_index))
+        if key in visited:
+            return
+        visited.add(key)
         if n.op in CONT_QUANT:
             if under_index is not None:
                 diags.error(f"a '{n.op}' over tensors inside '{under_index.op[:-4]} "
@@ -317,14 +321,14 @@ def check_structure(p: NormalProperty, diags: DiagnosticBag) -> None:
                     diags.error(f"'{v}' is bound twice in property '{p.name}'", s,
                                 hint="give each quantified variable its own name")
                 seen[v] = s
-            walk(n.args[0], under_index)
+            visit(n.args[0], under_index)
             return
         if n.op in IDX_QUANT:
-            walk(n.args[1], n)
+            visit(n.args[1], n)
             return
         for a in n.args:
-            walk(a, under_index)
-    walk(p.formula, None)
+            visit(a, under_index)
+    visit(p.formula, None)
 
 
 def normalise(checked: CheckedModule, diags: DiagnosticBag) -> dict[str, NormalProperty]:

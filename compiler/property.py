@@ -19,7 +19,7 @@ import torch
 
 from robustspec.dsl.diagnostics import Diagnostic, SpecError
 
-from .ir import N
+from .ir import N, walk
 from .logics import Logic, get_logic
 from .logics.boolean import BOOLEAN
 from .lower import T, Ctx, Lowering, untranslatable
@@ -102,8 +102,8 @@ class Property:
         where it was read from: a checkpoint resumes only under the same property."""
         import hashlib
 
-        from .ir import show
-        parts = [self.name, show(self.formula)]
+        from .ir import dag_text, show
+        parts = [self.name, dag_text(self.formula)]  # linear in the DAG (show() is a tree)
         for q in self.quantifiers:
             for d in q.attr.domains:
                 parts += [d.var] + [show(t) for t in d.lower + d.upper]
@@ -486,9 +486,7 @@ class Property:
                 ctx.class_sizes[name] = self._class_sizes[id(net)] = size
 
     def _uses_unsized_classes(self, n: N) -> bool:
-        if n.op == "classes" and n.attr[1] is None:
-            return True
-        return any(self._uses_unsized_classes(a) for a in n.args)
+        return any(m.op == "classes" and m.attr[1] is None for m in walk(n))
 
     @staticmethod
     def _per_example(v: torch.Tensor, batch: int) -> torch.Tensor:

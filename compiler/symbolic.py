@@ -260,6 +260,7 @@ class SympyLowering:
         self.T = SympyOps(evaluate)
         self.starred = set(starred)
         self._bound: list[str] = []  # index variables in scope (to name element indices)
+        self._memo: dict[tuple, object] = {}  # (node, names in scope) -> value: linear in the DAG
 
     # ------------------------------------------------------------ terms
     def term(self, n: N, elem: sp.Symbol | None = None):
@@ -314,6 +315,13 @@ class SympyLowering:
 
     # ------------------------------------------------------------ formulas
     def formula(self, n: N):
+        key = (id(n), tuple(self._bound))
+        got = self._memo.get(key)
+        if got is None:
+            got = self._memo[key] = self._formula(n)
+        return got
+
+    def _formula(self, n: N):
         lg, T, op = self.logic, self.T, n.op
         if lg is None:
             raise ValueError("symbolic lowering needs a logic")
