@@ -54,8 +54,11 @@ def export_onnx(net: ReluNet, path: str | Path) -> Path:
     path = Path(path)
     mod = relu_module(net)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.onnx.export(mod, (torch.zeros(1, net.inputs),), str(tmp), input_names=["X"],
-                      output_names=["Y"], dynamo=False)
+    import warnings
+    with warnings.catch_warnings():  # the TorchScript exporter: Gemm/Relu, what Marabou reads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(mod, (torch.zeros(1, net.inputs),), str(tmp), input_names=["X"],
+                          output_names=["Y"], dynamo=False)
     tmp.replace(path)
     return path
 
@@ -96,11 +99,7 @@ def _row_text(q: Query, r: int, xname, yname, version: int) -> str | bool:
     return f"({ge} {_linear(coefs)} {_num(-const)})"
 
 
-def vnnlib_text(q: Query, version: int, comment: str = "", strict_op: bool | None = None) -> str:
-    """One example's query (batch 1) as a VNN-LIB file. Version 1.0 writes strict rows with
-    >= (the 1.0 tools take only <= and >=): there a tie is a sat answer, a boundary case."""
-    if q.batch != 1:
-        raise InputError("vnnlib_text takes one example's query (query.example(i))")
+def _expressible(q: Query) -> None:
     if q.n_aux:
         raise InputError(f"'{q.prop}' needs an auxiliary variable (a norm of the input on the "
                          "side that must stay small, as in LR), which VNN-LIB cannot declare; "
@@ -108,6 +107,14 @@ def vnnlib_text(q: Query, version: int, comment: str = "", strict_op: bool | Non
     if q.softmax:
         raise InputError(f"'{q.prop}' has a softmax threshold, which is not linear: VNN-LIB "
                          "cannot state it; verify it in-process with `robustspec verify`")
+
+
+def vnnlib_text(q: Query, version: int, comment: str = "") -> str:
+    """One example's query (batch 1) as a VNN-LIB file. Version 1.0 writes strict rows with
+    >= (the 1.0 tools take only <= and >=): there a tie is a sat answer, a boundary case."""
+    if q.batch != 1:
+        raise InputError("vnnlib_text takes one example's query (query.example(i))")
+    _expressible(q)
     n, m = q.inputs, q.outputs
     if version == 1:
         xname, yname = (lambda i: f"X_{i}"), (lambda j: f"Y_{j}")
@@ -134,7 +141,7 @@ def vnnlib_text(q: Query, version: int, comment: str = "", strict_op: bool | Non
         texts[r] = _row_text(q, r, xname, yname, version)
     for r in q.common:
         if texts[r] is False:
-            return out.getvalue() + "(assert (<= X_0 -1.0))\n(assert (>= X_0 1.0))\n"
+            return out.getvalue() + f"(assert (<= {xname(0)} -1.0))\n(assert (>= {xname(0)} 1.0))\n"
         if isinstance(texts[r], str):
             out.write(f"(assert {texts[r]})\n")
     alts = []
@@ -166,6 +173,7 @@ def export(model, prop, x: torch.Tensor, y: torch.Tensor | None, out: str | Path
         params["eps"] = eps
     args = property_args(prop, x, y) if y is not None else {prop.args[0][0]: x}
     q = build_query(prop, model, params=params, **args)
+    _expressible(q)
     net = ReluNet.from_module(model, q.shape)
     out = Path(out)
     (out / "onnx").mkdir(parents=True, exist_ok=True)
