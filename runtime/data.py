@@ -349,7 +349,7 @@ def _broken(name: str, split: str, folder: Path) -> list[str]:
                 out += [f"{p}: {_state(p)}" for p in there]
         return out
     out = []
-    for i, what in enumerate(_missing(name, split, folder)):
+    for what in _missing(name, split, folder):
         head = what.split(" (")[0]
         path = folder / head
         out.append(f"{path}: {_state(path)}" if _lexists(path) else f"{path}: missing"

@@ -75,7 +75,9 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
                           {"name": "mlp", "input_shape": [1, 28, 28], "classes": 10,
                            "dataset": "fashion-mnist"}, cfg.progress)
         start = time.perf_counter()
-        trainer.fit(train.x, train.y,
+        # resume: a rerun of the demo reuses (or completes) its own checkpoints, exactly; other
+        # settings in the same --out are refused with a message rather than overwritten
+        trainer.fit(train.x, train.y, resume=True,
                     on_epoch=lambda s: log(f"  {labels[regime]}: epoch {s.epoch}: loss {s.loss:.4f}, "
                                            f"train accuracy {s.accuracy:.3f}, {s.examples_per_s:.0f} ex/s"))
         train_s = time.perf_counter() - start

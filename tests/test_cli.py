@@ -279,6 +279,16 @@ def test_demo_on_tiny_data(capsys, fashion, tmp_path):
     for regime in ("baseline", "constraint"):
         for name in ("last.pt", "eval-sr.json", "eval-sr.csv", "eval-scr.csv"):
             assert (tmp_path / "demo" / regime / name).is_file()
+    # a rerun reuses its own finished checkpoints (exact resume), trains nothing, same results
+    code, again, err = run(capsys, "demo", "--data-dir", fashion, "--out", tmp_path / "demo",
+                           "--epochs", 1, "--train-limit", 30, "--test-limit", 5)
+    assert code == 0, err
+    assert "epoch 1:" in out and "epoch 1:" not in again
+    rerun = json.loads((tmp_path / "demo" / "results.json").read_text())
+    def measured(res):  # every metric but the time taken
+        return {(r, a): [{k: v for k, v in row.items() if k != "seconds"} for row in e["rows"]]
+                for r, m in res["models"].items() for a, e in m["attacks"].items()}
+    assert measured(rerun) == measured(results)
 
 
 def test_console_script_is_installed():

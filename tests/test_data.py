@@ -829,3 +829,15 @@ def test_a_valid_but_empty_idx_pair_is_a_data_error(tmp_path):
     write_fashion(folder, n_train=0)
     with pytest.raises(DataError, match="hold no examples"):
         load_dataset("fashion-mnist", "train", data_dir=tmp_path / "d", verify=False)
+
+
+def test_a_broken_gtsrb_archive_is_named(tmp_path):
+    folder = tmp_path / "d" / "gtsrb"
+    folder.mkdir(parents=True)
+    (folder / "GTSRB_Final_Test_Images.zip").symlink_to(folder / "nowhere.zip")
+    write_fashion(data.DEBIAN_FASHION_MNIST)  # another dataset elsewhere is irrelevant
+    with pytest.raises(DataError) as err:
+        load_dataset("gtsrb", "test", data_dir=tmp_path / "d")
+    msg = str(err.value)
+    assert f"{folder / 'GTSRB_Final_Test_Images.zip'}: a dangling symlink" in msg
+    assert f"{folder / 'GTSRB_Final_Test_GT.zip'}: missing" in msg and "never falls back" in msg
