@@ -58,8 +58,8 @@ def _load(dataset: str, split: str, args, options: dict):
                         verify=not args.no_verify, **options)
 
 
-@command("train", help="train a network under a regime (baseline, augment-*, adversarial, "
-         "constraint, ...)", arguments=lambda p: _train_options(p))
+@command("train", help="train a network under a regime (the choices: train --help)",
+         arguments=lambda p: _train_options(p))
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 

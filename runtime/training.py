@@ -8,6 +8,8 @@
 
 Checkpoints are written atomically at the end of every epoch with every random state, so a
 killed run resumed with `resume=True` reaches the same final weights as an uninterrupted one.
+The regimes are entries of TRAINING_REGIMES (see the end of this module); a new regime is one
+registered function of the Trainer.
 """
 from __future__ import annotations
 
@@ -325,8 +327,8 @@ def _augment_uniform(t: Trainer):
     return _augment(t, [RandomSampling(samples=1), RandomSampling(samples=1)])
 
 
-@TRAINING_REGIMES.register("augment-fgsm", help="... plus 2 FGSM points of the spec, each from "
-                           "a uniform random start")
+@TRAINING_REGIMES.register("augment-fgsm", help="cross-entropy on each image plus 2 FGSM points "
+                           "of the spec, each from a uniform random start")
 def _augment_fgsm(t: Trainer):
     # from the center the gradient can vanish (SR's norm_inf(f(x) - f(x0)) is flat at x = x0)
     # and FGSM would return x0 itself: hence the random starts
