@@ -45,12 +45,12 @@ def dataset_files(name: str) -> dict[str, Checksum]:
 def target_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Where :func:`fetch` puts ``name``: ``<base>/<name>`` for the first base of the search path.
 
-    A ``data_dir`` named after the dataset, or already holding some of its files, is used as
-    is (not ``gtsrb/gtsrb``).
+    A ``data_dir`` named after the dataset, or already holding some of its files (in any state:
+    a dangling symlink counts, as it does for loading), is used as is (not ``gtsrb/gtsrb``).
     """
     name = normalize_name(name)
     base = data.search_path(data_dir)[0]
-    if base.name == name or any((base / f).exists() for f in dataset_files(name)):
+    if base.name == name or any(os.path.lexists(base / f) for f in dataset_files(name)):
         return base  # the files already live right here
     return base / name
 
