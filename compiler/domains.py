@@ -12,7 +12,79 @@ norm_inf(z - x) <= r`) is realised only when that variable's value is given in `
 """
 from __future__ import annotations
 
+from typing import Callable
+
+import torch
+
+from robustspec.dsl.diagnostics import Diagnostic, SpecError
+
+from .ir import N
+from .lower import Ctx, Lowering
 from .search import RealDomain
+
+
+def domain_fn(d, terms: Lowering) -> Callable[[Ctx], RealDomain]:
+    """The closure that evaluates domain `d`'s bounds in a context: box [max of lower bounds,
+    min of upper bounds] with each L-infinity ball intersected into it, the first L2 ball kept
+    for projection, all broadcast to [batch, *shape]."""
+    t = terms
+    lower = [t.term(n, 0) for n in d.lower]
+    upper = [t.term(n, 0) for n in d.upper]
+    linf = [(t.term(c, 0), t.term(r, 0)) for c, r in d.linf]
+    l2 = [(t.term(c, 0), t.term(r, 0)) for c, r in d.l2]
+    declared = (d.ty.shape if d.ty.shape is not None and all(isinstance(s, int) for s in d.ty.shape)
+                else None)
+
+    def realise_one(ctx: Ctx) -> RealDomain:
+        los = [f(ctx) for f in lower]
+        his = [f(ctx) for f in upper]
+        center = None
+        for cf, rf in linf:
+            c, r = cf(ctx), rf(ctx)
+            r = r.reshape(r.shape + (1,) * (c.ndim - r.ndim)) if r.ndim else r
+            los.append(c - r)
+            his.append(c + r)
+            center = c if center is None else center
+        ball = None
+        if l2:
+            c, r = l2[0][0](ctx), l2[0][1](ctx)
+            ball, center = (c, r), (center if center is not None else c)
+        shapes = [v.shape for v in los + his + ([center] if center is not None else []) if v.ndim]
+        batch_shape = (ctx.batch,) + tuple(declared) if declared is not None else None
+        shape = (shapes[0] if all(sh == shapes[0] for sh in shapes) else
+                 torch.broadcast_shapes(*shapes)) if shapes else batch_shape
+        if shape is None:
+            raise SpecError([Diagnostic("error", f"cannot tell the shape of '{d.var}'",
+                                        hint=f"annotate it: forall {d.var} : Tensor[...] . ...")])
+        if len(shape) == 0 or shape[0] != ctx.batch:
+            shape = (ctx.batch,) + tuple(shape[1:] if len(shape) and shape[0] == 1 else shape)
+        lo = _fold(torch.maximum, los, shape)
+        hi = _fold(torch.minimum, his, shape)
+        if ball is not None:
+            ball = (ball[0].expand(shape), ball[1])
+        return RealDomain(lo, hi, ball, center.expand(shape) if center is not None else None)
+    return realise_one
+
+
+def _fold(f, xs: list[torch.Tensor], shape) -> torch.Tensor | None:
+    if not xs:
+        return None
+    out = xs[0]
+    for x in xs[1:]:
+        out = f(out, x)
+    return out.expand(shape).contiguous() if out.ndim else out.expand(shape).clone()
+
+
+def radius_params(quantifiers: list[N]) -> frozenset[str]:
+    """Parameters written directly as a ball's radius (`norm_inf(x - x0) <= eps`): a negative
+    value at call time is an error, not a vacuous verdict."""
+    out = set()
+    for q in quantifiers:
+        for d in q.attr.domains:
+            for _c, r in d.linf + d.l2:
+                if r.op == "var" and r.attr[1] == "param":
+                    out.add(r.attr[0])
+    return frozenset(out)
 
 
 def realise(prop, model=None, *, params: dict | None = None, networks: dict | None = None,
@@ -35,4 +107,4 @@ def realise(prop, model=None, *, params: dict | None = None, networks: dict | No
 
 domains_of = realise
 
-__all__ = ["realise", "domains_of", "RealDomain"]
+__all__ = ["realise", "domains_of", "domain_fn", "radius_params", "RealDomain"]

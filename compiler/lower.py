@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from robustspec.dsl.diagnostics import Diagnostic, SpecError
+from robustspec.dsl.errors import InputError
 
 from .ir import CONT_QUANT, IDX_QUANT, N
 from .logics import Logic
@@ -51,6 +52,25 @@ class Ctx:
                 self.class_sizes)
         c.idx = self.idx
         return c
+
+
+def network_input_error(name: str, net, inp: torch.Tensor, error: Exception) -> InputError:
+    """A network that failed on its input, explained with both sizes where they are known."""
+    want = None
+    if isinstance(net, torch.nn.Module):
+        for m in net.modules():
+            if isinstance(m, torch.nn.Linear):
+                want = f"its first linear layer takes {m.in_features} values"
+                break
+            if isinstance(m, torch.nn.modules.conv._ConvNd):
+                want = f"its first convolution takes {m.in_channels} channels"
+                break
+    per = list(inp.shape[1:])
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return InputError(f"the network '{name}' failed on an input of shape {per} per example "
+                      f"({inp[0].numel() if inp.shape[0] else 0} values)"
+                      + (f", but {want}" if want else "") + f" ({first}): pass inputs of the "
+                      "size the network takes")
 
 
 class TorchOps:
@@ -276,7 +296,19 @@ class Lowering:
             def apply(ctx: Ctx):
                 x = x_fn(ctx)
                 lead = x.shape[:1 + depth]
-                out = ctx.nets[net_name](x.reshape((-1,) + x.shape[1 + depth:]))
+                inp = x.reshape((-1,) + x.shape[1 + depth:])
+                try:
+                    out = ctx.nets[net_name](inp)
+                except RuntimeError as e:  # the input has the wrong size: say both sizes
+                    if not any(w in str(e) for w in ("shape", "size", "mat1", "dimension",
+                                                     "channels")):
+                        raise
+                    raise network_input_error(net_name, ctx.nets[net_name], inp, e) from None
+                if not isinstance(out, torch.Tensor):
+                    raise InputError(
+                        f"the network '{net_name}' returned {type(out).__name__}, not a tensor: "
+                        "pass a model whose forward returns the output tensor (e.g. wrap it: "
+                        "lambda x: model(x)[0] for a model that returns a tuple)")
                 if out.ndim >= 2:
                     ctx.class_sizes.setdefault(net_name, out.shape[-1])
                 return out.reshape(lead + out.shape[1:])

@@ -24,10 +24,12 @@ from .logics import Logic, get_logic
 from .logics.boolean import BOOLEAN
 from .lower import T, Ctx, Lowering, untranslatable
 from .normalise import NormalProperty
-from .search import RealDomain, Search, make_search
+from .binding import bind, per_example, points_of, split_search
+from .domains import domain_fn, radius_params
+from .options import SEARCH_OPTIONS  # noqa: F401 (re-exported: the runtime imported it here)
+from .search import RealDomain, Search
 from .simplify import simplify
 
-SEARCH_OPTIONS = {"steps", "step_size", "restarts", "samples", "points", "random_start", "early_stop"}
 
 
 @dataclass
@@ -91,8 +93,9 @@ class Property:
         self._objective_fns: dict[tuple[int, int], tuple[Callable, Callable | None]] = {}
         self._body_fns: dict[tuple[int, int], Callable] = {}
         self._terms = Lowering(BOOLEAN)
-        self._domain_fns = {id(q): [self._domain_fn(d) for d in q.attr.domains]
+        self._domain_fns = {id(q): [domain_fn(d, self._terms) for d in q.attr.domains]
                             for q in self.quantifiers}
+        self.radius_params = radius_params(self.quantifiers)  # must be >= 0 at call time
         self._vacuity = self._vacuity_fn()
         self._needs_probe = self._uses_unsized_classes(self.formula)
         self._class_sizes: dict[int, int] = {}  # id(network) -> output size, learnt once
@@ -233,45 +236,6 @@ class Property:
             fn = self._body_fns[key] = Lowering(lg).formula(q.args[0])
         return fn
 
-    def _domain_fn(self, d):
-        t = self._terms
-        lower = [t.term(n, 0) for n in d.lower]
-        upper = [t.term(n, 0) for n in d.upper]
-        linf = [(t.term(c, 0), t.term(r, 0)) for c, r in d.linf]
-        l2 = [(t.term(c, 0), t.term(r, 0)) for c, r in d.l2]
-        declared = (d.ty.shape if d.ty.shape is not None and all(isinstance(s, int) for s in d.ty.shape)
-                    else None)
-
-        def realise(ctx: Ctx) -> RealDomain:
-            los = [f(ctx) for f in lower]
-            his = [f(ctx) for f in upper]
-            center = None
-            for cf, rf in linf:
-                c, r = cf(ctx), rf(ctx)
-                r = r.reshape(r.shape + (1,) * (c.ndim - r.ndim)) if r.ndim else r
-                los.append(c - r)
-                his.append(c + r)
-                center = c if center is None else center
-            ball = None
-            if l2:
-                c, r = l2[0][0](ctx), l2[0][1](ctx)
-                ball, center = (c, r), (center if center is not None else c)
-            shapes = [v.shape for v in los + his + ([center] if center is not None else []) if v.ndim]
-            batch_shape = (ctx.batch,) + tuple(declared) if declared is not None else None
-            shape = (shapes[0] if all(sh == shapes[0] for sh in shapes) else
-                     torch.broadcast_shapes(*shapes)) if shapes else batch_shape
-            if shape is None:
-                raise SpecError([Diagnostic("error", f"cannot tell the shape of '{d.var}'",
-                                            hint=f"annotate it: forall {d.var} : Tensor[...] . ...")])
-            if len(shape) == 0 or shape[0] != ctx.batch:
-                shape = (ctx.batch,) + tuple(shape[1:] if len(shape) and shape[0] == 1 else shape)
-            lo = _fold(torch.maximum, los, shape)
-            hi = _fold(torch.minimum, his, shape)
-            if ball is not None:
-                ball = (ball[0].expand(shape), ball[1])
-            return RealDomain(lo, hi, ball, center.expand(shape) if center is not None else None)
-        return realise
-
     # ------------------------------------------------------------ quantifier handlers
     def _domains(self, q: N, ctx: Ctx) -> dict[str, RealDomain]:
         return {d.var: fn(ctx) for d, fn in zip(q.attr.domains, self._domain_fns[id(q)])}
@@ -358,117 +322,15 @@ class Property:
             return ~self._per_example(prem(c), ctx.batch).bool()
         return vacuous
 
-    # ------------------------------------------------------------ binding
+    # ------------------------------------------------------------ binding (binding.py)
     def _split(self, search, kwargs) -> tuple[Search, dict]:
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in SEARCH_OPTIONS}
-        return make_search(search, **options), kwargs
+        return split_search(search, kwargs)
 
     def _points(self, at) -> dict:
-        if at is None:
-            return {}
-        names = self.variables
-        if isinstance(at, (Found, dict)):
-            pts = dict(at.points if isinstance(at, Found) else at)
-            unknown = [k for k in pts if k not in names]
-            if unknown:
-                close = difflib.get_close_matches(unknown[0], names, n=1)
-                raise TypeError(f"at= names '{unknown[0]}', which '{self.name}' does not quantify"
-                                + (f"; did you mean '{close[0]}'?" if close else "")
-                                + f" (its variables: {', '.join(names) or 'none'})")
-            return pts
-        if len(names) != 1:
-            raise TypeError(f"'{self.name}' quantifies {names}: pass at={{name: tensor}}")
-        return {names[0]: at}
+        return points_of(self, at)
 
     def _bind(self, model, networks, args: dict, params: dict | None) -> Ctx:
-        nets = dict(networks or {})
-        if model is not None:
-            if len(self.networks) != 1:
-                raise TypeError(f"the spec declares networks {sorted(self.networks)}; pass "
-                                f"networks={{name: module}} instead of one model")
-            nets[next(iter(self.networks))] = model
-        missing = [n for n in self.networks if n not in nets]
-        if missing:
-            raise TypeError(f"property '{self.name}' needs network(s) {missing}: pass the model as "
-                            f"the first argument or networks={{'{missing[0]}': model}}")
-        names = [n for n, _ in self.args]
-        unknown = [k for k in args if k not in names]
-        if unknown:
-            k = unknown[0]
-            close = difflib.get_close_matches(k, names + sorted(SEARCH_OPTIONS), n=1)
-            raise TypeError(f"property '{self.name}' has no argument '{k}'"
-                            + (f"; did you mean '{close[0]}'?" if close else "")
-                            + f" (its arguments: {', '.join(names) or 'none'})")
-        absent = [n for n in names if n not in args]
-        if absent:
-            raise TypeError(f"property '{self.name}' needs argument(s) {absent} "
-                            f"(signature: {self.name}({', '.join(f'{n} : {t}' for n, t in self.args)}))")
-        given = {n: torch.as_tensor(args[n]) for n, _t in self.args}
-        ref = next((given[n] for n, t in self.args if t.kind == "real" and given[n].is_floating_point()),
-                   None)
-        dtype = ref.dtype if ref is not None else torch.get_default_dtype()
-        device = ref.device if ref is not None else torch.device("cpu")
-        vals: dict[str, torch.Tensor] = {}
-        batch = None
-        dims: dict[str, int] = {}
-        for n, t in self.args:
-            v = given[n].to(device)
-            if t.kind == "int":
-                if v.is_floating_point():
-                    raise TypeError(f"argument '{n}' is a label/index and must hold integers")
-                v = v.long()
-            else:
-                v = v.to(dtype)
-            if v.ndim == 0:
-                raise TypeError(f"argument '{n}' must be batched: the first axis is the batch")
-            if batch is None:
-                batch = v.shape[0]
-            elif v.shape[0] != batch:
-                raise ValueError(f"batch sizes differ: '{n}' has {v.shape[0]} examples, "
-                                 f"others {batch}")
-            if t.kind == "real" and t.shape is not None:
-                want = t.shape
-                got = tuple(v.shape[1:])
-                ok = len(want) == len(got) and all(
-                    (w == g) if isinstance(w, int) else dims.setdefault(w, g) == g
-                    for w, g in zip(want, got))
-                if not ok:
-                    raise ValueError(f"argument '{n}' should have shape [batch, "
-                                     f"{', '.join(map(str, want))}], got {list(v.shape)}")
-            vals[n] = v
-        for k, val in {**self.params, **(params or {})}.items():
-            if k not in self.params:
-                close = difflib.get_close_matches(k, list(self.params), n=1)
-                raise TypeError(f"unknown parameter '{k}'" + (f"; did you mean '{close[0]}'?" if close else ""))
-            vals[k] = self._param_value(k, val, dtype, device)
-            if vals[k].ndim == 1 and len(vals[k]) not in (1, batch or 1):
-                raise ValueError(f"parameter '{k}' has {len(vals[k])} values but the batch has "
-                                 f"{batch} examples: give one number, or one per example")
-        ctx = Ctx(vals, nets, None, dtype, device, batch or 1)
-        if self._needs_probe:
-            self._probe(ctx)
-        return ctx
-
-    def _param_value(self, name: str, val, dtype, device) -> torch.Tensor:
-        """A parameter's value (0-dim, or 1-D: one per example), checked like compile-time values."""
-        try:
-            t = torch.as_tensor(val, device=device)
-        except (TypeError, ValueError, RuntimeError):
-            t = None
-        if t is None or t.dtype == torch.bool or t.is_complex():
-            raise TypeError(f"parameter '{name}' takes a number or one number per example, "
-                            f"not {val!r}")
-        if t.ndim > 1:
-            raise TypeError(f"parameter '{name}' takes a number or one number per example, got a "
-                            f"tensor of shape {list(t.shape)}")
-        if self.param_types[name].kind == "int":
-            if bool((t != t.round()).any()):
-                raise TypeError(f"parameter '{name}' is {self.param_types[name]} but {val!r} is "
-                                "not a whole number")
-            if bool((t < 0).any()) and str(self.param_types[name]) == "Nat":
-                raise ValueError(f"parameter '{name}' is Nat but {val!r} is negative")
-            return t.long()
-        return t.to(dtype)
+        return bind(self, model, networks, args, params)
 
     def _probe(self, ctx: Ctx) -> None:
         """Learn the networks' output sizes (for `classes`) from one example, once per network."""
@@ -488,13 +350,7 @@ class Property:
     def _uses_unsized_classes(self, n: N) -> bool:
         return any(m.op == "classes" and m.attr[1] is None for m in walk(n))
 
-    @staticmethod
-    def _per_example(v: torch.Tensor, batch: int) -> torch.Tensor:
-        """One value per example: formulas that ignore the batch are broadcast over it."""
-        if v.ndim == 0:
-            return v.expand(batch)
-        v = v.reshape(v.shape[0], -1)[:, 0] if v.ndim > 1 else v
-        return v.expand(batch) if v.shape[0] == 1 != batch else v
+    _per_example = staticmethod(per_example)
 
 
 def _logic_key(lg: Logic):
@@ -504,15 +360,6 @@ def _logic_key(lg: Logic):
     if not all(isinstance(v, (int, float, str, bool, type(None))) for v in attrs.values()):
         return (type(lg), id(lg))  # options we cannot compare by value: cache per instance
     return (type(lg), tuple(sorted(attrs.items())))
-
-
-def _fold(f, xs: list[torch.Tensor], shape) -> torch.Tensor | None:
-    if not xs:
-        return None
-    out = xs[0]
-    for x in xs[1:]:
-        out = f(out, x)
-    return out.expand(shape).contiguous() if out.ndim else out.expand(shape).clone()
 
 
 __all__ = ["Property", "Found", "Verdict"]

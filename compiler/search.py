@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from robustspec.dsl.errors import InputError
+
 Objective = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor | None]]
 
 
@@ -226,9 +228,9 @@ class PGD(Search):
 
     def __post_init__(self):
         if self.steps < 0 or self.restarts < 1:
-            raise ValueError(f"PGD needs steps >= 0 and restarts >= 1 (got {self.steps}, {self.restarts})")
+            raise InputError(f"PGD needs steps >= 0 and restarts >= 1 (got {self.steps}, {self.restarts})")
         if self.restarts > 1 and not self.random_start:
-            raise ValueError("PGD restarts without a random start would repeat the same run: "
+            raise InputError("PGD restarts without a random start would repeat the same run: "
                              "use random_start=True or restarts=1")
 
     def run(self, objective, domains, batch, generator=None):
@@ -309,6 +311,11 @@ class RandomSampling(Search):
 
     samples: int = 100
     name = "random"
+
+    def __post_init__(self):
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise InputError(f"random search needs samples >= 1 (a whole number), got "
+                             f"{self.samples!r}")
 
     def run(self, objective, domains, batch, generator=None):
         point = _single_point(objective, domains, batch)
