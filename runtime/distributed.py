@@ -371,10 +371,16 @@ class ShardedSearch(Search):
     """Run `inner` on this rank's shard [start, start+n) of a global batch of `total` rows.
 
     Random starts come from the global batch's draw (see _ShardDomain), so the points found do
-    not depend on the world size or the device. With several ranks, PGD's early stop is decided
-    for the global batch: the objective's best values are tracked here as PGD tracks them, and
-    one all-reduce per step tells every rank whether all examples everywhere are found.
-    In one process with start 0 and total n this is `inner` itself.
+    not depend on the world size or the device. In one process with start 0 and total n this
+    is `inner` itself.
+
+    PGD's early stop: with one restart a shard may stop on its own. Its random start was drawn
+    before any step, and a found example's point no longer moves (every logic's loss is >= 0
+    and flat at 0, so the signed gradient there is 0): stopping sooner than the global batch
+    changes no point. With several restarts it would: a shard that stops skips the next
+    restart's draw (the ranks' generators would drift apart) and that restart's points. There
+    the stop is decided for the global batch: the best values are tracked here as PGD tracks
+    them, and one all-reduce per step tells every rank whether every example is found.
     """
 
     name = "sharded"
@@ -392,7 +398,8 @@ class ShardedSearch(Search):
         total = self.total if self.total is not None else batch
         domains = {k: _ShardDomain(d, self.start, total) for k, d in domains.items()}
         inner = self.inner
-        if not (self.ranks.distributed and isinstance(inner, PGD) and inner.early_stop):
+        if not (self.ranks.distributed and isinstance(inner, PGD) and inner.early_stop
+                and inner.restarts > 1):
             return inner.run(objective, domains, batch, generator)
         best = _Best()
         ranks = self.ranks
