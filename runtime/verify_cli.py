@@ -47,11 +47,17 @@ def _index(text: str | None, size: int) -> list[int]:
     try:
         if ":" in text:
             a, b = text.split(":", 1)
-            idx = list(range(int(a or 0), min(int(b) if b else size, size)))
+            start, end = int(a or 0), (int(b) if b else size)
+            idx = None
         else:
             idx = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise InputError(f"--index takes START:END or ids like 0,5,9; got {text!r}") from None
+    if idx is None:
+        if end > size:
+            raise InputError(f"--index {text!r} ends at {end}, but the test set has {size} "
+                             f"examples (0..{size - 1})")
+        idx = list(range(start, end))
     bad = [i for i in idx if not 0 <= i < size]
     if bad or not idx:
         raise InputError(f"--index {text!r} selects {'nothing' if not idx else f'{bad[0]}'}; the "
