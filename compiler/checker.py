@@ -18,10 +18,9 @@ from .types import BOOL, ERROR, INT, REAL, SET, TENSOR, Ty, broadcast, fmt_shape
 
 TYPE_NAMES = {"Real": "real", "Tensor": "tensor", "Label": "int", "Index": "int", "Nat": "int",
               "Int": "int", "Bool": "bool"}
-# Names a property argument may not take: they are options of Property.loss/search/holds.
-RESERVED_ARGS = {"logic", "search", "steps", "step_size", "restarts", "reduction", "params",
-                 "networks", "at", "samples", "points", "random_start", "early_stop", "generator",
-                 "model", "self"}
+# Names a property argument may not take: they are options of Property.loss/search/holds
+# (one list, compiler/options.py).
+from .options import RESERVED_ARGS  # noqa: E402
 
 BUILTINS = {
     "norm_inf": "norm_inf(v): the largest absolute element of v",
