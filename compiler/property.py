@@ -264,9 +264,8 @@ class Property:
     @staticmethod
     def _within(q: N, value: torch.Tensor, inside: torch.Tensor, lg: Logic | None) -> torch.Tensor:
         """The quantifier's value where its points lie in the domain; elsewhere (an empty
-        domain, or a point given outside it) a forall holds vacuously and an exists fails."""
-        if bool(inside.all()):
-            return value
+        domain, or a point given outside it) a forall holds vacuously and an exists fails.
+        Always a `where` (no host sync asking whether every point is inside)."""
         forall = q.op == "forall"
         lg = lg if lg is not None else BOOLEAN
         fill = (lg.true(T) if forall else lg.false(T)).to(dtype=value.dtype, device=value.device)

@@ -8,7 +8,7 @@ leaves the domain: PGD projects after every step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 
@@ -216,7 +216,8 @@ class PGD(Search):
 
     steps: gradient steps per restart; step_size: per-element step (default 2.5 * radius /
     steps); restarts: independent starts, the worst point per example is kept; early_stop:
-    stop once every example has a point with objective 0 (a counterexample or witness).
+    stop once every example has a point with objective 0 (a counterexample or witness),
+    looked at every CHECK_EVERY steps and after each restart (one host sync each time).
     """
 
     steps: int = 50
@@ -225,6 +226,9 @@ class PGD(Search):
     random_start: bool = True
     early_stop: bool = True
     name = "pgd"
+    # early stopping looks every this many steps (and after each restart), so the loop does
+    # not wait for the device at every step (issue 11)
+    CHECK_EVERY: ClassVar[int] = 10
 
     def __post_init__(self):
         if self.steps < 0 or self.restarts < 1:
@@ -242,14 +246,15 @@ class PGD(Search):
                  for k, d in domains.items()}
         for _ in range(self.restarts):
             x = {k: (d.sample(generator) if self.random_start else d.start()) for k, d in domains.items()}
-            for _ in range(self.steps):
+            for step in range(self.steps):
                 xs = {k: v.requires_grad_(True) for k, v in x.items()}
                 with torch.enable_grad():
                     obj, tie = _evaluate(objective, xs, batch)
                     grads = torch.autograd.grad(obj.sum(), list(xs.values()), allow_unused=True) \
                         if obj.requires_grad else [None] * len(xs)
                 best.update(xs, obj, tie)
-                if self.early_stop and best.all_found():
+                # asking "all found?" copies a flag to the host: only every CHECK_EVERY steps
+                if self.early_stop and (step + 1) % self.CHECK_EVERY == 0 and best.all_found():
                     return best.points, best.obj
                 x = {k: (domains[k].step(v.detach(), g, sizes[k]) if g is not None else v.detach())
                      for (k, v), g in zip(xs.items(), grads)}
