@@ -28,6 +28,8 @@ ATTACK_ORDER = ("SR", "SCR", "LR", "SCR-authors")
 # the two SCR definitions: (attack, the network trained with that definition)
 SCR_DEFINITIONS = {"paper": ("SCR", "constraint-scr"),
                    "authors": ("SCR-authors", "constraint-scr-authors")}
+DEFINITION_NAMES = {"paper": "the paper's definition, softmax >= eta",
+                    "authors": "the authors' code's definition, raw score >= log 0.3"}
 
 # thresholds, in percentage points of mean constraint security over eps > 0
 TOL = 1.0      # "at least as secure as": not lower by more than this
@@ -182,7 +184,7 @@ def check_claims(cells: dict[str, dict]) -> list[Claim]:
             nums = {"S(SCR-trained, SR)": n.S(scr_net, "SR"), "S(baseline, SR)": n.S("baseline", "SR")}
             claims.append(_claim(
                 f"E2-scr-vs-sr-{defn}-{d}", "E2", d,
-                f"{D}: SCR training ({defn}' definition) does not help against SR attacks",
+                f"{D}: SCR training ({DEFINITION_NAMES[defn]}) does not help against SR attacks",
                 f"S(SCR-trained, SR) - S(baseline, SR) <= {HELP:g}", n, nums,
                 lambda v: v[0] - v[1] <= HELP, defn))
             n = N()
@@ -191,8 +193,8 @@ def check_claims(cells: dict[str, dict]) -> list[Claim]:
                     f"S(baseline, {scr_attack})": n.S("baseline", scr_attack)}
             claims.append(_claim(
                 f"E2-sr-vs-scr-{defn}-{d}", "E2", d,
-                f"{D}: SR training helps against SCR attacks ({defn}' definition) less than SCR "
-                "training", f"S(SR-trained, {scr_attack}) < S(SCR-trained, {scr_attack})", n,
+                f"{D}: SR training helps against SCR attacks ({DEFINITION_NAMES[defn]}) less "
+                "than SCR training", f"S(SR-trained, {scr_attack}) < S(SCR-trained, {scr_attack})", n,
                 nums, lambda v: v[0] < v[1], defn))
 
         # E3: constraint training vs augmentation and adversarial training (SR attack)
@@ -447,7 +449,8 @@ def write_report(out: str | Path) -> dict[str, Path]:
         L += ["Claims checked under both SCR definitions:", ""]
         for cid, st in by_def.items():
             holds = [k for k, v in st.items() if v == "PASS"]
-            L.append(f"- {cid}: holds under {' and '.join(holds) if holds else 'neither'} "
+            names = {"paper": "the paper's", "authors": "the authors' code's"}
+            L.append(f"- {cid}: holds under {' and '.join(names[k] for k in holds) if holds else 'neither'} "
                      f"definition{'s' if len(holds) > 1 else ''} "
                      f"({', '.join(f'{k}: {v}' for k, v in st.items())})")
         L.append("")

@@ -1,0 +1,380 @@
+"""`robustspec reproduce`: the grid, cell skipping and resuming, selection, the report and its
+claim checks. Cells run the smoke budget on tests/fakedata.py's synthetic Fashion-MNIST."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustspec.dsl.errors import InputError
+from robustspec.runtime import cli, data
+from robustspec.runtime import reproduce as rp
+from robustspec.runtime import report as rep
+from robustspec.runtime.training import Trainer, load_checkpoint
+
+from fakedata import isolate_data_env, write_fashion
+
+BASE = rp.Cell("fashion-mnist", "baseline")
+SR = rp.Cell("fashion-mnist", "constraint-sr")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    isolate_data_env(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def fashion(tmp_path, monkeypatch) -> Path:
+    info = write_fashion(tmp_path / "data" / "fashion-mnist", n_train=300, n_test=80, learnable=True)
+    monkeypatch.setattr(data, "FASHION_MNIST_FILES", info["checksums"])
+    return tmp_path / "data"
+
+
+def plan(tmp_path, fashion, name="out") -> rp.Plan:
+    return rp.Plan(rp.BUDGETS["smoke"], str(tmp_path / name), str(fashion))
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ------------------------------------------------------------------ cells
+
+def test_smoke_grid_runs_and_writes_results_and_report(tmp_path, fashion):
+    p = plan(tmp_path, fashion)
+    logs = []
+    status = rp.run_grid([BASE, SR], p, jobs=1, log=logs.append)
+    assert status == {"done": [BASE.id, SR.id], "skipped": [], "failed": {}}
+    for cell in (BASE, SR):
+        r = json.loads((rp.cell_dir(p.out, cell) / "result.json").read_text())
+        assert r["cell"] == cell.id and r["n_train"] == 256 and r["n_test"] == 64
+        assert set(r["attacks"]) == set(rp.ATTACKS)
+        for a in r["attacks"].values():
+            assert [row["eps"] for row in a["rows"]] == list(rp.BUDGETS["smoke"].eps)
+            assert all(0 <= row["constraint_security"] <= 1 for row in a["rows"])
+        assert len(r["history"]) == rp.BUDGETS["smoke"].epochs
+        assert r["config"]["regime"] == rp.REGIMES[cell.regime].trainer
+    sr_cfg = json.loads((rp.cell_dir(p.out, SR) / "result.json").read_text())["config"]
+    assert sr_cfg["search_steps"] == 2 and sr_cfg["beta"] == 0.2
+    assert any("time left" in line for line in logs)
+
+    paths = rep.write_report(p.out)
+    text = paths["report"].read_text()
+    results = json.loads(paths["results"].read_text())
+    assert set(results["cells"]) == {BASE.id, SR.id}
+    assert "fashion-mnist/adversarial" in results["missing_cells"]
+    assert "| Baseline | " in text and "88.2" in text  # ours beside the paper's
+    acc = 100 * results["cells"][BASE.id]["clean_accuracy"]
+    assert f"| Baseline | {acc:.1f} | 88.2 | {acc - 88.2:+.1f} |" in text
+    assert "**Missing cells**" in text and "MISSING" in text
+    assert (Path(p.out) / "fig-network-constraint-sr-fashion-mnist.png").stat().st_size > 1000
+
+
+def test_done_cell_is_skipped(tmp_path, fashion, monkeypatch):
+    p = plan(tmp_path, fashion)
+    rp.run_grid([BASE], p, jobs=1, log=lambda m: None)
+    result = rp.cell_dir(p.out, BASE) / "result.json"
+    before = result.read_bytes()
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished cell was trained again")
+    monkeypatch.setattr(Trainer, "fit", no_training)
+    logs = []
+    status = rp.run_grid([BASE], p, jobs=1, log=logs.append)
+    assert status["skipped"] == [BASE.id] and status["done"] == []
+    assert any("skipped" in m for m in logs)
+    assert result.read_bytes() == before
+
+
+def test_killed_cell_resumes_from_its_checkpoint(tmp_path, fashion, monkeypatch):
+    # uninterrupted reference
+    ref = plan(tmp_path, fashion, "ref")
+    rp.run_cell(SR, ref)
+    # the same cell killed right after its first epoch's checkpoint
+    p = plan(tmp_path, fashion)
+    rp.check_folder(p)
+    real_save = Trainer.save
+    calls = []
+
+    def save_then_die(self):
+        real_save(self)
+        calls.append(self.epoch)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        rp.run_cell(SR, p)
+    folder = rp.cell_dir(p.out, SR)
+    assert calls == [1] and not (folder / "result.json").exists()
+    assert load_checkpoint(folder / "train" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(Trainer, "save", real_save)
+
+    resumed_epochs = []
+    real_fit = Trainer.fit
+
+    def fit(self, *a, **k):
+        out = real_fit(self, *a, **k)
+        resumed_epochs.extend(h["epoch"] for h in self.history)
+        return out
+    monkeypatch.setattr(Trainer, "fit", fit)
+    r = rp.run_cell(SR, p)
+    want = json.loads((rp.cell_dir(ref.out, SR) / "result.json").read_text())
+    assert resumed_epochs == [1, 2]
+    # the resumed run reaches the uninterrupted run's weights and numbers
+    a = load_checkpoint(folder / "train" / "last.pt")["model"]
+    b = load_checkpoint(rp.cell_dir(ref.out, SR) / "train" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    def numbers(result):  # everything but the timings
+        return {a: [{k: v for k, v in row.items() if k != "seconds"} for row in e["rows"]]
+                for a, e in result["attacks"].items()}
+    assert numbers(r) == numbers(want)
+    assert [h["loss"] for h in r["history"]] == [h["loss"] for h in want["history"]]
+
+
+def test_evaluation_killed_midway_keeps_the_finished_attacks(tmp_path, fashion, monkeypatch):
+    from robustspec.runtime import metrics
+
+    p = plan(tmp_path, fashion)
+    real = metrics.evaluate
+    calls = []
+
+    def evaluate_then_die(model, prop, *a, **k):
+        calls.append(prop.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed during the second attack
+        return real(model, prop, *a, **k)
+    monkeypatch.setattr(metrics, "evaluate", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        rp.run_cell(BASE, p)
+    folder = rp.cell_dir(p.out, BASE)
+    saved = (folder / "eval-sr.json").read_text()
+    assert not (folder / "result.json").exists() and not (folder / "eval-scr.json").exists()
+    calls.clear()
+    monkeypatch.setattr(metrics, "evaluate", lambda *a, **k: (calls.append(a[1].name), real(*a, **k))[1])
+    r = rp.run_cell(BASE, p)
+    assert calls == ["scr", "lr", "scr_authors"]  # SR was not evaluated again
+    assert (folder / "eval-sr.json").read_text() == saved
+    assert r["attacks"]["SR"] == json.loads(saved)
+    assert set(r["attacks"]) == set(rp.ATTACKS)
+
+
+# ------------------------------------------------------------------ selection
+
+def test_cells_selection_by_ids_and_globs():
+    cells = rp.grid()
+    ids = [c.id for c in cells]
+    assert len(ids) == len(set(ids)) == 2 * len(rp.REGIMES) + len(rp.E4_REGIMES)
+    assert [c.id for c in rp.select(cells, ["fashion-mnist/baseline"])] == ["fashion-mnist/baseline"]
+    gtsrb = rp.select(cells, ["gtsrb/*"])
+    assert [c.regime for c in gtsrb] == list(rp.REGIMES) and {c.model for c in gtsrb} == {"mlp"}
+    cnn = rp.select(cells, ["fashion-mnist/cnn-*"])
+    assert [c.regime for c in cnn] == list(rp.E4_REGIMES) and {c.model for c in cnn} == {"cnn"}
+    # grid order, no duplicates
+    both = rp.select(cells, ["gtsrb/baseline", "fashion-mnist/base*", "gtsrb/baseline"])
+    assert [c.id for c in both] == ["fashion-mnist/baseline", "gtsrb/baseline"]
+    with pytest.raises(InputError, match=r"mnist/nope matches no cell.*fashion-mnist/baseline"):
+        rp.select(cells, ["fashion-mnist/baseline", "mnist/nope"])
+
+
+def test_cli_list_shows_selection_and_done_cells(tmp_path, fashion, capsys):
+    rp.run_grid([BASE], plan(tmp_path, fashion), jobs=1, log=lambda m: None)
+    code, out, _ = run(capsys, "reproduce", "--budget", "smoke", "--dataset", "fashion-mnist",
+                       "--cells", "fashion-mnist/base*,fashion-mnist/adv*", "--list",
+                       "--out", tmp_path / "out", "--data-dir", fashion)
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].split()[:2] == ["fashion-mnist/baseline", "done"]
+    assert lines[1].split()[:2] == ["fashion-mnist/adversarial", "todo"]
+
+
+def test_cli_runs_selected_cells_with_two_jobs(tmp_path, fashion, capsys):
+    code, out, err = run(capsys, "reproduce", "--budget", "smoke", "--dataset", "fashion-mnist",
+                         "--cells", "fashion-mnist/baseline,fashion-mnist/augment-uniform",
+                         "--jobs", "2", "--threads", "1", "--out", tmp_path / "out",
+                         "--data-dir", fashion)
+    assert code == 0, err
+    done = sorted(p.parent.name for p in (tmp_path / "out" / "cells").glob("**/result.json"))
+    assert done == ["augment-uniform", "baseline"]
+    r = json.loads((tmp_path / "out" / "cells" / "fashion-mnist" / "baseline" / "result.json").read_text())
+    assert r["threads"] == 1
+    assert "report:" in out and (tmp_path / "out" / "report.md").exists()
+
+
+# ------------------------------------------------------------------ report-only
+
+def test_report_only_assembles_cells_copied_from_elsewhere(tmp_path, fashion, capsys):
+    a = plan(tmp_path, fashion, "machine-a")
+    rp.run_grid([BASE, SR], a, jobs=1, log=lambda m: None)
+    merged = tmp_path / "merged"
+    shutil.copytree(Path(a.out) / "cells", merged / "cells")  # no settings.json: read from cells
+    code, out, err = run(capsys, "reproduce", "--report-only", "--out", merged)
+    assert code == 0, err
+    results = json.loads((merged / "results.json").read_text())
+    assert set(results["cells"]) == {BASE.id, SR.id}
+    assert results["settings"]["budget"]["name"] == "smoke"
+    text = (merged / "report.md").read_text()
+    assert "Budget **smoke**" in text and "fashion-mnist/constraint-lr" in text  # listed missing
+    code, _, err = run(capsys, "reproduce", "--report-only", "--out", tmp_path / "nowhere")
+    assert code == 2 and "not a folder" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ claims
+
+def fake_cell(regime, sec: dict[str, float], acc=0.85, dataset="fashion-mnist", model="mlp"):
+    """A result whose security against each attack is flat at sec[attack] % for eps > 0."""
+    cid = f"{dataset}/{regime}" if model == "mlp" else f"{dataset}/cnn-{regime}"
+    eps = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1)
+    return cid, {"cell": cid, "dataset": dataset, "regime": regime.removeprefix("cnn-"),
+                 "model": model, "label": regime, "clean_accuracy": acc,
+                 "attacks": {a: {"rows": [{"eps": e, "constraint_security": (1.0 if e == 0 else s / 100),
+                                           "constraint_accuracy": 1.0} for e in eps]}
+                             for a, s in sec.items()}}
+
+
+def paper_like():
+    """Numbers shaped as the paper reports them: every claim holds."""
+    s = {  # SR, SCR, LR, SCR-authors
+        "baseline": (30, 20, 5, 90), "augment-uniform": (25, 15, 4, 88),
+        "augment-fgsm": (28, 18, 4, 89), "adversarial": (95, 80, 10, 99),
+        "constraint-sr": (90, 40, 10, 95), "constraint-scr": (32, 60, 5, 97),
+        "constraint-lr": (92, 45, 30, 96), "constraint-scr-authors": (31, 20, 5, 99.5)}
+    acc = {"adversarial": 0.80}
+    cells = dict(fake_cell(r, dict(zip(("SR", "SCR", "LR", "SCR-authors"), v)), acc.get(r, 0.88))
+                 for r, v in s.items())
+    for r, v in {"baseline": 20, "augment-uniform": 30, "augment-fgsm": 35, "constraint-sr": 50}.items():
+        cells.update([fake_cell(r, {"SR": 50, "SCR": v, "LR": 5, "SCR-authors": 90}, model="cnn")])
+    return cells
+
+
+def by_id(claims):
+    return {c.id: c for c in claims}
+
+
+def test_claims_pass_on_the_papers_shape():
+    claims = rep.check_claims(paper_like())
+    bad = [(c.id, c.status, c.evidence()) for c in claims if c.status != "PASS"]
+    assert not bad
+    ids = set(by_id(claims))
+    for want in ("E1-sr-fashion-mnist", "E1-lr-fashion-mnist", "E1-hardest-paper-fashion-mnist",
+                 "E1-hardest-authors-fashion-mnist", "E2-scr-vs-sr-paper-fashion-mnist",
+                 "E2-sr-vs-scr-authors-fashion-mnist", "E3-close-fashion-mnist",
+                 "E3-augment-below-fashion-mnist", "E3-accuracy-cost-fashion-mnist",
+                 "E4-ru-below-fgsm-fashion-mnist", "E4-cnn-ru-below-fgsm", "E4-cnn-augment-helps",
+                 "E4-cnn-trend"):
+        assert want in ids
+
+
+@pytest.mark.parametrize("regime, attack, value, fails", [
+    ("constraint-lr", "SR", 85.0, "E1-sr-fashion-mnist"),            # LR-trained 5 below SR-trained
+    ("constraint-sr", "LR", 41.0, "E1-hardest-paper-fashion-mnist"),  # LR attack no longer hardest
+    ("constraint-scr", "SR", 36.0, "E2-scr-vs-sr-paper-fashion-mnist"),  # SCR training helps +6
+    ("constraint-sr", "SCR", 60.0, "E2-sr-vs-scr-paper-fashion-mnist"),  # as good as SCR training
+    ("constraint-scr-authors", "SR", 40.0, "E2-scr-vs-sr-authors-fashion-mnist"),
+    ("constraint-sr", "SR", 84.0, "E3-close-fashion-mnist"),          # 11 below adversarial
+    ("augment-fgsm", "SR", 91.0, "E3-augment-below-fashion-mnist"),
+    ("augment-uniform", "SR", 29.0, "E4-ru-below-fgsm-fashion-mnist"),  # RU above FGSM
+])
+def test_each_claim_fails_when_its_numbers_say_so(regime, attack, value, fails):
+    cells = paper_like()
+    cid = f"fashion-mnist/{regime}"
+    for row in cells[cid]["attacks"][attack]["rows"]:
+        if row["eps"] > 0:
+            row["constraint_security"] = value / 100
+    claims = by_id(rep.check_claims(cells))
+    assert claims[fails].status == "FAIL", claims[fails].evidence()
+    # the other definition's version of an E2 claim is untouched
+    if "-paper-" in fails:
+        assert claims[fails.replace("-paper-", "-authors-")].status == "PASS"
+
+
+def test_thresholds_are_where_the_report_says():
+    cells = paper_like()  # constraint-sr SR 90, adversarial SR 95: close (5 <= 10)
+    for v, status in ((85.5, "PASS"), (84.5, "FAIL")):
+        for row in cells["fashion-mnist/constraint-sr"]["attacks"]["SR"]["rows"]:
+            row["constraint_security"] = 1.0 if row["eps"] == 0 else v / 100
+        assert by_id(rep.check_claims(cells))["E3-close-fashion-mnist"].status == status
+
+
+def test_accuracy_cost_and_cnn_claims_fail():
+    cells = paper_like()
+    cells["fashion-mnist/adversarial"]["clean_accuracy"] = 0.875  # only 0.5 below the baseline
+    for row in cells["fashion-mnist/cnn-augment-uniform"]["attacks"]["SCR"]["rows"][1:]:
+        row["constraint_security"] = 0.15  # below the CNN baseline's 20
+    claims = by_id(rep.check_claims(cells))
+    assert claims["E3-accuracy-cost-fashion-mnist"].status == "FAIL"
+    assert claims["E4-cnn-augment-helps"].status == "FAIL"
+
+
+def test_missing_cells_make_claims_missing_not_pass_or_fail():
+    cells = paper_like()
+    del cells["fashion-mnist/constraint-lr"]
+    claims = by_id(rep.check_claims(cells))
+    assert claims["E1-sr-fashion-mnist"].status == "MISSING"
+    assert claims["E1-sr-fashion-mnist"].missing == ["fashion-mnist/constraint-lr"]
+    assert claims["E3-close-fashion-mnist"].status == "PASS"
+
+
+def test_report_from_hand_made_cells(tmp_path):
+    for cid, r in paper_like().items():
+        path = tmp_path / "cells" / cid / "result.json"
+        path.parent.mkdir(parents=True)
+        r = {**r, "n_test": 100, "train_seconds": 1.0, "history": [{}], "threads": 1,
+             "settings": rp.Plan(rp.BUDGETS["quick"], str(tmp_path)).settings()}
+        path.write_text(json.dumps(r))
+    paths = rep.write_report(tmp_path)
+    text = paths["report"].read_text()
+    assert "**FAIL**" not in text and text.count("**PASS**") >= 13
+    assert "E2-scr-vs-sr-fashion-mnist: holds under the paper's and the authors' code's" in text
+    assert (tmp_path / "fig-e4-scr-fashion-mnist.png").exists()
+    assert "Figure 11" in text and "Figure 2, 13" in text
+
+
+# ------------------------------------------------------------------ bad arguments
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "mnist"], "--dataset 'mnist': choose from fashion-mnist, gtsrb"),
+    (["--cells", "fashion-mnist/nothing*"], "matches no cell"),
+])
+def test_bad_arguments_are_clean_errors(tmp_path, capsys, argv, message):
+    code, _, err = run(capsys, "reproduce", "--budget", "smoke", "--out", tmp_path / "o", *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["--budget", "huge"], ["--jobs", "0"], ["--threads", "x"],
+                                  ["--gtsrb-size", "40"]])
+def test_bad_option_values_are_usage_errors(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["reproduce", "--out", str(tmp_path / "o"), *argv])
+    assert e.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_folder_of_other_settings_is_refused(tmp_path, fashion, capsys):
+    rp.check_folder(plan(tmp_path, fashion))
+    code, _, err = run(capsys, "reproduce", "--budget", "quick", "--dataset", "fashion-mnist",
+                       "--out", tmp_path / "out", "--data-dir", fashion)
+    assert code == 2 and "other settings" in err and "budget smoke there, quick now" in err
+
+
+def test_missing_data_is_a_clean_error(tmp_path, capsys):
+    code, _, err = run(capsys, "reproduce", "--budget", "smoke", "--dataset", "fashion-mnist",
+                       "--cells", "fashion-mnist/baseline", "--out", tmp_path / "o",
+                       "--data-dir", tmp_path)
+    assert code == 2 and "Traceback" not in err and "fashion" in err.lower()
+
+
+def test_budgets_are_the_papers_settings_and_scaled_copies():
+    paper = rp.BUDGETS["paper"]
+    assert (paper.epochs, paper.lr, paper.batch_size, paper.alpha, paper.beta, paper.train_steps,
+            paper.step_size, paper.eval_steps, paper.samples) == (100, 1e-4, 128, 1, 0.2, 50, 0.01, 50, 100)
+    assert paper.train_limit is None and paper.test_limit is None
+    assert paper.eps == (0.0, 0.02, 0.04, 0.06, 0.08, 0.1)
+    quick = rp.BUDGETS["quick"]
+    assert replace(quick, name="paper", epochs=100, lr=1e-4, train_steps=50, step_size=0.01,
+                   test_limit=None, cnn_epochs=100, cnn_train_limit=None, cnn_test_limit=None) == paper
