@@ -39,8 +39,6 @@ COMMAND_MODULES = ("robustspec.runtime.commands", "robustspec.runtime.verify_cli
 
 USER_ERRORS = (RobustspecError, OSError)
 
-_params = parse_params  # the old private name (kept for scripts that used it)
-
 
 def _check_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("files", nargs="+", metavar="FILE")

@@ -13,8 +13,6 @@ from pathlib import Path
 from .options import (COMMANDS, UserError, add_data_options, add_logic_option, add_param_option,
                       command, count, parse_params, radii, radius, step)
 
-_params = parse_params  # the old private name
-_floats = radii
 
 
 def _load_property(spec: str | None, name: str | None, params: dict):
@@ -68,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"runs/{args.dataset}-{args.regime}-seed{args.seed}")
     refuse_overwrite(out / "last.pt", args.resume, args.overwrite)  # before loading any data
-    params = _params(args.param)
+    params = parse_params(args.param)
     if args.eps is not None:
         params["eps"] = args.eps
     prop = _load_property(args.spec, args.property, params)
@@ -116,7 +114,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import evaluate
 
     eps = radii(args.eps)  # every option is checked before anything is loaded
-    prop = _load_property(args.spec, args.property, _params(args.param))
+    prop = _load_property(args.spec, args.property, parse_params(args.param))
     model, data = _model_and_test_data(args)
     result = evaluate(model, prop, data.x, data.y, eps=eps, steps=args.steps,
                       step_size=args.step_size, restarts=args.restarts, samples=args.samples,
@@ -133,7 +131,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_attack(args: argparse.Namespace) -> int:
     from .attack import attack
 
-    prop = _load_property(args.spec, args.property, _params(args.param))
+    prop = _load_property(args.spec, args.property, parse_params(args.param))
     model, data = _model_and_test_data(args)
     result = attack(model, prop, data.x, data.y, eps=args.eps, steps=args.steps,
                     step_size=args.step_size, restarts=args.restarts, logic=args.logic, seed=args.seed)
