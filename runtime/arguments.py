@@ -8,6 +8,7 @@ to pass instead. The searches the runtime runs are built here too (`pgd`), once.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Mapping
 
 import torch
@@ -134,17 +135,30 @@ def labels_fit(y: torch.Tensor, classes: int, what: str) -> None:
                          "dataset's class count")
 
 
+@contextmanager
+def evaluating(model):
+    """Eval mode for the duration (an nn.Module's mode is restored after; a plain callable
+    has none)."""
+    if not isinstance(model, torch.nn.Module):
+        if not callable(model):
+            raise InputError(f"the model must be a torch.nn.Module or a callable, not "
+                             f"{type(model).__name__}")
+        yield model
+        return
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
 def model_fits(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, what: str) -> None:
     """One forward pass on the first input (eval mode, no grad): a model that cannot take x,
     returns no logits, or has fewer outputs than the labels need is an InputError here, not a
     torch error deep inside a search."""
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = logits(model, x[:1], what)
-    finally:
-        model.train(was)
+    with evaluating(model), torch.no_grad():
+        out = logits(model, x[:1], what)
     labels_fit(y, out.shape[1], what)
 
 
@@ -201,5 +215,5 @@ def pgd(steps: int = 50, step_size_: float | None = None, restarts: int = 1) -> 
 
 
 __all__ = ["radius", "radii", "step_size", "count", "params", "batch", "finite_inputs", "logits",
-           "labels_fit", "model_fits", "pgd", "property_args",
+           "labels_fit", "model_fits", "evaluating", "pgd", "property_args",
            "domains_not_empty", "RADIUS_PARAMS"]

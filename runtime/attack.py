@@ -103,14 +103,9 @@ def attack(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Ten
         xs.append(next(iter(found.points.values())))
         viol.append(~verdict.holds)
         scores.append(s)
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            xf = torch.cat(xs)
-            pc = torch.cat([model(x[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
-            pf = torch.cat([model(xf[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was)
+    with arguments.evaluating(model), torch.no_grad():
+        xf = torch.cat(xs)
+        pc = torch.cat([model(x[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
+        pf = torch.cat([model(xf[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
     return AttackResult(prop.name, x, xf, y, pc, pf, torch.cat(viol), torch.cat(scores), eps)
 

@@ -116,9 +116,7 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
                                              "params": {k: v for k, v in
                                                         {**prop.params, **(params or {})}.items()
                                                         if k != eps_param}})
-    was_training = model.training
-    model.eval()
-    try:
+    with arguments.evaluating(model):
         with torch.no_grad():
             clean = torch.cat([model(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]
                                for i in range(0, len(x), batch_size)]).float().mean().item()
@@ -145,6 +143,4 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
             result.rows.append(EvalRow(e, n, clean, sec / n, acc / n if sampler else None, vac,
                                        time.perf_counter() - start))
         bar.close()
-    finally:
-        model.train(was_training)
     return result

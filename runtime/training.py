@@ -125,6 +125,11 @@ class Trainer:
                  progress: bool | None = None):
         if config.regime != "baseline" and prop is None:
             raise TrainingError(f"regime '{config.regime}' needs a spec: pass --spec FILE --property NAME")
+        if not isinstance(model, torch.nn.Module):
+            raise InputError(f"train: the model must be a torch.nn.Module, not {type(model).__name__}")
+        if not any(p.requires_grad for p in model.parameters()):
+            raise InputError(f"train: the model ({type(model).__name__}) has no trainable "
+                             "parameters; nothing to train")
         self.model = model
         self.cfg = config
         self.prop = prop

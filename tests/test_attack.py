@@ -184,3 +184,45 @@ def test_bad_shapes_and_models_are_input_errors(sr):
             attack(model, sr, case["x"], case["y"], eps=EPS, steps=2)
         with pytest.raises(InputError, match=message):
             evaluate(model, sr, case["x"], case["y"], eps=[EPS], steps=2, samples=0)
+
+
+def test_seeded_fuzz_of_bad_api_calls_gives_robustspec_errors_only(sr):
+    """300 seeded mixes of good and bad arguments to attack/evaluate/train: each call either
+    runs or raises a RobustspecError; never a raw torch/Python error."""
+    import random
+
+    from robustspec.dsl.errors import RobustspecError
+    from robustspec.runtime.metrics import evaluate
+    from robustspec.runtime.training import train
+
+    x, y = images([0.1, 0.6, 0.7]), torch.tensor([1, 0, 0])
+    numbers = [0.1, 0.0, -1.0, float("nan"), float("inf"), -0.0, 1e308, "0.1", None, True]
+    inputs = [(x, y), (x[:0], y[:0]), (x, y[:2]), (x, y[:, None]), (x, y.float()),
+              (x.double(), y), (x.flatten(1), y), (x.clone().fill_(float("nan")), y),
+              (x.long(), y), ([0.1], y), (x, torch.tensor([1, 0, 7]))]
+    models = [Ramp(), Pair(), nn.Identity(), nn.Linear(3, 2), lambda t: None]
+    rng = random.Random(1234)
+
+    def pick(options):  # the first (good) option half the time, else any
+        return options[0] if rng.random() < 0.5 else rng.choice(options)
+    outcomes = {"ran": 0, "refused": 0}
+    for _ in range(300):
+        (xs, ys), model = pick(inputs), pick(models)
+        eps, step = pick(numbers), pick([None] + numbers)
+        params = pick([None, {"delta": pick(numbers)}, {"eps": pick(numbers)}, {"nope": 1.0}])
+        which = rng.choice(["attack", "evaluate", "train"])
+        try:
+            if which == "attack":
+                attack(model, sr, xs, ys, eps=eps, step_size=step, params=params, steps=1)
+            elif which == "evaluate":
+                evaluate(model, sr, xs, ys, eps=[eps], step_size=step, params=params, steps=1,
+                         samples=rng.choice([0, 1]))
+            else:
+                if not isinstance(model, nn.Module):
+                    continue  # train needs parameters to optimise
+                train(model, xs, ys, "constraint", prop=sr, epochs=1, step_size=step,
+                      params=params or {}, search_steps=1, progress=False)
+            outcomes["ran"] += 1
+        except RobustspecError:
+            outcomes["refused"] += 1
+    assert outcomes["ran"] > 20 and outcomes["refused"] > 100, outcomes
