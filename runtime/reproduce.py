@@ -215,6 +215,7 @@ def cell_dir(out: str | Path, cell: Cell) -> Path:
 
 
 def _status(folder: Path, **fields) -> None:
+    """What a cell is doing, for the progress display of the process that runs the grid."""
     atomic_write_text(folder / "status.json", json.dumps({**fields, "time": time.time()}))
 
 
@@ -247,13 +248,15 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
     trainer = Trainer(model, cfg, props[regime.prop] if regime.prop else None, folder / "train",
                       info, progress=False)
 
+    started = time.time()
+
     def on_epoch(s):
-        _status(folder, phase="train", epoch=s.epoch, epochs=epochs)
+        _status(folder, phase="train", epoch=s.epoch, epochs=epochs, started=started)
         if log:
             log(f"  {cell.id}: epoch {s.epoch}/{epochs}, loss {s.loss:.4f}, train accuracy "
                 f"{s.accuracy:.3f}, {s.examples_per_s:.0f} ex/s")
 
-    _status(folder, phase="train", epoch=0, epochs=epochs)
+    _status(folder, phase="train", epoch=0, epochs=epochs, started=started)
     trainer.fit(train.x, train.y, resume=True, on_epoch=on_epoch)
     attacks = {}
     for name, prop in props.items():
@@ -264,7 +267,7 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
             attacks[name] = EvalResult(d["property"], [EvalRow(**r) for r in d["rows"]],
                                        d["settings"]).to_dict()
             continue
-        _status(folder, phase="evaluate", attack=name)
+        _status(folder, phase="evaluate", attack=name, started=started)
         r = evaluate(model, prop, test.x, test.y, eps=b.eps, steps=b.eval_steps,
                      samples=b.samples, seed=b.seed, progress=False)
         r.save(stem)
@@ -345,14 +348,22 @@ def _fmt(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _running_line(cell: Cell, plan: Plan, started: float) -> str:
+def _status_time(out, cell: Cell) -> float:
+    """When the cell last reported (0: never, or not readable); older than the grid: stale."""
+    try:
+        return float(json.loads((cell_dir(out, cell) / "status.json").read_text())["time"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def _running_line(cell: Cell, plan: Plan) -> str:
     try:
         s = json.loads((cell_dir(plan.out, cell) / "status.json").read_text())
         what = (f"epoch {s['epoch']}/{s['epochs']}" if s["phase"] == "train"
-                else f"evaluating {s['attack']}")
+                else f"evaluating {s['attack']}") + f", {_fmt(time.time() - s['started'])}"
     except (OSError, ValueError, KeyError):
         what = "starting"
-    return f"{cell.id} ({what}, {_fmt(time.time() - started)})"
+    return f"{cell.id} ({what})"
 
 
 def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
@@ -420,13 +431,13 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
                     predicted += estimate[cell]  # workers overlap: calibrate on the grid's pace
                     log(f"  {cell.id} done: clean accuracy {100 * r['clean_accuracy']:.1f}%")
                 remaining = [futures[f][0] for f in pending]
-                running = [c for c in remaining if (cell_dir(out, c) / "status.json").exists()]
+                running = [c for c in remaining if _status_time(out, c) >= t_grid]
                 if remaining:
                     elapsed = time.time() - t_grid
                     scale = (elapsed * jobs / predicted) if predicted else 1.0
                     left = scale * sum(estimate[c] for c in remaining) / jobs
                     log(f"[{len(done) + len(failed)}/{len(todo)} finished, {_fmt(elapsed)}] "
-                        f"running: " + ", ".join(_running_line(c, plan, t_grid) for c in running)
+                        f"running: " + ", ".join(_running_line(c, plan) for c in running)
                         + f"; time left about {_fmt(left)}")
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
