@@ -1,9 +1,15 @@
 """The intermediate representation that every lowering reads.
 
-One uniform node type, `N(op, args, attr)`, so each interpreter (loss under a logic, boolean
-checker, search objective, sympy, pretty-printer) is a table keyed by `op`, and they cannot
-disagree about what a formula means. Nodes are hash-consed: building the same subterm twice
-(`f(x0)` in two places) gives the same object, so caches keyed by identity share the work.
+One uniform node type, `N(op, args, attr)`, read by every back end (compiler/backends.py: loss
+under a logic - the exact checker being the logic "boolean" - search objective, sympy,
+explain, verification query). Each lowering dispatches on `op` once, when it compiles a node
+(lower.py: tables of torch functions for the arithmetic, comparison and reduction ops, one
+branch for each other op), never at run time. Nodes are hash-consed: building the same subterm
+twice (`f(x0)` in two places) gives the same object, so caches keyed by identity share the
+work, and `walk` visits each node once (every pass is linear in the DAG size). The IR keeps a
+formula as written: `Builder.and_` / `or_` only read a chain `A and B and C` as one n-ary node;
+they never merge or drop operands (compiler/simplify.py applies a law only for a logic that
+claims it).
 
 Term ops:    const int var apply neg abs exp log add sub mul div max2 min2
              norm_inf norm_1 norm_2 normp sum max min softmax log_softmax argmax index

@@ -73,72 +73,7 @@ def network_input_error(name: str, net, inp: torch.Tensor, error: Exception) -> 
                       "size the network takes")
 
 
-class TorchOps:
-    """The primitives a Logic may use, on torch tensors."""
-
-    relu = staticmethod(torch.relu)
-    abs = staticmethod(torch.abs)
-    exp = staticmethod(torch.exp)
-    log = staticmethod(torch.log)
-    minimum = staticmethod(torch.minimum)
-    maximum = staticmethod(torch.maximum)
-
-    @staticmethod
-    def eq(a, b):
-        r = a == b
-        return r.to(a.dtype if a.is_floating_point() else torch.get_default_dtype())
-
-    @staticmethod
-    def sum(v, dim):
-        return v.sum(dim)
-
-    @staticmethod
-    def prod(v, dim):
-        return v.prod(dim)
-
-    @staticmethod
-    def amin(v, dim):
-        return v.amin(dim)
-
-    @staticmethod
-    def amax(v, dim):
-        return v.amax(dim)
-
-    @staticmethod
-    def const(x):
-        return torch.tensor(x)
-
-    @staticmethod
-    def clamp(v, lo, hi):
-        return torch.clamp(v, lo, hi)
-
-    @staticmethod
-    def where(c, a, b):
-        return torch.where(c, a, b)
-
-    logical_and = staticmethod(torch.logical_and)
-    logical_or = staticmethod(torch.logical_or)
-
-    @staticmethod
-    def all(v, dim):
-        return v.all(dim)
-
-    @staticmethod
-    def any(v, dim):
-        return v.any(dim)
-
-    symbolic = False
-
-    @staticmethod
-    def logsumexp(v, dim):
-        return torch.logsumexp(v, dim)
-
-    @staticmethod
-    def size(v, dim):
-        return v.shape[dim]
-
-
-T = TorchOps()
+from .ops import T, TorchOps  # noqa: E402  (re-exported: the backend primitives)
 
 
 def align(v: torch.Tensor, from_depth: int, to_depth: int) -> torch.Tensor:

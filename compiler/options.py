@@ -3,10 +3,10 @@ can never shadow one (the checker refuses such names) and binding splits them of
 """
 from __future__ import annotations
 
-from .search import STRATEGIES
+from .search import SEARCHES
 
 # every option of every search strategy (steps, step_size, restarts, samples, points, ...)
-SEARCH_OPTIONS = frozenset(f for cls in STRATEGIES.values() for f in cls.__dataclass_fields__)
+SEARCH_OPTIONS = frozenset(f for _name, cls in SEARCHES.items() for f in cls.__dataclass_fields__)
 # the other keywords of loss / value / search / check / holds (and names Python reserves there)
 CALL_OPTIONS = frozenset({"logic", "search", "reduction", "params", "networks", "at",
                           "generator", "model", "self"})

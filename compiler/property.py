@@ -193,6 +193,12 @@ class Property:
             vacuous = vacuous & holds
         return Verdict(holds, vacuous)
 
+    def lower(self, backend: str, **options):
+        """This property through one back end of the table (compiler/backends.py): "loss",
+        "checker", "objective", "sympy", "explain", "query", or one registered since."""
+        from .backends import lower
+        return lower(self, backend, **options)
+
     def holds(self, model=None, **kwargs) -> torch.Tensor:
         """Bool [batch]: does the body hold at `at` (searched for first when not given)?"""
         return self.check(model, **kwargs).holds

@@ -14,6 +14,8 @@ import torch
 
 from robustspec.dsl.errors import InputError
 
+from .registry import Registry
+
 Objective = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor | None]]
 
 
@@ -381,7 +383,16 @@ class FixedPoints(Search):
         return "fixed candidate points"
 
 
-STRATEGIES = {"pgd": PGD, "fgsm": FGSM, "random": RandomSampling, "points": FixedPoints}
+SEARCHES: Registry = Registry("search", error=InputError)
+for _cls in (PGD, FGSM, RandomSampling, FixedPoints):
+    SEARCHES.register(_cls.name, _cls)
+STRATEGIES = SEARCHES  # the name this table had before it was a Registry
+
+
+def register_search(name: str, cls: type[Search]) -> None:
+    """Make `search=name` available: `cls(**options)` is a Search (a dataclass: its fields are
+    the options)."""
+    SEARCHES.register(name, cls)
 
 
 def make_search(search: str | Search = "pgd", **options) -> Search:
@@ -390,12 +401,7 @@ def make_search(search: str | Search = "pgd", **options) -> Search:
         if options:
             raise TypeError(f"options {sorted(options)} given with a Search object; set them on it")
         return search
-    cls = STRATEGIES.get(str(search).lower())
-    if cls is None:
-        import difflib
-        close = difflib.get_close_matches(str(search), STRATEGIES, n=1)
-        raise ValueError(f"unknown search '{search}'" + (f"; did you mean '{close[0]}'?" if close else "")
-                         + f" (available: {', '.join(STRATEGIES)})")
+    cls = SEARCHES.get(str(search))
     allowed = set(cls.__dataclass_fields__)
     if cls is FixedPoints and "points" not in options:
         raise TypeError("search='points' needs the candidates: points=tensor [batch, n, ...] "
@@ -406,4 +412,5 @@ def make_search(search: str | Search = "pgd", **options) -> Search:
     return cls(**options)
 
 
-__all__ = ["PGD", "FGSM", "RandomSampling", "FixedPoints", "Search", "RealDomain", "make_search"]
+__all__ = ["PGD", "FGSM", "RandomSampling", "FixedPoints", "Search", "RealDomain", "make_search",
+           "SEARCHES", "register_search"]

@@ -4,6 +4,7 @@ Compiling takes milliseconds and happens once; properties are then called many t
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -16,16 +17,77 @@ from .normalise import normalise
 from .property import Property
 
 
+class Phases:
+    """One compilation, phase by phase, each a cached property computed on first use (as in
+    Vyper's CompilerData): `ast` (dsl) -> `checked` (names, types, IR) -> `normal` (domains,
+    NNF, search objectives) -> `properties` (compiled Property objects). Back ends read the
+    normalised properties (compiler/backends.py)."""
+
+    def __init__(self, source: str | os.PathLike, params: dict | None = None,
+                 filename: str | None = None):
+        self.source, self.params, self.filename = source, params, filename
+
+    @functools.cached_property
+    def name(self) -> str:
+        return str(self.source) if _looks_like_path(self.source) else (self.filename or "<string>")
+
+    @functools.cached_property
+    def ast(self):
+        if _looks_like_path(self.source):
+            return parse_file(self.source)
+        return parse(str(self.source), self.name)
+
+    @functools.cached_property
+    def _checked(self):
+        return check(self.ast, self.params)
+
+    @property
+    def checked(self):
+        """The checked module (IR per property, parameters, networks)."""
+        return self._checked[0]
+
+    @property
+    def diagnostics(self) -> DiagnosticBag:
+        return self._checked[1]
+
+    @functools.cached_property
+    def normal(self) -> dict:
+        # also on a module with errors, to report them all at once
+        return normalise(self.checked, self.diagnostics)
+
+    @functools.cached_property
+    def properties(self) -> dict[str, Property]:
+        normal = self.normal
+        self.diagnostics.raise_if_errors()
+        _warn(self.checked, normal, self.diagnostics)
+        return {k: Property(v, self.checked.networks, self.checked.params, self.name)
+                for k, v in normal.items()}
+
+
 class CompiledSpec:
-    """The properties of one spec, by name: `spec["sr"]`."""
+    """The properties of one spec, by name: `spec["sr"]`; `spec.phases` keeps every phase
+    (`spec.ast`, `spec.checked`, `spec.normal`)."""
 
     def __init__(self, name: str, properties: dict[str, Property], params: dict, networks: dict,
-                 warnings: list[Diagnostic]):
+                 warnings: list[Diagnostic], phases: Phases | None = None):
         self.name = name
         self.properties = properties
         self.params = params
         self.networks = networks
         self.warnings = warnings
+        self.phases = phases
+
+    @property
+    def ast(self):
+        return self.phases.ast if self.phases else None
+
+    @property
+    def checked(self):
+        return self.phases.checked if self.phases else None
+
+    @property
+    def normal(self) -> dict | None:
+        return self.phases.normal if self.phases else None
 
     def __getitem__(self, name: str) -> Property:
         try:
@@ -59,19 +121,11 @@ def compile_spec(source: str | os.PathLike, params: dict | None = None, *,
     params overrides the spec's parameter defaults, e.g. {"eps": 0.05}; properties also take
     params= per call, so one compiled spec serves a sweep over eps.
     """
-    if _looks_like_path(source):
-        module = parse_file(source)
-        name = str(source)
-    else:
-        name = filename or "<string>"
-        module = parse(str(source), name)
-    checked, diags = check(module, params)
-    normal = normalise(checked, diags)  # also on a module with errors, to report them all at once
-    diags.raise_if_errors()
-    _warn(checked, normal, diags)
-    props = {k: Property(v, checked.networks, checked.params, name) for k, v in normal.items()}
-    return CompiledSpec(name, props, {k: v for k, (_t, v) in checked.params.items()},
-                        checked.networks, diags.warnings)
+    phases = Phases(source, params, filename)
+    props = phases.properties
+    checked = phases.checked
+    return CompiledSpec(phases.name, props, {k: v for k, (_t, v) in checked.params.items()},
+                        checked.networks, phases.diagnostics.warnings, phases)
 
 
 def _warn(checked, normal, diags: DiagnosticBag) -> None:

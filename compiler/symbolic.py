@@ -26,6 +26,7 @@ from sympy.printing.pretty.stringpict import prettyForm
 
 from .ir import CONT_QUANT, IDX_QUANT, N
 from .logics import Logic, get_logic
+from .logics.base import SYMBOLIC_BACKENDS
 
 
 # ---------------------------------------------------------------- big min / max
@@ -225,6 +226,9 @@ class SympyOps:
 
 
 _FUN: dict[str, sp.Function] = {}
+
+
+SYMBOLIC_BACKENDS.append(SympyOps)  # logics find it by value type (no import cycle)
 
 
 def _fn(name: str):

@@ -18,6 +18,7 @@ from typing import Callable
 
 from robustspec.dsl.diagnostics import Diagnostic, SpecError
 
+from ..registry import Registry
 from .base import CLAIMS, LAWS, Logic
 from .boolean import BOOLEAN, Boolean
 from .dl2 import DL2
@@ -27,12 +28,14 @@ from .product import Product
 from .stl import STL
 from .yager import Yager
 
-_REGISTRY: dict[str, Callable[..., Logic]] = {
-    "dl2": DL2, "goedel": Goedel, "lukasiewicz": Lukasiewicz, "product": Product,
-    "yager": Yager, "stl": STL, "boolean": Boolean,
-}
-_ALIASES = {"exact": "boolean", "checker": "boolean", "godel": "goedel", "gödel": "goedel", "łukasiewicz": "lukasiewicz",
-            "reichenbach": "product", "smooth-stl": "stl"}
+LOGICS: Registry = Registry("logic", aliases={
+    "exact": "boolean", "checker": "boolean", "godel": "goedel", "gödel": "goedel",
+    "łukasiewicz": "lukasiewicz", "reichenbach": "product", "smooth-stl": "stl"})
+for _name, _cls in (("dl2", DL2), ("goedel", Goedel), ("lukasiewicz", Lukasiewicz),
+                    ("product", Product), ("yager", Yager), ("stl", STL), ("boolean", Boolean)):
+    LOGICS.register(_name, _cls)
+_REGISTRY = LOGICS._entries  # name -> Entry (a live view: popping a name unregisters it)
+_ALIASES = LOGICS._aliases
 BUILTIN_LOGICS = ("dl2", "goedel", "lukasiewicz", "product", "yager", "stl")
 _INSTANCES: dict[tuple, Logic] = {}
 
@@ -49,7 +52,8 @@ def register_logic(name: str, factory: Callable[..., Logic] | Logic) -> None:
     elif not callable(factory):
         raise TypeError(f"register_logic({name!r}, ...) needs a Logic subclass, a factory "
                         f"returning a Logic, or a Logic instance; got {factory!r}")
-    _REGISTRY[key] = factory
+    LOGICS.register(key, factory, help=(getattr(factory, "__doc__", None) or "").strip()
+                    .split("\n")[0] or f"the logic {key}")
     for k in [k for k in _INSTANCES if k[0] == key]:
         del _INSTANCES[k]
 
@@ -111,7 +115,8 @@ def get_logic(logic: str | Logic = "dl2", **options) -> Logic:
     options = {**in_name, **options}
     key = name.lower()
     key = key if key in _REGISTRY else _ALIASES.get(key, key)  # a registered name beats an alias
-    factory = _REGISTRY.get(key)
+    entry = _REGISTRY.get(key)
+    factory = entry.value if entry is not None else None
     if factory is None:
         close = difflib.get_close_matches(key, list(_REGISTRY) + list(_ALIASES), n=3, cutoff=0.6)
         close = list(dict.fromkeys(_ALIASES.get(c, c) for c in close))
@@ -143,5 +148,5 @@ def get_logic(logic: str | Logic = "dl2", **options) -> Logic:
     return lg
 
 
-__all__ = ["Logic", "Boolean", "BOOLEAN", "LAWS", "DL2", "Goedel", "Lukasiewicz", "Product", "Yager", "STL", "CLAIMS",
+__all__ = ["LOGICS", "Logic", "Boolean", "BOOLEAN", "LAWS", "DL2", "Goedel", "Lukasiewicz", "Product", "Yager", "STL", "CLAIMS",
            "BUILTIN_LOGICS", "register_logic", "get_logic", "available_logics"]

@@ -121,15 +121,17 @@ def fold(f, xs: list):
     return out
 
 
+# backends for values that are not torch tensors: compiler/symbolic.py adds SympyOps when it
+# is imported (a sympy value cannot exist before), so this module imports no lowering
+SYMBOLIC_BACKENDS: list = []
+
+
 def backend_for(v: Any):
     """The backend a value belongs to: SympyOps for sympy expressions, TorchOps otherwise."""
     if getattr(v, "is_symbolic_family", False) or type(v).__module__.startswith("sympy"):
-        from ..symbolic import SympyOps
-        return SympyOps()
-    from ..lower import TorchOps
+        return SYMBOLIC_BACKENDS[0]()
+    from ..ops import TorchOps
     return TorchOps()
-
-
 
 
 def is_symbolic(T: Any) -> bool:

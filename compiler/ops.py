@@ -1,0 +1,75 @@
+"""The backend primitives on torch tensors that a Logic may use (see logics/base.py).
+
+Its own module, importing nothing of the compiler, so logics can name it without a cycle.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class TorchOps:
+    """The primitives a Logic may use, on torch tensors."""
+
+    relu = staticmethod(torch.relu)
+    abs = staticmethod(torch.abs)
+    exp = staticmethod(torch.exp)
+    log = staticmethod(torch.log)
+    minimum = staticmethod(torch.minimum)
+    maximum = staticmethod(torch.maximum)
+
+    @staticmethod
+    def eq(a, b):
+        r = a == b
+        return r.to(a.dtype if a.is_floating_point() else torch.get_default_dtype())
+
+    @staticmethod
+    def sum(v, dim):
+        return v.sum(dim)
+
+    @staticmethod
+    def prod(v, dim):
+        return v.prod(dim)
+
+    @staticmethod
+    def amin(v, dim):
+        return v.amin(dim)
+
+    @staticmethod
+    def amax(v, dim):
+        return v.amax(dim)
+
+    @staticmethod
+    def const(x):
+        return torch.tensor(x)
+
+    @staticmethod
+    def clamp(v, lo, hi):
+        return torch.clamp(v, lo, hi)
+
+    @staticmethod
+    def where(c, a, b):
+        return torch.where(c, a, b)
+
+    logical_and = staticmethod(torch.logical_and)
+    logical_or = staticmethod(torch.logical_or)
+
+    @staticmethod
+    def all(v, dim):
+        return v.all(dim)
+
+    @staticmethod
+    def any(v, dim):
+        return v.any(dim)
+
+    symbolic = False
+
+    @staticmethod
+    def logsumexp(v, dim):
+        return torch.logsumexp(v, dim)
+
+    @staticmethod
+    def size(v, dim):
+        return v.shape[dim]
+
+
+T = TorchOps()
