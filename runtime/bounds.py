@@ -176,23 +176,25 @@ def crown_preactivations(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor):
     pre = [ibp[0]]
     B = lo.shape[0]
     for k in range(1, len(net.weights)):
-        width = net.weights[k].shape[0]
-        if width > CROWN_WIDTH:
-            l, u = pre[-1]
-            pl, pu = _affine_interval(net.weights[k], net.biases[k], l.clamp_min(0), u.clamp_min(0))
-            pre.append((pl, pu))
-            continue
-        eye = torch.eye(width, dtype=lo.dtype).unsqueeze(0).expand(B, -1, -1)
-        lb = _backward(net, k, eye, pre, lo, hi)
-        ub = -_backward(net, k, -eye, pre, lo, hi)
         il, iu = _affine_interval(net.weights[k], net.biases[k], pre[-1][0].clamp_min(0),
                                   pre[-1][1].clamp_min(0))
+        width = net.weights[k].shape[0]
+        stable = bool(((il >= 0) | (iu <= 0)).all())
+        if width > CROWN_WIDTH or stable or k == len(net.weights) - 1:
+            pre.append((il, iu))  # too wide for identity specs, stable (the relaxation of a
+            continue              # stable ReLU is exact), or the output (no ReLU follows)
+        eye = torch.eye(width, dtype=lo.dtype).unsqueeze(0).expand(B, -1, -1)
+        both = _backward(net, k, torch.cat([eye, -eye], 1), pre, lo, hi)
+        lb, ub = both[:, :width], -both[:, width:]
         pre.append((torch.maximum(lb, il), torch.minimum(ub, iu)))
     return pre
 
 
-def linear_bounds(net: ReluNet, lo, hi, C, cx=None, method: str = "crown", pre=None):
-    """(lower, upper) [B, R] of C @ y + cx @ x over the box [lo, hi] ([B, n] each)."""
+def linear_bounds(net: ReluNet, lo, hi, C, cx=None, method: str = "crown", pre=None,
+                  which: str = "both"):
+    """(lower, upper) [B, R] of C @ y + cx @ x over the box [lo, hi] ([B, n] each). With
+    which="upper" (or "lower") CROWN computes only that side (the other is -inf / +inf): a
+    refutation needs only upper bounds, half the work."""
     B = lo.shape[0]
     C = C.expand(B, -1, -1).to(lo.dtype)
     cxe = None if cx is None else cx.expand(B, -1, -1).to(lo.dtype)
@@ -211,19 +213,25 @@ def linear_bounds(net: ReluNet, lo, hi, C, cx=None, method: str = "crown", pre=N
         raise InputError(f"bound method must be 'interval' or 'crown', not {method!r}")
     pre = crown_preactivations(net, lo, hi) if pre is None else pre
     last = len(net.weights) - 1
-    lb = _backward(net, last, C, pre, lo, hi, cxe)
-    ub = -_backward(net, last, -C, pre, lo, hi, None if cxe is None else -cxe)
-    return lb, ub
+    R = C.shape[1]
+    inf = torch.full((B, R), float("inf"), dtype=lo.dtype)
+    if which == "upper":
+        return -inf, -_backward(net, last, -C, pre, lo, hi, None if cxe is None else -cxe)
+    if which == "lower":
+        return _backward(net, last, C, pre, lo, hi, cxe), inf
+    both = _backward(net, last, torch.cat([C, -C], 1), pre, lo, hi,
+                     None if cxe is None else torch.cat([cxe, -cxe], 1))
+    return both[:, :R], -both[:, R:]
 
 
-def query_row_bounds(net: ReluNet, query, method: str = "crown", pre=None):
+def query_row_bounds(net: ReluNet, query, method: str = "crown", pre=None, which: str = "both"):
     """(lower, upper) [B, R] of every row of a verification query over its input box (and the
-    auxiliary variables over their boxes)."""
+    auxiliary variables over their boxes); `which` as in linear_bounds."""
     lo, hi = query.lo.to(net.weights[0].dtype), query.hi.to(net.weights[0].dtype)
     if query.c.shape[1] == 0:
         z = query.c.new_zeros(query.batch, 0)
         return z, z
-    lb, ub = linear_bounds(net, lo, hi, query.cy, query.cx, method, pre)
+    lb, ub = linear_bounds(net, lo, hi, query.cy, query.cx, method, pre, which)
     lb, ub = lb + query.c, ub + query.c
     if query.ct is not None:
         ct = query.ct.expand(query.batch, -1, -1)

@@ -180,7 +180,10 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
     lo, hi = query.lo.double(), query.hi.double()
     pre = crown_preactivations(net, lo, hi) if bounds == "crown" else interval_bounds(net, lo, hi)
     qd = _double(query)
-    lb, ub = query_row_bounds(net, qd, bounds, pre if bounds == "crown" else None)
+    # upper bounds refute rows; lower bounds are needed only by softmax atoms (all examples)
+    # and by the complete solvers (big-M; computed below for the open examples alone)
+    lb, ub = query_row_bounds(net, qd, bounds, pre if bounds == "crown" else None,
+                              "both" if qd.softmax else "upper")
     refuted = disjunct_refuted(qd, lb, ub)
     proved = refuted.all(1)
     dt = (time.perf_counter() - t0) / B
@@ -211,10 +214,13 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
             open_d = [d for d in range(len(qd.disjuncts)) if not bool(refuted[i, d])]
             pi = [(l_[i:i + 1], u_[i:i + 1]) for l_, u_ in ipre]
             one = {k: v[i:i + 1] for k, v in args.items()}
+            t_lb = time.perf_counter()
+            lb_i, _ = query_row_bounds(net, qi, bounds, pi if bounds == "crown" else None, "lower")
+            t_lb = time.perf_counter() - t_lb
             verdict, point, seconds, detail = solve_and_replay(
-                solve, net, qi, pi, lb[i:i + 1], open_d, timeout, model, prop, one,
+                solve, net, qi, pi, lb_i, open_d, timeout, model, prop, one,
                 _params_at(params, i, B), var, query.shape, x.dtype)
-            times["complete"][i] = seconds
+            times["complete"][i] = seconds + t_lb
             if verdict != "unknown":
                 verdicts[i], decided[i] = verdict, solver_name
             if point is not None and verdict == "falsified":

@@ -138,7 +138,7 @@ def test_timeouts_are_unknown_with_the_time_spent(monkeypatch):
     net = affine_net([[2, 0], [0, 2]], [0, 0])
     r = verify(net, prop("lr"), X0, Y0, eps=0.1, verifier="milp", timeout=3, progress=False,
                params={"L": 3.0})
-    assert r.verdicts == ["unknown"] and r.times["complete"] == [3]
+    assert r.verdicts == ["unknown"] and 3 <= r.times["complete"][0] < 3.5  # its time, and the bounds for it
 
 
 def test_results_table_and_files(tmp_path):
@@ -181,19 +181,22 @@ def test_milp_marabou_and_bounds_never_contradict(seed, eps, name):
     answers = {}
     for solver in (milp, marabou):
         out = solver(rn, q, pre, lb, open_d, 10)
-        answers[solver.__name__] = out.status
-        if out.status == "sat":
-            assert not proved
+        status = out.status
+        if status == "sat":
             x = torch.tensor(out.x, dtype=torch.float32).reshape(1, 3)
-            held = bool(p.check(net, x0=x0, y=y0, params=params, at=x).holds[0])
-            with torch.no_grad():
-                margin = q.row_values(net(x).double(), x.double())
-            if held:  # a boundary point: some row within tolerance of 0
-                assert float(margin.abs().min()) < 1e-4
+            if bool(p.check(net, x0=x0, y=y0, params=params, at=x).violated[0]):
+                status = "counterexample"  # replayed by the exact checker
+            else:  # a tie within the solver's tolerance: some row within 1e-4 of zero
+                with torch.no_grad():
+                    rows = q.row_values(net(x).double(), x.double())
+                assert float(rows.abs().min()) < 1e-4
+                status = "boundary"
+        answers[solver.__name__] = status
+    # a contradiction: a proof (bounds or a solver's unsat) next to a replayed counterexample
+    if proved or "unsat" in answers.values():
+        assert "counterexample" not in answers.values(), (proved, answers)
     if proved:
-        assert answers == {"milp": "unsat", "marabou": "unsat"}
-    decided = [a for a in answers.values() if a in ("sat", "unsat")]
-    assert len(set(decided)) <= 1, answers
+        assert set(answers.values()) <= {"unsat", "boundary"}, answers
 
 
 # ------------------------------------------------------------------------------------------
