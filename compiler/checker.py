@@ -49,6 +49,9 @@ MAX_NESTING = 100
 MAX_FINITE_NESTING = 16
 MAX_INDEX_COMBINATIONS = 2 ** 20
 MAX_TENSOR_RANK = 32
+# Searches: a quantifier over tensors nested in another is searched once per step of the outer
+# search, so the cost multiplies with each level (three levels take minutes by default).
+MAX_SEARCH_NESTING = 2
 
 
 @dataclass
@@ -105,6 +108,7 @@ class Checker:
         self._too_deep = False  # reported once per declaration
         self._finite: list[int | None] = []  # the sizes of the enclosing finite quantifiers' sets
         self._set_sizes: dict[N, int | None] = {}  # each range node's size, where known
+        self._searches = 0  # enclosing quantifiers over tensors
 
     # ------------------------------------------------------------ entry
     def run(self) -> CheckedModule:
@@ -166,7 +170,7 @@ class Checker:
         elif d.default is not None:
             node = self._expr(d.default, {})
             value = self._const_value(node, d.default.span)
-            where, origin = d.default.span, "its default is"
+            where, origin = d.default.span, "its value is"
         else:
             self.diags.error(f"parameter '{d.name}' has no value", d.name_span,
                              hint=f"give it a default (`param {d.name} : {d.type} = ...`) or pass "
@@ -200,6 +204,7 @@ class Checker:
             if value < 0 and d.type.name == "Nat":
                 self.diags.error(f"parameter '{d.name}' is Nat but {origin} {shown}", where,
                                  hint="give a whole number >= 0, or declare it Int")
+                return None
             return value
         try:
             return float(value)
@@ -289,7 +294,9 @@ class Checker:
             return self._err(e.span, f"{what} must be a value, but this is a formula",
                              hint="formulas combine with and, or, not, => and <=>, not with arithmetic")
         if n.ty.kind in ("net", "set"):
-            return self._err(e.span, f"{what} must be a value, but this is a {n.ty}")
+            return self._err(e.span, f"{what} must be a value, but this is a {n.ty}",
+                             hint="a finite set only follows `in` in `forall j in ...`; a network "
+                                  "is applied to an input, f(x)")
         return n
 
     def _expr(self, e: ast.Expr, env: dict[str, N]) -> N:
@@ -395,10 +402,14 @@ class Checker:
             return
         if want.kind == "real" and got.ty.kind == "real":
             if want.shape is not None and got.ty.shape is not None and want.shape != got.ty.shape:
-                self.diags.error(f"{what} should be {want}, got {got.ty}", span)
+                self.diags.error(f"{what} should be {want}, got {got.ty}", span,
+                                 hint="pass a value of the declared type, or change the helper's "
+                                      "argument type")
             return
         if want.kind != got.ty.kind and not (want.kind == "int" and _int_literal(got)):
-            self.diags.error(f"{what} should be {want}, got {got.ty}", span)
+            self.diags.error(f"{what} should be {want}, got {got.ty}", span,
+                             hint="pass a value of the declared type, or change the helper's "
+                                  "argument type")
 
     def _e_Call(self, e: ast.Call, env) -> N:
         f = e.func
@@ -433,7 +444,9 @@ class Checker:
         if x.ty.kind == "error":
             return x
         if x.ty.kind != "real":
-            return self._err(e.args[0].span, f"the input of '{e.func}' must be a tensor, not {x.ty}")
+            return self._err(e.args[0].span, f"the input of '{e.func}' must be a tensor, not {x.ty}",
+                             hint=f"apply '{e.func}' to a tensor argument (`x0 : Tensor`); labels and "
+                                  "indices only index tensors and compare")
         if net.inp is not None and x.ty.shape is not None and x.ty.shape != () and x.ty.shape != net.inp:
             return self._err(e.args[0].span,
                              f"shape mismatch: '{e.func}' takes {fmt_shape(net.inp)} but this is {x.ty}",
@@ -475,7 +488,8 @@ class Checker:
             return self.b.mk("error", attr=id(e), ty=ERROR, span=e.span)
         for a, ae in zip(args, e.args):
             if a.ty.kind == "int" and not (f in ("max", "min") and n == 2):
-                return self._err(ae.span, f"'{f}' needs a real value, not an index")
+                return self._err(ae.span, f"'{f}' needs a real value, not an index",
+                                 hint=f"apply it to a tensor or a number; {BUILTINS[f]}")
         v = args[0]
         if f in ("norm_inf", "norm_1", "norm_2", "sum") or (f in ("max", "min") and n == 1):
             op = f if n == 1 else f
@@ -493,7 +507,8 @@ class Checker:
                 return self.b.mk(f + "2", (a, b), ty=INT, span=e.span)
             shape = broadcast(a.ty.shape, b.ty.shape)
             if isinstance(shape, str):
-                return self._err(e.span, f"shape mismatch in {f}: {shape}")
+                return self._err(e.span, f"shape mismatch in {f}: {shape}",
+                                 hint="both arguments must have the same shape, or one must be a scalar")
             return self.b.mk(f + "2", (a, b), ty=tensor(shape), span=e.span)
         if f in ("abs", "exp", "log"):
             return self.b.mk(f, (v,), ty=v.ty, span=e.span)
@@ -546,7 +561,8 @@ class Checker:
         if any(ints):
             if all(ints) or (ints[0] and _int_literal(b)) or (ints[1] and _int_literal(a)):
                 if op == "div":
-                    return self._err(e.span, "cannot divide indices")
+                    return self._err(e.span, "cannot divide indices",
+                                     hint="indices add, subtract and multiply; compare them instead")
                 return self.b.mk(op, (a, b), ty=INT, span=e.span)
             return self._err(e.span, f"cannot mix an index and a real number in '{e.op}'",
                              hint="indices and labels only index tensors and compare with each other")
@@ -679,9 +695,20 @@ class Checker:
             if ty.kind not in ("real", "error"):
                 return self._err(e.var_type.span, f"'{e.kind} {e.var}' ranges over tensors, not {e.var_type}",
                                  hint=f"to range over a finite set write `{e.kind} {e.var} in range(n)`")
+        if self._searches >= MAX_SEARCH_NESTING:
+            return self._err(e.var_span, f"quantifiers over tensors are nested more than "
+                             f"{MAX_SEARCH_NESTING} deep here",
+                             hint=f"at most {MAX_SEARCH_NESTING} `forall/exists x . ...` over tensors "
+                                  "may enclose each other: an inner one is searched at every step "
+                                  "of the outer search; quantify several variables in one level "
+                                  "or over finite sets (`forall j in range(n)`)")
         name = self._binder(e.var, finite=False)
         var = self.b.mk("var", attr=(name, "qvar"), ty=ty, span=e.var_span)
-        body = self._formula(e.body, {**env, e.var: var}, f"the body of '{e.kind}'")
+        self._searches += 1
+        try:
+            body = self._formula(e.body, {**env, e.var: var}, f"the body of '{e.kind}'")
+        finally:
+            self._searches -= 1
         if body.ty.kind == "error":
             return body
         return self.b.mk(e.kind, (body,), attr=name, span=e.span)
