@@ -6,31 +6,30 @@
     ok = prop.holds(model, x0=x, y=y, at=found)        # bool [batch]: the body, exactly
 
 Everything compiled here is compiled once per property (per logic) and reused on every call.
+The pieces live by concept: binding.py (arguments), domains.py (domains), quantifiers.py
+(quantifier search), backends.py (the back-end table this class's methods read).
 """
 from __future__ import annotations
 
-import contextlib
-import difflib
-import functools
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
 
-from robustspec.dsl.diagnostics import Diagnostic, SpecError
+from robustspec.dsl.diagnostics import SpecError
 
+from .binding import bind, per_example, points_of, split_search
+from .domains import domain_fn, radius_params
 from .ir import N, walk
 from .logics import Logic, get_logic
 from .logics.boolean import BOOLEAN
 from .lower import T, Ctx, Lowering, untranslatable
 from .normalise import NormalProperty
-from .binding import bind, per_example, points_of, split_search
-from .domains import domain_fn, radius_params
 from .options import SEARCH_OPTIONS  # noqa: F401 (re-exported: the runtime imported it here)
-from .search import RealDomain, Search
+from .quantifiers import QuantifierSearch, eval_mode
+from .quantifiers import logic_key as _logic_key
+from .search import Search
 from .simplify import simplify
-
-
 
 @dataclass
 class Found:
@@ -61,20 +60,7 @@ class Verdict:
         return ~self.holds
 
 
-@contextlib.contextmanager
-def eval_mode(nets: dict[str, Callable]):
-    """Run searches with every network in eval mode, and restore each module's mode after."""
-    modes = [(m, m.training) for m in nets.values() if isinstance(m, torch.nn.Module)]
-    for m, _ in modes:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, was in modes:
-            m.train(was)
-
-
-class Property:
+class Property(QuantifierSearch):
     """One named property of a compiled spec."""
 
     def __init__(self, normal: NormalProperty, networks: dict, params: dict, spec_name: str):
@@ -214,107 +200,6 @@ class Property:
             fn = self._loss_fns[_logic_key(lg)] = Lowering(lg).formula(simplify(self.formula, lg))
         return fn
 
-    def _objective(self, q: N, lg: Logic) -> tuple[Callable, Callable | None]:
-        key = (id(q), _logic_key(lg))
-        got = self._objective_fns.get(key)
-        if got is None:
-            target = q.args[1]
-            bad = [d for d in untranslatable(target, lg, "the search objective")]
-            if bad:
-                for d in bad:
-                    d.message = (f"the search for {', '.join(q.attr.vars)} cannot follow a gradient "
-                                 f"through {d.span.text() or 'argmax'}")
-                    d.hint = ("compare argmax only with == or != (those are searched through the "
-                              "margin form), or use search='random'")
-                raise SpecError(bad)
-            inv = frozenset(q.attr.vars)
-            low = Lowering(lg, invariant_of=inv)
-            obj = low.formula(target)
-            tie = low.formula(q.args[0]) if q.op == "forall" and not untranslatable(q.args[0], lg, "") \
-                else None
-            got = self._objective_fns[key] = (obj, tie)
-        return got
-
-    def _body(self, q: N, lg: Logic | None) -> Callable:
-        key = (id(q), _logic_key(lg) if lg else None)
-        fn = self._body_fns.get(key)
-        if fn is None:
-            fn = self._body_fns[key] = Lowering(lg).formula(q.args[0])
-        return fn
-
-    # ------------------------------------------------------------ quantifier handlers
-    def _domains(self, q: N, ctx: Ctx) -> dict[str, RealDomain]:
-        return {d.var: fn(ctx) for d, fn in zip(q.attr.domains, self._domain_fns[id(q)])}
-
-    def _run_search(self, q: N, ctx: Ctx, lg: Logic, strategy: Search, generator,
-                    domains: dict[str, RealDomain] | None = None):
-        domains = domains if domains is not None else self._domains(q, ctx)
-        obj_fn, tie_fn = self._objective(q, lg)
-        static: dict = {}
-        # a quantifier inside the objective is valued under the search's logic, so that the
-        # objective has a gradient through it (not by whoever called this search)
-        inner = self._search_handler(lg, strategy, generator, record=None, body_logic=lg)
-
-        def objective(points):
-            c = Ctx({**ctx.vals, **points}, ctx.nets, inner, ctx.dtype, ctx.device, ctx.batch,
-                    static=static, class_sizes=ctx.class_sizes)
-            c.idx = ctx.idx
-            obj = lg.to_loss(T, obj_fn(c))
-            tie = lg.to_loss(T, tie_fn(c)) if tie_fn is not None else None
-            return obj, tie
-        with eval_mode(ctx.nets):
-            points, score = strategy.run(objective, {v: d.detached() for v, d in domains.items()},
-                                         ctx.batch, generator)
-        return points, score, domains
-
-    @staticmethod
-    def _within(q: N, value: torch.Tensor, inside: torch.Tensor, lg: Logic | None) -> torch.Tensor:
-        """The quantifier's value where its points lie in the domain; elsewhere (an empty
-        domain, or a point given outside it) a forall holds vacuously and an exists fails.
-        Always a `where` (no host sync asking whether every point is inside)."""
-        forall = q.op == "forall"
-        lg = lg if lg is not None else BOOLEAN
-        fill = (lg.true(T) if forall else lg.false(T)).to(dtype=value.dtype, device=value.device)
-        if value.ndim > 1:
-            inside = inside.reshape(inside.shape + (1,) * (value.ndim - 1))
-        return torch.where(inside, value, fill)
-
-    def _search_handler(self, lg: Logic, strategy: Search, generator, record: Found | None,
-                        body_logic: Logic | None):
-        """Search the quantifier, then evaluate its body at the point found (loss or check)."""
-        def handle(q: N, ctx: Ctx):
-            points, score, domains = self._run_search(q, ctx, lg, strategy, generator)
-            if record is not None:
-                record.points.update(points)
-                record.objective[q.attr.vars[0]] = score
-            if torch.is_grad_enabled():  # an outer search differentiates through this one
-                points = {v: domains[v].relative(p) for v, p in points.items()}
-            value = self._body(q, body_logic)(ctx.child({**ctx.vals, **points}))
-            inside = ~functools.reduce(torch.logical_or, (d.empty() for d in domains.values()))
-            return self._within(q, value, inside, body_logic)
-        return handle
-
-    def _check_handler(self, points: dict, strategy: Search, generator, outside: dict,
-                       lg: Logic):
-        def handle(q: N, ctx: Ctx):
-            missing = [v for v in q.attr.vars if v not in points]
-            pts = {v: torch.as_tensor(points[v], device=ctx.device).to(ctx.dtype)
-                   for v in q.attr.vars if v in points}
-            domains = self._domains(q, ctx)
-            if missing:
-                found, _, _ = self._run_search(q, ctx, lg, strategy, generator, domains)
-                pts.update({v: found[v] for v in missing})
-            for v, p in pts.items():
-                if p.shape != domains[v].shape:
-                    raise ValueError(f"the point given for '{v}' has shape {list(p.shape)}, but "
-                                     f"its domain has shape {list(domains[v].shape)} ([batch, ...])")
-            inside = functools.reduce(torch.logical_and,
-                                      (domains[v].contains(p) for v, p in pts.items()))
-            outside[id(q)] = ~inside
-            value = self._body(q, None)(ctx.child({**ctx.vals, **pts}))
-            return self._within(q, value, inside, None)
-        return handle
-
     def _vacuity_fn(self):
         """Bool [batch]: the top-level implication held because its premise was false."""
         premise = self.normal.vacuity_premise
@@ -358,13 +243,4 @@ class Property:
     _per_example = staticmethod(per_example)
 
 
-def _logic_key(lg: Logic):
-    """Compiled closures are cached per logic *value* (name and options), so a caller passing
-    a fresh `DL2()` on every step reuses them instead of growing the caches without bound."""
-    attrs = vars(lg)
-    if not all(isinstance(v, (int, float, str, bool, type(None))) for v in attrs.values()):
-        return (type(lg), id(lg))  # options we cannot compare by value: cache per instance
-    return (type(lg), tuple(sorted(attrs.items())))
-
-
-__all__ = ["Property", "Found", "Verdict"]
+__all__ = ["Property", "Found", "Verdict", "eval_mode"]
