@@ -8,9 +8,10 @@ It needs a machine with a GPU and a CUDA build of torch; without one it says so 
 that the script itself works (its numbers compare the CPU with itself and time nothing useful).
 
 1. Agreement. The paper's PaperMLP(784) with the same weights on both devices, 256 images,
-   TF32 off. For each property: the per-example loss (DL2) at the same 4 candidate points per
-   example (drawn on the CPU, in the eps-ball), and the gradient of its mean with respect to the
-   weights: PASS when |cuda - cpu| <= 1e-5 * (1 + |cpu|) everywhere. Then the loss after a
+   TF32 off, parameters under which the untrained network violates each property (SR delta
+   0.01, SCR's defaults, LR L 0.1). For each property: the per-example loss (DL2) at the same
+   4 candidate points per example (drawn on the CPU, in the eps-ball), and the gradient of its
+   mean with respect to the weights: PASS when |cuda - cpu| <= 1e-5 * (1 + |cpu|) everywhere. Then the loss after a
    10-step PGD search whose random starts are drawn on the CPU generator on both devices
    (robustspec's runtime does this): reported, not judged, since one sign flip of a near-zero
    gradient element can move a PGD path.
@@ -37,6 +38,9 @@ PROPS = {"SR": ("standard_robustness.spec", "sr"),
          "SCR": ("strong_classification_robustness.spec", "scr"),
          "LR": ("lipschitz_robustness.spec", "lr")}
 TOL = 1e-5
+# parameters under which the untrained network violates each property, so the compared losses
+# and gradients are not all zero
+PARAMS = {"SR": {"delta": 0.01}, "SCR": {}, "LR": {"L": 0.1}}
 
 
 def images(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -79,11 +83,12 @@ def agreement(device: torch.device, props: dict) -> tuple[list[dict], bool]:
         for key, dev in (("cpu", torch.device("cpu")), ("dev", device)):
             model = fresh_model().to(dev)
             args = property_args(prop, x.to(dev), y.to(dev))
-            loss = prop.loss(model, search="points", points=cand.to(dev), reduction="none", **args)
+            loss = prop.loss(model, search="points", points=cand.to(dev), reduction="none",
+                             params=PARAMS[label], **args)
             grads = torch.autograd.grad(loss.mean(), list(model.parameters()))
             gen = torch.Generator().manual_seed(3)
             pgd = prop.loss(model, search=ShardedSearch(PGD(steps=10, step_size=0.01)),
-                            generator=gen, reduction="none", **args).detach()
+                            generator=gen, reduction="none", params=PARAMS[label], **args).detach()
             out[key] = (
                 loss.detach().cpu(), [t.cpu() for t in grads], pgd.cpu())
         (lc, gc, pc), (ld, gd, pd) = out["cpu"], out["dev"]
@@ -94,7 +99,8 @@ def agreement(device: torch.device, props: dict) -> tuple[list[dict], bool]:
         grad_err = max(worst(a, b) for a, b in zip(gd, gc))
         passed = loss_err <= TOL and grad_err <= TOL
         ok &= passed
-        rows.append({"property": label, "loss_rel_err": loss_err, "grad_rel_err": grad_err,
+        rows.append({"property": label, "params": PARAMS[label], "loss_mean_cpu": float(lc.mean()),
+                     "loss_rel_err": loss_err, "grad_rel_err": grad_err,
                      "pgd_loss_max_abs_diff": float((pd - pc).abs().max()),
                      "pgd_loss_mean_cpu": float(pc.mean()), "pass": passed})
     return rows, ok
@@ -160,10 +166,12 @@ def main(argv=None) -> int:
     rows, ok = agreement(device, props)
     results["agreement"] = rows
     print(f"\n1. agreement with the CPU (tolerance {TOL:g}, relative to 1 + |cpu|)")
-    print("| property | loss at fixed points | weight gradient | after 10-step PGD (max abs) | |")
-    print("|---|---:|---:|---:|---|")
+    print("| property | params | mean loss (cpu) | loss at fixed points | weight gradient | "
+          "after 10-step PGD (max abs) | |")
+    print("|---|---|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['property']} | {r['loss_rel_err']:.1e} | {r['grad_rel_err']:.1e} | "
+        print(f"| {r['property']} | {r['params'] or 'defaults'} | {r['loss_mean_cpu']:.4g} | "
+              f"{r['loss_rel_err']:.1e} | {r['grad_rel_err']:.1e} | "
               f"{r['pgd_loss_max_abs_diff']:.1e} | {'PASS' if r['pass'] else 'FAIL'} |")
 
     devices = [device] + ([] if args.no_cpu_timing or device.type == "cpu"

@@ -403,15 +403,22 @@ class ShardedSearch(Search):
             return inner.run(objective, domains, batch, generator)
         best = _Best()
         ranks = self.ranks
+        calls = [0]
+        every = getattr(inner, "CHECK_EVERY", 1)
 
         def watched(points):
+            """PGD's objective, and PGD's stop check where PGD looks (every CHECK_EVERY steps
+            and after each restart's last evaluation), with the answer of the global batch."""
             obj, tie = objective(points)
             o = obj.expand(batch) if obj.ndim == 0 else obj
             t = tie.expand(batch) if tie is not None and tie.ndim == 0 else tie
             best.update(points, o, t)
-            mine = torch.tensor([1.0 if bool((best.obj <= 0).all()) else 0.0])
-            if all_min(mine, ranks).item() == 1.0:
-                raise _GlobalStop
+            at = calls[0] % (inner.steps + 1)  # steps gradient steps, then one evaluation
+            calls[0] += 1
+            if at == inner.steps or (at + 1) % every == 0:
+                mine = torch.tensor([1.0 if bool((best.obj <= 0).all()) else 0.0])
+                if all_min(mine, ranks).item() == 1.0:
+                    raise _GlobalStop
             return obj, tie
 
         try:
