@@ -11,10 +11,10 @@ that the script itself works (its numbers compare the CPU with itself and time n
    TF32 off, parameters under which the untrained network violates each property (SR delta
    0.01, SCR's defaults, LR L 0.1). For each property: the per-example loss (DL2) at the same
    4 candidate points per example (drawn on the CPU, in the eps-ball), and the gradient of its
-   mean with respect to the weights: PASS when |cuda - cpu| <= 1e-5 * (1 + |cpu|) everywhere. Then the loss after a
-   10-step PGD search whose random starts are drawn on the CPU generator on both devices
-   (robustspec's runtime does this): reported, not judged, since one sign flip of a near-zero
-   gradient element can move a PGD path.
+   mean with respect to the weights: PASS when |cuda - cpu| <= 1e-5 * (1 + |cpu|) everywhere.
+   Then the loss after a 10-step PGD search whose random starts are drawn on the CPU generator
+   on both devices (robustspec's runtime does this): reported, not judged, since one sign flip
+   of a near-zero gradient element can move a PGD path.
 2. Training. `Trainer` with the SR constraint regime (50 PGD steps of 0.01, Adam lr 1e-3) on
    --n-train images at batch 128 and 1024: examples/s of the second epoch (the first warms up).
 3. Evaluation. `evaluate(model, sr, x, y, eps=[0.1], steps=50, samples=0)` on 10,000 images
