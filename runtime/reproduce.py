@@ -293,8 +293,9 @@ def _worker(cell: Cell, plan: Plan) -> dict:
     import torch
 
     torch.set_num_threads(plan.threads)
+    start = time.time()
     r = run_cell(cell, plan)
-    return {"cell": cell.id, "clean_accuracy": r["clean_accuracy"]}
+    return {"cell": cell.id, "clean_accuracy": r["clean_accuracy"], "seconds": time.time() - start}
 
 
 # ------------------------------------------------------------------ the grid
@@ -390,6 +391,9 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
     spent, predicted = 0.0, 0.0  # calibration: measured / estimated over finished cells
 
     def eta(remaining):
+        """The first estimates scaled by measured / estimated seconds of the finished cells
+        (each cell timed on its own, so concurrent cells do not inflate it); a running cell
+        counts whole, so this errs long."""
         scale = spent / predicted if predicted else 1.0
         return _fmt(scale * sum(estimate[c] for c in remaining) / jobs)
 
@@ -428,17 +432,17 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
                         log(f"  {cell.id} FAILED: {failed[cell.id]}")
                         continue
                     done.append(cell.id)
-                    predicted += estimate[cell]  # workers overlap: calibrate on the grid's pace
-                    log(f"  {cell.id} done: clean accuracy {100 * r['clean_accuracy']:.1f}%")
+                    spent += r["seconds"]
+                    predicted += estimate[cell]
+                    log(f"  {cell.id} done in {_fmt(r['seconds'])}: clean accuracy "
+                        f"{100 * r['clean_accuracy']:.1f}%")
                 remaining = [futures[f][0] for f in pending]
                 running = [c for c in remaining if _status_time(out, c) >= t_grid]
                 if remaining:
-                    elapsed = time.time() - t_grid
-                    scale = (elapsed * jobs / predicted) if predicted else 1.0
-                    left = scale * sum(estimate[c] for c in remaining) / jobs
-                    log(f"[{len(done) + len(failed)}/{len(todo)} finished, {_fmt(elapsed)}] "
-                        f"running: " + ", ".join(_running_line(c, plan) for c in running)
-                        + f"; time left about {_fmt(left)}")
+                    log(f"[{len(done) + len(failed)}/{len(todo)} finished, "
+                        f"{_fmt(time.time() - t_grid)}] running: "
+                        + ", ".join(_running_line(c, plan) for c in running)
+                        + f"; time left about {eta(remaining)}")
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
