@@ -10,6 +10,7 @@ solvers' feasibility tolerances (else x = x0 would be a false counterexample of 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -55,6 +56,22 @@ def _example_rows(query, lb: torch.Tensor, open_d: list[int], extra: float = 0.0
     if free:  # a disjunct the bounds show always satisfiable: pose it alone
         need = [need[free[0]]]
     return cy, cx, ct, c, margin, low, need, common
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence what a solver's C code writes to file descriptor 1."""
+    import sys
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(1)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 class _Sparse:
@@ -148,7 +165,8 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
                 rows.add(np.concatenate([cols, [s]]), np.concatenate([vals, [-M]]),
                          low[r] - const, inf)
         rows.add(np.array(sel), np.ones(len(sel)), 1.0, inf)
-    h = highspy.Highs()
+    with _quiet_stdout():  # HiGHS prints its banner on the C stdout
+        h = highspy.Highs()
     h.silent()
     h.setOptionValue("time_limit", float(max(timeout, 0.1)))
     h.setOptionValue("threads", 1)
@@ -246,15 +264,8 @@ def marabou(net, query, pre, lb, open_d: list[int], timeout: float, extra: float
     for i in range(n):
         q.markInputVariable(i, i)
     opts = Marabou.createOptions(timeoutInSeconds=max(1, int(round(timeout))), verbosity=0)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    saved = os.dup(1)
-    try:  # Marabou prints to the C stdout
-        os.dup2(devnull, 1)
+    with _quiet_stdout():  # Marabou prints to the C stdout
         code, vals, stats = MarabouCore.solve(q, opts, "")
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
     dt = time.perf_counter() - t0
     if code == "unsat":
         return Outcome("unsat", None, dt)

@@ -253,8 +253,10 @@ def solve_and_replay(solve, net, q, pre, lb, open_d, timeout, model, prop, args,
     if out.status in ("timeout", "error"):
         return "unknown", None, seconds, out.detail if out.status == "error" else ""
     point = _replay_point(out.x, q, shape, dtype)
-    if bool(prop.check(model, params=params, at={var: point}, **args).violated[0]):
+    v = prop.check(model, params=params, at={var: point}, **args)
+    if bool(v.violated[0]):
         return "falsified", point, seconds, ""
+    outside = bool(v.vacuous[0])  # e.g. a corner of the box enclosing an L2 ball
     left = timeout - seconds
     if left > 0.1:
         again = solve(net, q, pre, lb, open_d, left, extra=TIE_MARGIN)
@@ -263,6 +265,9 @@ def solve_and_replay(solve, net, q, pre, lb, open_d, timeout, model, prop, args,
             p2 = _replay_point(again.x, q, shape, dtype)
             if bool(prop.check(model, params=params, at={var: p2}, **args).violated[0]):
                 return "falsified", p2, seconds, ""
+    if outside:
+        return "unknown", None, seconds, ("the solver's point lies outside the domain (an L2 "
+                                          "ball is posed as its enclosing box)")
     return "boundary", point, seconds, ""
 
 

@@ -244,3 +244,23 @@ def test_verify_and_export_commands(tmp_path, monkeypatch, capsys):
     from robustspec.dsl.errors import InputError
     with pytest.raises(InputError, match="test set has 12"):
         bad.func(bad)
+
+
+L2_SPEC = """network f : Tensor -> Tensor
+param eps : Real = 0.1
+param c : Real = 1.16
+property p(x0 : Tensor) = forall x . norm_2(x - x0) <= eps => f(x)[0] <= c
+"""
+
+
+@pytest.mark.parametrize("c,answer", [(1.25, "verified"), (1.16, "unknown"), (1.13, "falsified")])
+def test_l2_ball_proved_by_its_box_and_solver_points_outside_the_ball_not_counted(c, answer):
+    """f(x) = x_0 + x_1 around (0.5, 0.5), radius 0.1: the ball reaches 1 + 0.1 sqrt(2) = 1.141,
+    its enclosing box 1.2. c = 1.16 holds on the ball, but the box's corner is no counterexample:
+    unknown (the box is a relaxation), never falsified or boundary."""
+    p = compile_spec(L2_SPEC)["p"]
+    net = affine_net([[1.0, 1.0]], [0.0])
+    r = verify(net, p, X0, None, verifier="milp", timeout=10, progress=False, params={"c": c})
+    assert r.verdicts == [answer], (r.verdicts, r.decided_by, r.notes)
+    if answer == "unknown":
+        assert "outside the domain" in r.notes[0]
