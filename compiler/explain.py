@@ -9,7 +9,7 @@ import sympy as sp
 
 from robustspec.dsl.diagnostics import SpecError
 
-from .ir import Domain, N, show
+from .ir import Domain, N, show, walk
 from .logics import get_logic
 from .lower import untranslatable
 from .property import Property
@@ -81,6 +81,5 @@ def _pretty(expr, unicode: bool) -> str:
 
 
 def _nodes(n: N):
-    yield n
-    for a in n.args:
-        yield from _nodes(a)
+    """Each node once (a tree walk would repeat shared nodes exponentially often)."""
+    return walk(n)

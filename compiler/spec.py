@@ -12,7 +12,7 @@ from robustspec.dsl import parse, parse_file
 from robustspec.dsl.diagnostics import Diagnostic, DiagnosticBag, SpecError, did_you_mean
 
 from .checker import check
-from .ir import N
+from .ir import N, walk
 from .normalise import normalise
 from .property import Property
 
@@ -142,13 +142,10 @@ def _warn(checked, normal, diags: DiagnosticBag) -> None:
     def is_softmax_score(n: N) -> bool:
         return n.op == "index" and n.args[0].op == "softmax"
 
-    seen = set()
-
-    def walk(n: N):
-        if id(n) in seen:
-            return
-        seen.add(id(n))
-        if n.op == "cmp":
+    for p in normal.values():
+        for n in walk(p.original):
+            if n.op != "cmp":
+                continue
             op, _ = n.attr
             a, b = n.args
             eta = None
@@ -160,10 +157,6 @@ def _warn(checked, normal, diags: DiagnosticBag) -> None:
                 diags.warning(f"a softmax score above {eta:g} does not make its class the argmax: "
                               "with eta <= 0.5 this no longer implies classification robustness",
                               n.span, hint="use eta > 0.5 (the paper and DL2 use 0.52)")
-        for a in n.args:
-            walk(a)
-    for p in normal.values():
-        walk(p.original)
 
 
 def check_file(path: str | Path, params: dict | None = None) -> tuple[CompiledSpec | None, list[Diagnostic]]:
