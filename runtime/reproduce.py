@@ -89,10 +89,13 @@ class Budget:
     def describe(self) -> str:
         def n(v):
             return "all" if v is None else str(v)
+        limits = (self.train_limit, self.test_limit, self.cnn_train_limit, self.cnn_test_limit)
+        subset = (" (subsets are fixed, spread evenly over the split, the same for every cell)"
+                  if any(v is not None for v in limits) else "")
         return (f"{self.epochs} epochs, Adam lr {self.lr:g}, batch {self.batch_size}, alpha "
                 f"{self.alpha:g}, beta {self.beta:g}; training PGD {self.train_steps} signed steps "
                 f"of {self.step_size:g} from one uniform start; {n(self.train_limit)} training and "
-                f"{n(self.test_limit)} test images; evaluation PGD {self.eval_steps} steps, "
+                f"{n(self.test_limit)} test images{subset}; evaluation PGD {self.eval_steps} steps, "
                 f"{self.samples} uniform samples, eps {', '.join(f'{e:g}' for e in self.eps)}; "
                 f"E4 network: {self.cnn_epochs} epochs on {n(self.cnn_train_limit)} training "
                 f"images, {n(self.cnn_test_limit)} test images")
@@ -460,12 +463,18 @@ def _list(text: str) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .options import count
 
-    p.description = ("Train and evaluate the paper's grid (7 regimes x datasets, SCR training "
-                     "also under the authors' code's definition, and E4's CNN on Fashion-MNIST); "
-                     "each cell is resumable and skipped when done; writes DIR/report.md, "
-                     "figures and DIR/results.json.")
+    import textwrap
+
+    p.description = textwrap.fill(
+        "Train and evaluate the paper's grid (7 regimes per dataset, SCR training also under "
+        "the authors' code's definition, and E4's CNN on Fashion-MNIST), each network attacked "
+        "with SR, SCR, LR and the authors' SCR; each cell is resumable and skipped when done; "
+        "writes DIR/report.md, figures and DIR/results.json.", 78)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = "budgets:\n" + "\n".join(f"  {k}: {v.describe()}" for k, v in BUDGETS.items())
+    p.epilog = "budgets:\n" + "\n".join(textwrap.fill(f"{k}: {v.describe()}", 78,
+                                                        initial_indent="  ",
+                                                        subsequent_indent="    ")
+                                          for k, v in BUDGETS.items())
     p.add_argument("--out", required=True, metavar="DIR", help="results folder (resumable)")
     p.add_argument("--dataset", default=",".join(DATASETS), metavar="NAMES",
                    help="comma-separated: fashion-mnist, gtsrb (default both)")
