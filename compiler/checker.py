@@ -39,9 +39,9 @@ BUILTINS = {
 }
 CONSTANTS = {"inf": math.inf}
 
-# Limits, so that whatever the checker accepts also compiles and runs (documented in
-# docs/design.md, "Limits"). Nesting: every later phase walks formulas recursively, so an
-# expression may nest at most MAX_NESTING levels (long `and`/`or` chains and parentheses do not
+# Limits, so that whatever the checker accepts also compiles and runs (documented in the
+# README's paragraph on the spec language). Nesting: every later phase walks formulas
+# recursively, so an expression may nest at most MAX_NESTING levels (long `and`/`or` chains and parentheses do not
 # count; a 500-term sum or 500 `not`s do), after helpers are inlined.
 MAX_NESTING = 100
 # Finite quantifiers: each nested one adds a tensor axis (torch allows 64 in all), and together
