@@ -15,7 +15,7 @@ from robustspec.compiler import Property, SpecError
 from robustspec.compiler.property import eval_mode
 from robustspec.dsl.errors import InputError
 
-from . import arguments
+from . import arguments, distributed
 from .files import atomic_write
 from .plots import plot_counterexamples
 from .training import property_args
@@ -68,11 +68,15 @@ class AttackResult:
 def attack(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Tensor, *,
            eps: float | None = None, eps_param: str = "eps", params: dict | None = None, steps: int = 50,
            step_size: float | None = None, restarts: int = 1, logic: str = "dl2", seed: int = 0,
-           batch_size: int = 1000) -> AttackResult:
+           batch_size: int = 1000, device: str | torch.device | None = None,
+           ranks: distributed.Ranks | None = None) -> AttackResult:
     """PGD on the property's counterexample objective, batched; returns every point found.
 
     Bad arguments (a negative or non-finite eps or parameter, a step size <= 0, inputs the
-    model cannot take) are InputErrors before any search runs."""
+    model cannot take) are InputErrors before any search runs. device: where to run (None:
+    where the model is); the result is on the CPU. ranks: each chunk of batch_size inputs is
+    shared out over the data-parallel ranks (distributed.start()) and every rank gets the
+    whole result; the points are those of one process."""
     arguments.batch(x, y, "attack")
     arguments.finite_inputs(x, "attack")
     batch_size = arguments.count(batch_size, "batch_size", 1)
@@ -81,14 +85,21 @@ def attack(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Ten
     params = arguments.params({**(params or {}), **({eps_param: eps} if eps is not None else {})})
     params = params or None
     search = arguments.pgd(steps, step_size, restarts)
+    ranks = ranks if ranks is not None else distributed.SINGLE
+    dev = distributed.place(model, device, ranks)
+    x0, y0 = x, y
+    x, y = x.to(dev), y.to(dev)  # once
     arguments.model_fits(model, x, y, "attack")
     with torch.no_grad():
         arguments.domains_not_empty(prop, model, x, y, params, "attack")
     gen = torch.Generator().manual_seed(seed)
     xs, viol, scores = [], [], []
     for i in range(0, len(x), batch_size):
-        args = property_args(prop, x[i:i + batch_size], y[i:i + batch_size])
-        found = prop.search(model, search=search, logic=logic, params=params, generator=gen, **args)
+        shard = distributed.batch_shard(len(x[i:i + batch_size]), ranks)
+        rows = slice(i + shard.start, i + shard.stop)
+        args = property_args(prop, x[rows], y[rows])
+        found = prop.search(model, search=distributed.shard_search(search, shard, ranks),
+                            logic=logic, params=params, generator=gen, **args)
         if len(found) != 1:
             raise InputError(f"property '{prop.name}' quantifies {list(found) or 'nothing'}; an "
                              "attack needs exactly one quantified input")
@@ -100,12 +111,13 @@ def attack(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Ten
                               params=params, reduction="none", **args)
         except SpecError:  # a property without a loss (argmax): no score
             s = torch.full((len(verdict.holds),), float("nan"))
-        xs.append(next(iter(found.points.values())))
-        viol.append(~verdict.holds)
-        scores.append(s)
+        xs.append(distributed.gather_rows(next(iter(found.points.values())), shard, ranks))
+        viol.append(distributed.gather_rows(~verdict.holds, shard, ranks))
+        scores.append(distributed.gather_rows(s, shard, ranks))
     with arguments.evaluating(model), torch.no_grad():
         xf = torch.cat(xs)
         pc = torch.cat([model(x[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
         pf = torch.cat([model(xf[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)])
-    return AttackResult(prop.name, x, xf, y, pc, pf, torch.cat(viol), torch.cat(scores), eps)
+    return AttackResult(prop.name, x0, xf.cpu(), y0, pc.cpu(), pf.cpu(), torch.cat(viol).cpu(),
+                        torch.cat(scores).cpu(), eps)
 

@@ -7,6 +7,7 @@ from TrainConfig, so nothing here is a second list kept by hand.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import fields
 from pathlib import Path
 
@@ -56,9 +57,41 @@ def _load(dataset: str, split: str, args, options: dict):
                         verify=not args.no_verify, **options)
 
 
+@contextlib.contextmanager
+def _placed(args):
+    """(device, ranks) of a command: --device resolved; with --ddp, torchrun's process group
+    joined for the command and left after it."""
+    from . import distributed
+
+    ranks = distributed.env_ranks()
+    device = distributed.resolve_device(args.device, ranks.local_rank)
+    if not args.ddp:
+        if ranks.distributed:
+            raise UserError(f"this is one of {ranks.world} processes (torchrun's WORLD_SIZE) but "
+                            "--ddp is not given: each would do the whole job and write the same "
+                            "files; add --ddp, or run one process")
+        yield device, distributed.SINGLE
+        return
+    ranks = distributed.start(device)
+    try:
+        yield device, ranks
+    finally:
+        distributed.stop()
+
+
+def _speaker(ranks):
+    """print on rank 0, which speaks for the run; nothing on the other ranks."""
+    return print if ranks.is_main else (lambda *a, **k: None)
+
+
 @command("train", help="train a network under a regime (the choices: train --help)",
          arguments=lambda p: _train_options(p))
 def cmd_train(args: argparse.Namespace) -> int:
+    with _placed(args) as (device, ranks):
+        return _train(args, device, ranks)
+
+
+def _train(args: argparse.Namespace, device, ranks) -> int:
     import torch
 
     from .models import build_model
@@ -86,14 +119,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     info = {"name": args.model, "input_shape": list(data.input_shape), "classes": data.num_classes,
             "dataset": args.dataset, "data_options": options}
-    trainer = Trainer(model, cfg, prop, out, info, progress=None)
-    print(f"training {args.model} on {len(data)} {args.dataset} images, regime {args.regime}"
-          + (f" with {prop.name} from {prop.spec_name}" if prop else "") + f"; checkpoints in {out}")
+    trainer = Trainer(model, cfg, prop, out, info, progress=None, device=device, ranks=ranks)
+    say = _speaker(ranks)
+    say(f"training {args.model} on {len(data)} {args.dataset} images, regime {args.regime}"
+        + (f" with {prop.name} from {prop.spec_name}" if prop else "") + f"; checkpoints in {out}"
+        + f"; device {trainer.device}" + (f", {ranks.world} DDP ranks" if ranks.distributed else ""))
     trainer.fit(data.x, data.y, resume=args.resume, overwrite=args.overwrite,  # errors: exit 2
-                on_epoch=lambda s: print(f"epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f}, "
-                                         f"accuracy {s.accuracy:.4f}, {s.examples_per_s:.0f} ex/s, "
-                                         f"{s.seconds:.1f} s"))
-    print(f"done: {trainer.checkpoint_path}")
+                on_epoch=lambda s: say(f"epoch {s.epoch}/{cfg.epochs}: loss {s.loss:.4f}, "
+                                       f"accuracy {s.accuracy:.4f}, {s.examples_per_s:.0f} ex/s, "
+                                       f"{s.seconds:.1f} s"))
+    say(f"done: {trainer.checkpoint_path}")
     return 0
 
 
@@ -111,6 +146,11 @@ def _model_and_test_data(args):
 @command("evaluate", help="clean accuracy, constraint security and accuracy per eps",
          arguments=lambda p: _evaluate_options(p))
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    with _placed(args) as (device, ranks):
+        return _evaluate(args, device, ranks)
+
+
+def _evaluate(args: argparse.Namespace, device, ranks) -> int:
     from .metrics import evaluate
 
     eps = radii(args.eps)  # every option is checked before anything is loaded
@@ -118,7 +158,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, data = _model_and_test_data(args)
     result = evaluate(model, prop, data.x, data.y, eps=eps, steps=args.steps,
                       step_size=args.step_size, restarts=args.restarts, samples=args.samples,
-                      batch_size=args.batch_size, logic=args.logic, seed=args.seed)
+                      batch_size=args.batch_size, logic=args.logic, seed=args.seed,
+                      device=device, ranks=ranks)
+    if not ranks.is_main:  # rank 0 holds the same counts and writes them
+        return 0
     print(result.table())
     stem = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval-{prop.name}"
     j, c = result.save(stem)
@@ -129,12 +172,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 @command("attack", help="search counterexamples of a property; save them with a PNG grid",
          arguments=lambda p: _attack_command_options(p))
 def cmd_attack(args: argparse.Namespace) -> int:
+    with _placed(args) as (device, ranks):
+        return _attack(args, device, ranks)
+
+
+def _attack(args: argparse.Namespace, device, ranks) -> int:
     from .attack import attack
 
     prop = _load_property(args.spec, args.property, parse_params(args.param))
     model, data = _model_and_test_data(args)
     result = attack(model, prop, data.x, data.y, eps=args.eps, steps=args.steps,
-                    step_size=args.step_size, restarts=args.restarts, logic=args.logic, seed=args.seed)
+                    step_size=args.step_size, restarts=args.restarts, logic=args.logic, seed=args.seed,
+                    device=device, ranks=ranks)
+    if not ranks.is_main:  # rank 0 holds every point found and writes them
+        return 0
     print(result.summary())
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"attack-{prop.name}"
     files = result.save(out, data.classes)
@@ -181,6 +232,16 @@ def _dataset_option(p, **kw) -> None:
     p.add_argument("--dataset", choices=list(DATASET_LOADERS), **kw)
 
 
+def device_options(p) -> None:
+    """--device and --ddp (runtime/distributed.py; docs/distributed.md)."""
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="where to run (default auto: a GPU where there is one, else the CPU; "
+                        "under torchrun, auto and cuda mean cuda:LOCAL_RANK)")
+    p.add_argument("--ddp", action="store_true",
+                   help="data parallel over the processes torchrun starts: torchrun "
+                        "--nproc_per_node N -m robustspec.runtime.cli COMMAND --ddp ...")
+
+
 def _attack_options(p) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("--spec", required=True, metavar="FILE")
@@ -196,6 +257,7 @@ def _attack_options(p) -> None:
     add_param_option(p)
     p.add_argument("--out", metavar="PATH")
     add_data_options(p)
+    device_options(p)
 
 
 def _train_options(t) -> None:
@@ -241,6 +303,7 @@ def _train_options(t) -> None:
                    help="GTSRB classes: the first N (default 10, as in the paper), all 43, or "
                         "ids like 1,2,13 (remapped to 0..k-1)")
     add_data_options(t)
+    device_options(t)
 
 
 def _evaluate_options(e) -> None:

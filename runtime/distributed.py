@@ -74,20 +74,24 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int |
     raise InputError(f"unknown device '{device}'; use {DEVICE_CHOICES}")
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    """Where a model's weights are (the CPU for a model without any)."""
-    for t in model.parameters():
-        return t.device
+def model_device(model) -> torch.device:
+    """Where a model's weights are (the CPU for a model without any, or a plain callable)."""
+    if isinstance(model, torch.nn.Module):
+        for t in model.parameters():
+            return t.device
+        for t in model.buffers():
+            return t.device
     return torch.device("cpu")
 
 
-def place(model: torch.nn.Module, device: str | torch.device | None,
-          ranks: "Ranks | None" = None) -> torch.device:
-    """Move `model` to `device` (resolved; None: leave it where it is) and say where it is."""
+def place(model, device: str | torch.device | None, ranks: "Ranks | None" = None) -> torch.device:
+    """Move `model` to `device` (resolved; None: leave it where it is) and say where it is.
+    A plain callable cannot be moved: it is called with inputs on `device`."""
     if device is None:
         return model_device(model)
     dev = resolve_device(device, ranks.local_rank if ranks is not None else None)
-    model.to(dev)
+    if isinstance(model, torch.nn.Module):
+        model.to(dev)
     return dev
 
 

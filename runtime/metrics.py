@@ -23,7 +23,7 @@ import torch
 from robustspec.compiler import Property, RandomSampling
 from robustspec.dsl.errors import InputError
 
-from . import arguments
+from . import arguments, distributed
 from .files import atomic_write_text
 from .training import property_args
 
@@ -82,11 +82,15 @@ class EvalResult:
 def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.Tensor,
              eps=(0.1,), *, eps_param: str = "eps", steps: int = 50, step_size: float | None = None,
              restarts: int = 1, samples: int = 100, batch_size: int = 1000, logic: str = "dl2",
-             seed: int = 0, params: dict | None = None, progress: bool | None = None) -> EvalResult:
+             seed: int = 0, params: dict | None = None, progress: bool | None = None,
+             device: str | torch.device | None = None,
+             ranks: distributed.Ranks | None = None) -> EvalResult:
     """Clean accuracy, constraint security (PGD) and constraint accuracy (sampling) per eps.
 
     samples=0 skips constraint accuracy. Everything is batched; examples are processed in
-    chunks of batch_size.
+    chunks of batch_size. device: where to run (None: where the model is). ranks: each chunk
+    is shared out over the data-parallel ranks (distributed.start()) and the counts summed;
+    the random starts depend on the example's place only, so the counts are one process's.
     """
     from tqdm.auto import tqdm
 
@@ -103,6 +107,9 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
     batch_size = arguments.count(batch_size, "batch_size", 1)
     samples = arguments.count(samples, "samples", 0)
     pgd = arguments.pgd(steps, step_size, restarts)
+    ranks = ranks if ranks is not None else distributed.SINGLE
+    dev = distributed.place(model, device, ranks)
+    x, y = x.to(dev), y.to(dev)  # once
     arguments.model_fits(model, x, y, "evaluate")
     with torch.no_grad():
         for e in eps:
@@ -117,28 +124,38 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
                                                         {**prop.params, **(params or {})}.items()
                                                         if k != eps_param}})
     with arguments.evaluating(model):
-        with torch.no_grad():
-            clean = torch.cat([model(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]
-                               for i in range(0, len(x), batch_size)]).float().mean().item()
         chunks = range(0, len(x), batch_size)
+        # this rank's rows of each chunk (every row of it in one process)
+        shards = [distributed.batch_shard(len(x[i:i + batch_size]), ranks) for i in chunks]
+        parts = [slice(i + s.start, i + s.stop) for i, s in zip(chunks, shards)]
+        with torch.no_grad():
+            right = sum(int((model(x[r]).argmax(-1) == y[r])[:s.real].sum())
+                        for r, s in zip(parts, shards))
+        right = int(distributed.all_sum(torch.tensor([right]), ranks))
+        clean = (torch.tensor(float(right)) / len(x)).item()  # float32, as a mean of 0/1 was
         bar = tqdm(total=len(eps) * len(chunks), desc=f"evaluate {prop.name}", unit="chunk",
-                   leave=False, disable=None if progress is None else not progress)
+                   leave=False, disable=True if not ranks.is_main else
+                   None if progress is None else not progress)
         for e in eps:
             start = time.perf_counter()
             sec, acc, vac = 0, 0, 0
             p = {**(params or {}), eps_param: e}
-            for i in chunks:
-                args = property_args(prop, x[i:i + batch_size], y[i:i + batch_size])
-                found = prop.search(model, search=pgd, logic=logic, params=p, generator=gen, **args)
+            for rows, shard in zip(parts, shards):
+                real = shard.real
+                args = property_args(prop, x[rows], y[rows])
+                found = prop.search(model, search=distributed.shard_search(pgd, shard, ranks),
+                                    logic=logic, params=p, generator=gen, **args)
                 verdict = prop.check(model, at=found, params=p, **args)
-                sec += int((verdict.holds & ~verdict.vacuous).sum())
-                vac += int(verdict.vacuous.sum())
+                sec += int((verdict.holds & ~verdict.vacuous)[:real].sum())
+                vac += int(verdict.vacuous[:real].sum())
                 if sampler is not None:
-                    sampled = prop.search(model, search=sampler, logic=logic, params=p,
-                                          generator=gen, **args)
+                    sampled = prop.search(model, search=distributed.shard_search(sampler, shard,
+                                                                                  ranks),
+                                          logic=logic, params=p, generator=gen, **args)
                     v = prop.check(model, at=sampled, params=p, **args)
-                    acc += int((v.holds & ~v.vacuous).sum())
+                    acc += int((v.holds & ~v.vacuous)[:real].sum())
                 bar.update()
+            sec, acc, vac = distributed.all_sum(torch.tensor([sec, acc, vac]), ranks).tolist()
             n = len(x)
             result.rows.append(EvalRow(e, n, clean, sec / n, acc / n if sampler else None, vac,
                                        time.perf_counter() - start))

@@ -8,6 +8,10 @@
 
 Checkpoints are written atomically at the end of every epoch with every random state, so a
 killed run resumed with `resume=True` reaches the same final weights as an uninterrupted one.
+They hold CPU tensors and load on any device. `device=` places the model and the data (once);
+`ranks=` (runtime/distributed.py) trains one model with DistributedDataParallel: each rank
+takes its shard of every global batch, and the weights are those of one process on the same
+batches, up to float rounding (docs/distributed.md).
 The regimes are entries of TRAINING_REGIMES (see the end of this module); a new regime is one
 registered function of the Trainer.
 """
@@ -29,7 +33,7 @@ from robustspec.compiler import FGSM, Property, RandomSampling
 from robustspec.compiler.registry import Registry
 from robustspec.dsl.errors import CheckpointError, InputError, TrainingError
 
-from . import arguments
+from . import arguments, distributed
 from .arguments import property_args  # noqa: F401  (public here too, as before)
 from .files import atomic_write, atomic_write_text, remove_stale_temps
 from .registries import Names
@@ -118,11 +122,16 @@ class EpochStats:
 
 
 class Trainer:
-    """Trains `model` under one regime. `prop` is required for every regime but baseline."""
+    """Trains `model` under one regime. `prop` is required for every regime but baseline.
+
+    device: "auto", "cpu", "cuda", "cuda:N" or a torch.device (None: where the model is).
+    ranks: this process's place among data-parallel ranks (distributed.start()); None: alone.
+    """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, prop: Property | None = None,
                  checkpoint_dir: str | Path | None = None, model_info: dict | None = None,
-                 progress: bool | None = None):
+                 progress: bool | None = None, device: str | torch.device | None = None,
+                 ranks: distributed.Ranks | None = None):
         if config.regime != "baseline" and prop is None:
             raise TrainingError(f"regime '{config.regime}' needs a spec: pass --spec FILE --property NAME")
         if not isinstance(model, torch.nn.Module):
@@ -130,7 +139,12 @@ class Trainer:
         if not any(p.requires_grad for p in model.parameters()):
             raise InputError(f"train: the model ({type(model).__name__}) has no trainable "
                              "parameters; nothing to train")
+        self.ranks = ranks if ranks is not None else distributed.SINGLE
+        self.device = distributed.place(model, device, self.ranks)
         self.model = model
+        # the forward pass whose loss is back-propagated (DDP's: gradients all-reduced)
+        self.net = distributed.data_parallel(model, self.device, self.ranks)
+        self._shard: distributed.Shard | None = None  # this rank's rows of the current batch
         self.cfg = config
         self.prop = prop
         self.dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -149,13 +163,13 @@ class Trainer:
         return TRAINING_REGIMES.get(self.cfg.regime)(self)
 
     def cross_entropy(self, x: torch.Tensor, y: torch.Tensor):
-        logits = self.model(x)
+        logits = self.net(x)
         return F.cross_entropy(logits, y), logits
 
     def points(self, x: torch.Tensor, y: torch.Tensor, search) -> torch.Tensor:
         """The point the property's search finds for each example (one quantified input)."""
         prop = self.prop
-        found = prop.search(self.model, search=search, params=self.cfg.params or None,
+        found = prop.search(self.model, search=self.sharded(search), params=self.cfg.params or None,
                             logic=self.cfg.logic, generator=self.search_rng,
                             **property_args(prop, x, y))
         if len(found) != 1:
@@ -164,14 +178,20 @@ class Trainer:
                                 "quantified input")
         return next(iter(found.points.values())).detach()
 
+    def sharded(self, search):
+        """`search` on this rank's rows of the batch, its random starts drawn for the global
+        batch on the CPU generator: the same points on any device and any number of ranks."""
+        return distributed.shard_search(search, self._shard, self.ranks)
+
     # ------------------------------------------------------------ checkpoints
     @property
     def checkpoint_path(self) -> Path | None:
         return self.dir / "last.pt" if self.dir else None
 
     def state(self) -> dict:
-        return {"format": "robustspec-checkpoint-1", "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(), "epoch": self.epoch,
+        return {"format": "robustspec-checkpoint-1",
+                "model": distributed.to_cpu(self.model.state_dict()),
+                "optimizer": distributed.to_cpu(self.opt.state_dict()), "epoch": self.epoch,
                 "shuffle_rng": self.shuffle_rng.get_state(), "search_rng": self.search_rng.get_state(),
                 "torch_rng": torch.get_rng_state(), "history": self.history,
                 "config": json.dumps(asdict(self.cfg)), "model_info": json.dumps(self.model_info),
@@ -184,7 +204,8 @@ class Trainer:
                 "fingerprint": self.prop.fingerprint()}
 
     def save(self) -> None:
-        if self.checkpoint_path is not None:
+        """Write last.pt and history.json (rank 0 only: the ranks hold the same state)."""
+        if self.checkpoint_path is not None and self.ranks.is_main:
             atomic_save(self.state(), self.checkpoint_path)
             atomic_write_text(self.dir / "history.json", json.dumps(self.history, indent=1))
 
@@ -257,14 +278,21 @@ class Trainer:
         from it) or overwrite (replace it) is given: a finished run is never lost silently."""
         from tqdm.auto import tqdm
 
-        self._check_inputs(x, y)
+        arguments.batch(x, y, "train")
         self.data_id = data_fingerprint(x, y)
+        x, y = x.to(self.device), y.to(self.device)  # once: these datasets fit
+        self._check_inputs(x, y)
+        distributed.agree(json.dumps(self.data_id), self.ranks, "the training data")
         path = self.checkpoint_path
-        if path is not None:
-            remove_stale_temps(self.dir)
-        refuse_overwrite(path, resume, overwrite)
-        if resume and path is not None and path.exists():
-            self.restore(load_checkpoint(path))
+
+        def prepare():  # on rank 0; every rank gets its checkpoint (or its refusal)
+            if path is not None:
+                remove_stale_temps(self.dir)
+            refuse_overwrite(path, resume, overwrite)
+            return load_checkpoint(path) if resume and path is not None and path.exists() else None
+        ckpt = distributed.from_main(prepare, self.ranks)
+        if ckpt is not None:
+            self.restore(ckpt)
         n = len(x)
         bs = self.cfg.batch_size
         batches = math.ceil(n / bs)
@@ -276,24 +304,36 @@ class Trainer:
             start = time.perf_counter()
             bar = tqdm(total=batches, desc=f"{self.cfg.regime} epoch {epoch}/{self.cfg.epochs}",
                        unit="batch", leave=False, dynamic_ncols=True,
-                       disable=None if self.progress is None else not self.progress)
+                       disable=True if not self.ranks.is_main else
+                       None if self.progress is None else not self.progress)
             for b in range(batches):
                 idx = order[b * bs:(b + 1) * bs]
-                xb, yb = x[idx], y[idx]
+                shard = self._shard = distributed.batch_shard(len(idx), self.ranks)
+                mine = idx[shard.rows].to(self.device)
+                xb, yb = x[mine], y[mine]
                 loss, logits = self._step(xb, yb)
-                if not torch.isfinite(loss):
+                # the global batch's loss sum, correct count and size (summed over the ranks)
+                tally = distributed.all_sum(torch.stack([
+                    loss.detach().double() * shard.real,
+                    (logits.argmax(-1) == yb)[:shard.real].sum().double(),
+                    torch.tensor(float(shard.real), dtype=torch.float64, device=loss.device)]),
+                    self.ranks).tolist()
+                if not math.isfinite(tally[0]):
                     bar.close()
                     kept = (f"the last good checkpoint ({self.checkpoint_path}, epoch {self.epoch}) "
                             "is kept" if self.checkpoint_path and self.checkpoint_path.exists()
                             else "no checkpoint was written yet")
-                    raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, batch "
-                                        f"{b + 1}/{batches}; {kept}. Try a lower --lr or --beta.")
+                    raise TrainingError(f"the loss became {tally[0] / tally[2]} at epoch {epoch}, "
+                                        f"batch {b + 1}/{batches}; {kept}. Try a lower --lr or "
+                                        "--beta.")
+                if self.ranks.distributed:  # DDP averages over ranks: weigh by the shard's rows
+                    loss = loss * (shard.weight * self.ranks.world)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
-                total_loss += loss.item() * len(idx)
-                correct += int((logits.argmax(-1) == yb).sum())
-                seen += len(idx)
+                total_loss += tally[0]
+                correct += int(tally[1])
+                seen += int(tally[2])
                 rate = seen / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
                                 ex_s=f"{rate:.0f}", refresh=False)
@@ -363,7 +403,8 @@ def _constraint(t: Trainer):
 
     def constraint(x, y):
         loss_ce, logits = t.cross_entropy(x, y)
-        loss_c = prop.loss(t.model, logic=cfg.logic, search=search, params=cfg.params or None,
+        loss_c = prop.loss(t.model, logic=cfg.logic, search=t.sharded(search),
+                           params=cfg.params or None,
                            generator=t.search_rng, **property_args(prop, x, y))
         return cfg.alpha * loss_ce + cfg.beta * loss_c, logits
     return constraint
@@ -383,10 +424,11 @@ def data_fingerprint(x: torch.Tensor, y: torch.Tensor) -> dict:
 def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, regime: str = "baseline",
           prop: Property | None = None, checkpoint_dir: str | Path | None = None,
           resume: bool = False, progress: bool | None = None, model_info: dict | None = None,
-          overwrite: bool = False, **config) -> list[dict]:
+          overwrite: bool = False, device: str | torch.device | None = None,
+          ranks: distributed.Ranks | None = None, **config) -> list[dict]:
     """One call per regime: `train(model, x, y, "constraint", prop=spec["sr"], epochs=2)`."""
     trainer = Trainer(model, TrainConfig(regime=regime, **config), prop, checkpoint_dir, model_info,
-                      progress)
+                      progress, device=device, ranks=ranks)
     return trainer.fit(x, y, resume=resume, overwrite=overwrite)
 
 

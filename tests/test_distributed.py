@@ -11,6 +11,7 @@ of its own there) and a PaperMLP(64).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -31,14 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 N, BATCH = 101, 20
 # delta 0.3: SR is violated on most examples of a barely trained network, so PGD's early stop
-# fires on some batches and the global stop decision is exercised
+# fires on most batches (one restart: each shard may stop on its own)
 TRAIN = dict(regime="constraint", epochs=2, batch_size=BATCH, lr=1e-2, search_steps=4,
              step_size=0.05, params={"delta": 0.3})
 # chunks of 30 over 2 ranks; at eps 0.08 PGD breaks SR(delta 0.1) on some of the untrained
-# network's inputs and not on others
-EVAL = dict(eps=[0.05, 0.08, 0.1], steps=4, samples=5, batch_size=30, params={"delta": 0.1},
-            progress=False)
-ATTACK = dict(eps=0.08, steps=4, batch_size=30, params={"delta": 0.1})
+# network's inputs and not on others; 2 restarts: the early stop is decided for the global batch
+EVAL = dict(eps=[0.05, 0.08, 0.1], steps=4, restarts=2, samples=5, batch_size=30,
+            params={"delta": 0.1}, progress=False)
+ATTACK = dict(eps=0.08, steps=4, restarts=2, batch_size=30, params={"delta": 0.1})
 
 
 def make_data(n: int = N, seed: int = 0):
@@ -236,7 +237,7 @@ def _job_evaluate(ranks, out: Path) -> None:
     if ranks.is_main:
         torch.save({"rows": [(row.clean_accuracy, row.constraint_security,
                               row.constraint_accuracy, row.vacuous, row.n) for row in r.rows],
-                    "violated": a.violated, "n": len(a.x)}, out / "evaluate.pt")
+                    "violated": a.violated, "x": a.x}, out / "evaluate.pt")
 
 
 def _ranked(rank: int, world: int, port: int, out: str) -> None:
@@ -306,7 +307,7 @@ def test_sharded_evaluation_and_attack_count_as_unsharded(two_ranks):
     assert got["rows"] == [(row.clean_accuracy, row.constraint_security, row.constraint_accuracy,
                             row.vacuous, row.n) for row in r.rows]
     assert 0 < r.rows[1].constraint_security < 1  # not a trivial count
-    assert got["n"] == N and torch.equal(got["violated"], a.violated)
+    assert torch.equal(got["violated"], a.violated) and torch.equal(got["x"], a.x)
     assert 0 < int(a.violated.sum()) < N
 
 
@@ -338,12 +339,11 @@ def test_torchrun_train_and_evaluate_with_ddp(tmp_path, monkeypatch):
                                   str(tmp_path / "eval")] + common,
                         capture_output=True, text=True, env=env, timeout=300)
     assert ev.returncode == 0, ev.stderr[-3000:]
-    one = subprocess.run([sys.executable, "-m", "robustspec.runtime.cli", "evaluate",
-                          str(out / "last.pt"), "--spec", str(SPECS / "standard_robustness.spec"),
-                          "--eps", "0.1", "--steps", "2", "--samples", "3", "--out",
-                          str(tmp_path / "eval1")] + common,
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
+    from robustspec.runtime import cli
+
+    assert cli.main(["evaluate", str(out / "last.pt"), "--spec",
+                     str(SPECS / "standard_robustness.spec"), "--eps", "0.1", "--steps", "2",
+                     "--samples", "3", "--out", str(tmp_path / "eval1")] + common) == 0
     import json
 
     rows = [json.loads((tmp_path / f"{s}.json").read_text())["rows"] for s in ("eval", "eval1")]
@@ -351,7 +351,12 @@ def test_torchrun_train_and_evaluate_with_ddp(tmp_path, monkeypatch):
     assert strip[0] == strip[1]
 
 
-def test_ddp_flag_without_torchrun_is_a_clear_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ddp,env,message", [
+    (True, {}, "--ddp needs the processes torchrun starts: run `torchrun --nproc_per_node N"),
+    (False, {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"},
+     "one of 2 processes .* but --ddp is not given"),
+], ids=["ddp-without-torchrun", "torchrun-without-ddp"])
+def test_ddp_and_torchrun_go_together(ddp, env, message, tmp_path, monkeypatch, capsys):
     from fakedata import isolate_data_env, write_fashion
 
     from robustspec.runtime import cli
@@ -359,7 +364,29 @@ def test_ddp_flag_without_torchrun_is_a_clear_error(tmp_path, monkeypatch):
     isolate_data_env(tmp_path, monkeypatch)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
     write_fashion(tmp_path / "data" / "fashion-mnist", n_train=12, n_test=6)
-    code = cli.main(["train", "--ddp", "--regime", "baseline", "--epochs", "1", "--data-dir",
-                     str(tmp_path / "data"), "--no-verify", "--out", str(tmp_path / "r")])
+    code = cli.main(["train", "--regime", "baseline", "--epochs", "1", "--data-dir",
+                     str(tmp_path / "data"), "--no-verify", "--out", str(tmp_path / "r")]
+                    + (["--ddp"] if ddp else []))
     assert code == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not (tmp_path / "r").exists()  # refused before any work
+
+
+def test_device_option_on_the_commands(tmp_path, monkeypatch, capsys):
+    from fakedata import isolate_data_env, write_fashion
+
+    from robustspec.runtime import cli
+
+    isolate_data_env(tmp_path, monkeypatch)
+    write_fashion(tmp_path / "data" / "fashion-mnist", n_train=12, n_test=6)
+    data = ["--data-dir", str(tmp_path / "data"), "--no-verify"]
+    assert cli.main(["train", "--regime", "baseline", "--epochs", "1", "--device", "cpu",
+                     "--out", str(tmp_path / "r")] + data) == 0
+    assert "device cpu" in capsys.readouterr().out
+    bad = cli.main(["evaluate", str(tmp_path / "r" / "last.pt"), "--spec",
+                    str(SPECS / "standard_robustness.spec"), "--device", "tpu"] + data)
+    assert bad == 2 and "unknown device 'tpu'" in capsys.readouterr().err
