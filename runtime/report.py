@@ -495,11 +495,18 @@ def write_report(out: str | Path) -> dict[str, Path]:
         L += [f"**Figure {num}.** {caption}", "", f"![{caption}]({path.name})", ""]
 
     # time
-    L += ["## Time per cell", "", "| cell | training s | epochs | threads |", "|---|---|---|---|"]
+    L += ["## Time per cell", "", "Training time as measured (on a shared machine it includes "
+          "the other processes' load); examples/s is the mean over the epochs.", "",
+          "| cell | training s | epochs | examples/s | evaluation s | threads |",
+          "|---|---|---|---|---|---|"]
     for cid in order:
         if cid in cells:
             r = cells[cid]
-            L.append(f"| {cid} | {r['train_seconds']:.0f} | {len(r['history'])} | {r.get('threads', '?')} |")
+            rates = [h["examples_per_s"] for h in r["history"] if "examples_per_s" in h]
+            rate = f"{sum(rates) / len(rates):.0f}" if rates else "-"
+            ev = sum(row.get("seconds", 0) for a in r["attacks"].values() for row in a["rows"])
+            L.append(f"| {cid} | {r['train_seconds']:.0f} | {len(r['history'])} | {rate} | "
+                     f"{ev:.0f} | {r.get('threads', '?')} |")
     L.append("")
 
     report = atomic_write_text(out / "report.md", "\n".join(L))
