@@ -358,3 +358,33 @@ def test_spans_with_unicode_and_multiline():
 def test_module_keeps_its_source():
     m = parse("c = 1", "s.spec")
     assert m.source.name == "s.spec" and m.source.text == "c = 1"
+
+
+# ---------------------------------------------------------------- issue 8: hostile input
+@pytest.mark.parametrize("make", [
+    lambda n: "not " * n + "a <= 1",
+    lambda n: "-" * n + "a <= 1",
+    lambda n: " + ".join(["a"] * n) + " <= 1",
+    lambda n: "abs(" * n + "a" + ")" * n + " <= 1",
+    lambda n: " => ".join(["a <= 1"] * n),
+    lambda n: "".join(f"forall x{i} . " for i in range(n)) + "a <= 1",
+])
+def test_deep_nesting_parses_without_recursion(make):
+    """The AST is built without recursion (the checker limits the depth, with a diagnostic)."""
+    m = parse("property p(a : Real) = " + make(3000))
+    deepest, stack = 0, [(m.decls[0].body, 1)]
+    while stack:  # the AST's depth, measured without recursion either
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        for value in vars(node).values():
+            for child in (value if isinstance(value, list) else [value]):
+                if isinstance(child, ast.Expr):
+                    stack.append((child, depth + 1))
+    assert deepest >= 3000
+
+
+def test_spans_count_lines_at_newlines_only():
+    m = parse("# a\x0c b\u2028 c\nproperty p(a : Real) =\n  a <= 1")
+    cmp = m.decls[0].body
+    assert (cmp.span.line, cmp.span.col) == (3, 3)
+    assert cmp.span.text() == "a <= 1"
