@@ -429,16 +429,15 @@ def test_a_tensor_type_of_too_many_dimensions():
 
 @pytest.mark.parametrize("n", [20000, 30000])
 def test_the_syntax_hint_is_linear_in_a_long_name(n):
-    text = "property " + "a" * n + "(x0 : Tensor) = ="
-    start = time.perf_counter()
-    with pytest.raises(SpecError):
-        parse(text, "t.spec")
-    # the quadratic search took 3.9 s at 20,000 characters and 19 s at 30,000
-    assert time.perf_counter() - start < 1.0
-    start = time.perf_counter()
-    with pytest.raises(SpecError):
+    # the regex search this replaced took 18.6 s on `"a" * 20000 + " "` alone
+    for text in ("a" * n + " b", "c = 1\n" + "a" * n + " 2", "a" * n + "(x) b"):
+        start = time.perf_counter()
+        with pytest.raises(SpecError) as info:
+            parse(text, "t.spec")
+        assert time.perf_counter() - start < 1.0
+        assert "\nhint: " in str(info.value)
+    with pytest.raises(SpecError, match="a property or helper is defined with '='"):
         parse("a" * n + "(x) b", "t.spec")
-    assert time.perf_counter() - start < 1.0
 
 
 @pytest.mark.parametrize("sep", ["\x0c", "\x0b", "\x85", "\u2028", "\u2029", "\x1c"])
