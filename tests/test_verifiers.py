@@ -264,3 +264,13 @@ def test_l2_ball_proved_by_its_box_and_solver_points_outside_the_ball_not_counte
     assert r.verdicts == [answer], (r.verdicts, r.decided_by, r.notes)
     if answer == "unknown":
         assert "outside the domain" in r.notes[0]
+
+
+def test_a_proof_of_an_attacked_point_is_an_invariant_error(monkeypatch):
+    """Bounds that 'prove' a point the attack falsified are a bug, reported, never a result."""
+    def everything_refuted(query, lb, ub):
+        return torch.ones(query.batch, len(query.disjuncts), dtype=torch.bool)
+    monkeypatch.setattr(verify_mod, "disjunct_refuted", everything_refuted)
+    with pytest.raises(verify_mod.InvariantError, match="attack found"):
+        verify(affine_net(EYE, [0, 0]), prop("sr"), X0, Y0, eps=0.1, progress=False,
+               params={"delta": 0.05})
