@@ -29,16 +29,9 @@ def _eps_list(text: str) -> list[float]:
 
 
 def _params(pairs) -> dict:
-    out = {}
-    for p in pairs or []:
-        name, sep, value = p.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise InputError(f"--param takes NAME=NUMBER, got {p!r}")
-    return out
+    from .options import parse_params  # the CLI's one --param parser and its checks
+
+    return parse_params(pairs)
 
 
 def _index(text: str | None, size: int) -> list[int]:
