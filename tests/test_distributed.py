@@ -226,6 +226,24 @@ def _job_train(ranks, out: Path, name: str, epochs: int, resume: bool) -> None:
     t.fit(x, y, resume=resume)
 
 
+def _job_refusals(ranks, out: Path) -> None:
+    """Errors found on one rank reach every rank (none waits forever in a collective)."""
+    from robustspec.dsl.errors import TrainingError
+    from robustspec.runtime.training import TrainConfig, Trainer
+
+    x, y = make_data()
+    cases = {"overwrite": (x, y),  # rank 0 finds a finished run in the folder
+             "data": (x, y) if ranks.rank == 0 else make_data(seed=1)}  # rank 1: other images
+    for case, (xs, ys) in cases.items():
+        t = Trainer(fresh(), TrainConfig(**TRAIN), sr(), out / "ddp", progress=False, ranks=ranks)
+        try:
+            t.fit(xs, ys, resume=case == "data")
+            message = "no error"
+        except TrainingError as e:
+            message = str(e)
+        (out / f"refused-{case}-{ranks.rank}.txt").write_text(message)
+
+
 def _job_evaluate(ranks, out: Path) -> None:
     from robustspec.runtime.attack import attack
     from robustspec.runtime.metrics import evaluate
@@ -253,6 +271,7 @@ def _ranked(rank: int, world: int, port: int, out: str) -> None:
         _job_train(ranks, out, "ddp-resumed", 2, True)   # ... and resumed
         _job_train(ranks, out, "one-then-ddp", 2, True)  # resumes a 1-process checkpoint
         _job_evaluate(ranks, out)
+        _job_refusals(ranks, out)
     finally:
         distributed.stop()
 
@@ -309,6 +328,13 @@ def test_sharded_evaluation_and_attack_count_as_unsharded(two_ranks):
     assert 0 < r.rows[1].constraint_security < 1  # not a trivial count
     assert torch.equal(got["violated"], a.violated) and torch.equal(got["x"], a.x)
     assert 0 < int(a.violated.sum()) < N
+
+
+def test_a_refusal_on_one_rank_reaches_every_rank(two_ranks):
+    for rank in (0, 1):
+        assert "holds another run" in (two_ranks / f"refused-overwrite-{rank}.txt").read_text()
+        assert "the ranks disagree on the training data" in \
+            (two_ranks / f"refused-data-{rank}.txt").read_text()
 
 
 # ------------------------------------------------------------------ torchrun and the CLI
