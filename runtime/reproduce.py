@@ -502,12 +502,12 @@ def plan_from_args(args) -> tuple[Plan, list[Cell], int]:
     if bad or not datasets:
         raise InputError(f"--dataset {args.dataset!r}: choose from {', '.join(DATASETS)}, "
                          "separated by commas")
+    cells = select(grid(tuple(datasets)), _list(args.cells) if args.cells else None)
     cores = os.cpu_count() or 1
-    jobs = args.jobs or cores
+    jobs = max(1, min(args.jobs or cores, len(cells)))  # no idle processes
     threads = args.threads or max(1, cores // jobs)
     plan = Plan(BUDGETS[args.budget], str(args.out), args.data_dir, args.gtsrb_size, threads,
                 tuple(datasets))
-    cells = select(grid(tuple(datasets)), _list(args.cells) if args.cells else None)
     return plan, cells, jobs
 
 
@@ -532,7 +532,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     def log(msg):
         print(msg, flush=True)
 
-    status = run_grid(cells, plan, jobs=min(jobs, len(cells)) or 1, log=log)
+    status = run_grid(cells, plan, jobs=jobs, log=log)
     paths = write_report(plan.out)
     print(f"report: {paths['report']}\nresults: {paths['results']}\nwall time {_fmt(time.time() - t0)}")
     if status["failed"]:

@@ -369,6 +369,21 @@ def test_missing_data_is_a_clean_error(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err and "fashion" in err.lower()
 
 
+def test_jobs_threads_and_gtsrb_options_reach_the_plan(tmp_path, monkeypatch):
+    monkeypatch.setattr(rp.os, "cpu_count", lambda: 8)
+    args = cli.build_parser().parse_args(["reproduce", "--out", str(tmp_path), "--cells", "gtsrb/c*",
+                                          "--gtsrb-size", "32"])
+    p, cells, jobs = rp.plan_from_args(args)
+    assert [c.regime for c in cells] == ["constraint-sr", "constraint-scr", "constraint-lr",
+                                         "constraint-scr-authors"]
+    assert (jobs, p.threads) == (4, 2)  # 4 cells on 8 cores: 4 processes of 2 threads
+    assert rp.data_options("gtsrb", p) == {"size": 32, "grayscale": True, "classes": list(range(10))}
+    assert p.settings()["gtsrb"]["size"] == 32
+    args = cli.build_parser().parse_args(["reproduce", "--out", str(tmp_path), "--jobs", "3"])
+    p, cells, jobs = rp.plan_from_args(args)
+    assert (jobs, p.threads, len(cells)) == (3, 2, 20)
+
+
 def test_budgets_are_the_papers_settings_and_scaled_copies():
     paper = rp.BUDGETS["paper"]
     assert (paper.epochs, paper.lr, paper.batch_size, paper.alpha, paper.beta, paper.train_steps,
