@@ -75,6 +75,21 @@ def network_input_error(name: str, net, inp: torch.Tensor, error: Exception) -> 
 
 from .ops import T, TorchOps  # noqa: E402  (re-exported: the backend primitives)
 
+MAX_RANGE = 2 ** 20  # the checker's limit on range(n), enforced again for per-call params
+
+
+def shape_mismatch(n: N, a: torch.Tensor, b: torch.Tensor, depth: int, error: Exception) -> SpecError:
+    """Operands whose shapes only meet at run time (tensors of undeclared shape) and do not
+    broadcast: a diagnostic at the operator, with both per-example shapes."""
+    def per_example(v: torch.Tensor) -> list[int]:
+        return list(v.shape[1 + depth:]) if v.ndim else []
+    return SpecError([Diagnostic(
+        "error", f"the operands have shapes {per_example(a)} and {per_example(b)} per example, "
+        "which do not broadcast", n.span,
+        hint="check which tensors this compares or combines (e.g. an input and a network "
+             "output); declare shapes in the network's type (Tensor[784] -> Tensor[10]) so the "
+             "checker finds such mistakes before running")])
+
 
 def align(v: torch.Tensor, from_depth: int, to_depth: int) -> torch.Tensor:
     """Insert index axes (size 1) so a value made at `from_depth` lines up at `to_depth`."""
@@ -95,6 +110,13 @@ def _same_rank(a: torch.Tensor, b: torch.Tensor, depth: int):
     elif rb < ra and b.ndim:
         b = b.reshape(b.shape + (1,) * (ra - rb))
     return a, b, max(ra, rb)
+
+
+def _broadcast(a: tuple, b: tuple) -> tuple:
+    """torch.broadcast_shapes of two shapes of one length, without its ~20 us of Python."""
+    if len(a) != len(b) or any(x != y and x != 1 and y != 1 for x, y in zip(a, b)):
+        return torch.broadcast_shapes(a, b)  # the general case, and torch's error
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
 
 
 def _value_dims(v: torch.Tensor, depth: int) -> tuple[int, ...]:
@@ -131,7 +153,9 @@ def untranslatable(formula: N, logic: Logic, what: str) -> list[Diagnostic]:
                          "to a checker and an attack"))
             else:
                 out.append(Diagnostic("error", f"the logic {logic.name} cannot translate '{n.op}'",
-                                      n.span))
+                                      n.span, hint="choose a logic that has this operator "
+                                      "(docs/logics.md lists each logic's table), or rewrite the "
+                                      "formula without it"))
         if n.op in CONT_QUANT:
             walk(n.args[0])
             return
@@ -231,7 +255,7 @@ class Lowering:
             def apply(ctx: Ctx):
                 x = x_fn(ctx)
                 lead = x.shape[:1 + depth]
-                inp = x.reshape((-1,) + x.shape[1 + depth:])
+                inp = x.reshape((-1,) + x.shape[1 + depth:]) if depth else x  # depth 0: as is
                 try:
                     out = ctx.nets[net_name](inp)
                 except RuntimeError as e:  # the input has the wrong size: say both sizes
@@ -246,6 +270,8 @@ class Lowering:
                         "lambda x: model(x)[0] for a model that returns a tuple)")
                 if out.ndim >= 2:
                     ctx.class_sizes.setdefault(net_name, out.shape[-1])
+                if not depth and out.shape[:1] == lead:
+                    return out
                 return out.reshape(lead + out.shape[1:])
             return self._cached(n, depth, apply)
         if op in _UNARY:
@@ -257,7 +283,10 @@ class Lowering:
 
             def binary(ctx: Ctx):
                 a, b, _ = _same_rank(a_fn(ctx), b_fn(ctx), depth)
-                return f2(a, b)
+                try:
+                    return f2(a, b)
+                except RuntimeError as e:
+                    raise shape_mismatch(n, a, b, depth, e) from None
             return self._cached(n, depth, binary)
         if op in ("norm_inf", "norm_1", "norm_2", "sum", "max", "min"):
             a_fn = self.term(n.args[0], depth)
@@ -286,15 +315,29 @@ class Lowering:
         if op == "max_except":
             a_fn, c_fn = self.term(n.args[0], depth), self.term(n.args[1], depth)
 
+            mask_key = ("max_except mask", id(n), depth)
+
             def max_except(ctx: Ctx):
                 v, c = a_fn(ctx), c_fn(ctx)
-                mask = torch.nn.functional.one_hot(c.long(), v.shape[-1]).bool() if c.ndim else \
-                    (torch.arange(v.shape[-1], device=v.device) == c)
+                # the mask of c is made once per search: c (a label) is the same tensor at
+                # every step
+                kept = ctx.static.get(mask_key)
+                if kept is not None and kept[0] is c and kept[1] == (c._version, v.shape[-1]):
+                    mask = kept[2]
+                else:
+                    # one_hot's mask without its range check's two host syncs (the label was
+                    # checked by v[c], which the margin v[c] > max_except(v, c) evaluates first)
+                    mask = torch.zeros(c.shape + (v.shape[-1],), dtype=torch.bool, device=v.device
+                                       ).scatter_(-1, c.long().unsqueeze(-1), True) if c.ndim else \
+                        (torch.arange(v.shape[-1], device=v.device) == c)
+                    ctx.static[mask_key] = (c, (c._version, v.shape[-1]), mask)
                 return v.masked_fill(mask, float("-inf")).amax(-1)
             return self._cached(n, depth, max_except)
         if op == "index":
             return self._cached(n, depth, self._index(n, depth))
-        raise SpecError([Diagnostic("error", f"cannot evaluate '{op}' here", n.span)])
+        raise SpecError([Diagnostic("error", f"cannot evaluate '{op}' here", n.span,
+                                    hint="this term cannot be computed by the torch back end; "
+                                         "please report it with the spec that produced it")])
 
     def _index(self, n: N, depth: int) -> Fn:
         fn = self._index_raw(n, depth)
@@ -319,15 +362,24 @@ class Lowering:
             k = int(idx_node.attr)
             return lambda ctx: base_fn(ctx).select(1 + depth, k)
         idx_fn = self.term(idx_node, depth)
+        # v[j] with j bound by an enclosing `forall j in classes` (or range(n)): j is arange(k)
+        # along its own axis, so where v does not vary along that axis and has k values, v[j]
+        # is v's value axis moved there (a transpose instead of broadcast, expand and gather)
+        quant_var = idx_node.attr[0] if idx_node.op == "var" and idx_node.attr[1] == "index" else None
 
         def gather(ctx: Ctx):
             v, i = base_fn(ctx), idx_fn(ctx)
             axis = 1 + depth
             if i.ndim == 0:
                 return v.select(axis, int(i))
+            if quant_var is not None and v.ndim == axis + 1:
+                d = ctx.idx[quant_var][1]
+                if v.shape[d] == 1 and v.shape[axis] == i.shape[d]:
+                    # contiguous like gather's result, so later sums add in the same order
+                    return v.transpose(d, axis).squeeze(axis).contiguous()
             if v.ndim == axis + 1 and v.shape[:axis] == i.shape:  # the common case: f(x)[y]
                 return torch.gather(v, axis, i.long().unsqueeze(axis)).squeeze(axis)
-            lead = torch.broadcast_shapes(v.shape[:axis], i.shape[:axis])
+            lead = _broadcast(v.shape[:axis], i.shape[:axis])
             rest = v.shape[axis + 1:]
             v = v.expand(lead + v.shape[axis:])
             index = i.long().expand(lead).reshape(lead + (1,) + (1,) * len(rest)).expand(
@@ -355,7 +407,10 @@ class Lowering:
                 a, b, vr = _same_rank(a_fn(ctx), b_fn(ctx), depth)
                 if not exact:
                     a, b = _as_float(a, ctx.dtype), _as_float(b, ctx.dtype)
-                r = lg.cmp(T, cop, a, b)
+                try:
+                    r = lg.cmp(T, cop, a, b)
+                except RuntimeError as e:
+                    raise shape_mismatch(n, a, b, depth, e) from None
                 if vr and r.ndim:
                     r = reduce(T, r.flatten(1 + depth), -1)
                 return r
@@ -370,7 +425,9 @@ class Lowering:
         if op in CONT_QUANT:
             node = n
             return lambda ctx: ctx.quant(node, ctx)
-        raise SpecError([Diagnostic("error", f"cannot evaluate formula op '{op}'", n.span)])
+        raise SpecError([Diagnostic("error", f"cannot evaluate formula op '{op}'", n.span,
+                                    hint="this formula cannot be computed by the torch back end; "
+                                         "please report it with the spec that produced it")])
 
     def _truth(self, ctx: Ctx, value: bool) -> torch.Tensor:
         """`true` or `false`: a bool for the checker, the logic's constant (made once per
@@ -405,7 +462,11 @@ class Lowering:
             k = size_fn(ctx)
             if k == 0:  # an empty set: forall is true and exists false, under every logic
                 return self._truth(ctx, is_forall)
-            ar = torch.arange(k, device=ctx.device).reshape((1,) * (depth + 1) + (k,))
+            key = ("arange", k, depth)  # made once per evaluation context (once per search)
+            ar = ctx.static.get(key)
+            if ar is None:
+                ar = ctx.static[key] = torch.arange(k, device=ctx.device).reshape(
+                    (1,) * (depth + 1) + (k,))
             saved = ctx.idx.get(var)
             ctx.idx = {**ctx.idx, var: (ar, depth + 1)}
             try:
@@ -428,8 +489,15 @@ class Lowering:
                 v = n_fn(ctx)
                 if v.ndim and v.numel() > 1 and not bool((v == v.flatten()[0]).all()):
                     raise SpecError([Diagnostic("error", "range(n) needs the same n for every example",
-                                                s.span)])
-                return int(v.flatten()[0]) if v.ndim else int(v)
+                                                s.span, hint="give n as a parameter or a literal, "
+                                                "not a value that differs per example")])
+                k = int(v.flatten()[0]) if v.ndim else int(v)
+                if not 0 <= k <= MAX_RANGE:
+                    raise SpecError([Diagnostic(
+                        "error", f"range(n) got n = {k}", s.span,
+                        hint=f"n must be between 0 and {MAX_RANGE}: check the parameter "
+                             "values passed with params=")])
+                return k
             return size
         net, declared = s.attr
 

@@ -20,7 +20,7 @@ from robustspec.dsl.diagnostics import SpecError
 
 from .binding import bind, per_example, points_of, split_search
 from .domains import domain_fn, radius_params
-from .ir import N, walk
+from .ir import CONT_QUANT, N, walk
 from .logics import Logic, get_logic
 from .logics.boolean import BOOLEAN
 from .lower import T, Ctx, Lowering, untranslatable
@@ -148,6 +148,15 @@ class Property(QuantifierSearch):
         ctx = self._bind(model, networks, args, params)
         found = Found({})
         if not self.quantifiers:
+            return found
+        q = self.formula
+        if q.op in CONT_QUANT and not any(n.op in CONT_QUANT for n in walk(q.args[0])):
+            # one quantifier with nothing searched inside: its points are the whole answer, so
+            # its body is not evaluated at them (SR's or LR's two network passes saved)
+            with torch.no_grad(), eval_mode(ctx.nets):
+                points, score, _ = self._run_search(q, ctx, lg, strategy, generator)
+            found.points.update(points)
+            found.objective[q.attr.vars[0]] = score
             return found
         # walk the formula with the checker (so an untranslatable body, e.g. argmax, is fine);
         # each quantifier's search still descends its objective under `logic`

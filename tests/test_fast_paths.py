@@ -1,0 +1,151 @@
+"""The speed-ups of the search loop give the same numbers as the plain code they replace.
+
+Each fast path (the in-place PGD step, the in-place best-point update, the transpose for
+`v[j]` under `forall j in classes`, the label mask of max_except, search() without the body's
+evaluation) is compared here bit for bit with the computation it stands for.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robustspec.compiler import PGD, compile_spec, get_logic
+from robustspec.compiler.search import RealDomain, _Best, _keep_rows_
+
+BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape and the same bits (NaN payloads aside: NaN matches NaN)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    a, b = a.contiguous(), b.contiguous()
+    return bool(((a.view(BITS[a.dtype]) == b.view(BITS[b.dtype])) | (a.isnan() & b.isnan())).all())
+
+
+def box(x0: torch.Tensor, eps: float) -> RealDomain:
+    lo, hi = (x0 - eps).clamp(0, 1), (x0 + eps).clamp(0, 1)
+    return RealDomain(lo, hi, None, x0)
+
+
+def test_in_place_step_is_the_plain_step_bit_for_bit():
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        x0 = torch.rand(6, 1, 5, 5, generator=g, dtype=dtype)
+        d = box(x0, 0.1)
+        for size in (0.01, 1 / 3, 2.5e-3, d.default_step(7), 0.0, 1e308, float("nan")):
+            x = d.sample(g)
+            grad = torch.randn(x.shape, generator=g, dtype=dtype)
+            grad[0, 0, :2] = 0.0  # sign 0: the point stays
+            grad[1, 0, 0, 0] = -0.0
+            want = d.step(x.clone(), grad.clone(), size)
+            got = d.step_(x.clone(), grad.clone(), size)
+            assert bitwise_equal(got, want), (dtype, size)
+
+
+def test_in_place_step_takes_expanded_gradients_and_leaves_them_alone():
+    x0 = torch.rand(3, 4)
+    d = box(x0, 0.2)
+    x = d.sample(torch.Generator().manual_seed(1))
+    grad = torch.tensor([1.0, -1.0, 0.0, 2.0]).expand(3, 4)  # stride 0: cannot be written
+    want = d.step(x.clone(), grad, 0.05)
+    got = d.step_(x.clone(), grad, 0.05)
+    assert bitwise_equal(got, want)
+    assert grad.tolist()[0] == [1.0, -1.0, 0.0, 2.0]
+
+
+def test_row_keeping_is_torch_where_bit_for_bit():
+    g = torch.Generator().manual_seed(2)
+    for dtype in (torch.float32, torch.float64):
+        dst = torch.randn(8, 2, 3, generator=g, dtype=dtype)
+        src = torch.randn(8, 2, 3, generator=g, dtype=dtype)
+        src[0, 0, 0], src[1, 1, 1], src[2, 0, 2] = float("nan"), -0.0, float("-inf")
+        dst[3, 0, 0] = float("nan")
+        better = torch.rand(8, generator=g) > 0.5
+        better[:3] = True
+        want = torch.where(better[:, None, None], src, dst)
+        out = _keep_rows_(dst, better, src)
+        assert out is dst and bitwise_equal(dst, want)
+
+
+def test_best_points_keep_their_rule_with_nan_objectives():
+    """Lower objective wins, ties go to the larger tie value, a NaN best is replaced by any
+    number and never re-enters; the kept points are copies (the search moves its own)."""
+    best = _Best()
+    x = torch.zeros(4, 2)
+    best.update({"x": x}, torch.tensor([1.0, float("nan"), 2.0, 0.0]), torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    x += 1  # the search moves its point in place: the kept copy must not move
+    assert best.points["x"].sum() == 0
+    best.update({"x": x}, torch.tensor([1.0, 5.0, float("nan"), 0.0]), torch.tensor([1.0, 0.0, 0.0, 0.5]))
+    assert best.points["x"][:, 0].tolist() == [1.0, 1.0, 0.0, 0.0]  # tie won, NaN replaced
+    assert best.obj.tolist() == [1.0, 5.0, 2.0, 0.0] and not best.nan
+    x += 1
+    best.update({"x": x}, torch.tensor([float("nan"), float("nan"), 1.0, 0.0]), torch.zeros(4))
+    assert best.points["x"][:, 0].tolist() == [1.0, 1.0, 2.0, 0.0]
+    assert best.obj.tolist() == [1.0, 5.0, 1.0, 0.0]
+
+
+PER_CLASS = """
+network f : Tensor -> Tensor
+param delta : Real = 0.5
+property per_class(x0 : Tensor) =
+  forall x . norm_inf(x - x0) <= 0.1 and 0 <= x <= 1 =>
+    forall j in classes . abs(f(x)[j] - f(x0)[j]) <= delta
+property shifted(x0 : Tensor) =
+  forall x . norm_inf(x - x0) <= 0.1 and 0 <= x <= 1 =>
+    forall j in range(3) . f(x)[j] - f(x)[j + 1] <= delta
+"""
+
+
+def _grads(model):
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_index_by_a_class_variable_is_the_gather_it_replaces():
+    """f(x)[j] under `forall j in classes` (the transpose) against the same loss with the
+    fast path disabled (j offset by 0 through `j + 0` is not a bare variable: gather)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.Tanh(), nn.Linear(5, 4))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4)
+    x0 = torch.rand(16, 12, generator=torch.Generator().manual_seed(3))
+    fast = compile_spec(PER_CLASS)["per_class"]
+    slow = compile_spec(PER_CLASS.replace("f(x)[j] - f(x0)[j]", "f(x)[j + 0] - f(x0)[j + 0]"))["per_class"]
+    out = []
+    for prop in (fast, slow):
+        model.zero_grad()
+        loss = prop.loss(model, x0=x0, search=PGD(steps=5, step_size=0.02),
+                         generator=torch.Generator().manual_seed(4), reduction="none")
+        loss.sum().backward()
+        found = prop.search(model, x0=x0, search=PGD(steps=5, step_size=0.02),
+                            generator=torch.Generator().manual_seed(5))
+        out.append([loss.detach(), found["x"], *_grads(model)])
+    assert float(out[0][0].sum()) > 0  # violated somewhere: the gradients are not all zero
+    assert all(bitwise_equal(a, b) for a, b in zip(*out))
+    # a j whose values do not line up with v's (j + 1) still gathers, and range(3) < 4 outputs
+    shifted = compile_spec(PER_CLASS)["shifted"]
+    assert shifted.loss(model, x0=x0, search=PGD(steps=2)).ndim == 0
+
+
+def test_search_of_one_quantifier_returns_the_points_of_the_full_walk():
+    """search() no longer evaluates the body of a lone quantifier at its points: the points
+    and objectives are those of walking the formula (the quantifier's handler)."""
+    sr = compile_spec("specs/standard_robustness.spec")["sr"]
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3))
+    x0, y = torch.rand(10, 12), torch.zeros(10, dtype=torch.long)
+    fast = sr.search(model, x0=x0, y=y, params={"delta": 0.05}, search=PGD(steps=4),
+                     generator=torch.Generator().manual_seed(6))
+    from robustspec.compiler.property import Found
+    from robustspec.compiler.quantifiers import eval_mode
+
+    walked = Found({})
+    ctx = sr._bind(model, None, {"x0": x0, "y": y}, {"delta": 0.05})
+    ctx.quant = sr._search_handler(get_logic("dl2"), PGD(steps=4), torch.Generator().manual_seed(6),
+                                   record=walked, body_logic=None)
+    with torch.no_grad(), eval_mode(ctx.nets):
+        sr._check(ctx)
+    assert float((fast.objective["x"] <= 0).float().mean()) not in (0.0, 1.0)  # found some, not all
+    assert bitwise_equal(fast["x"], walked["x"])
+    assert bitwise_equal(fast.objective["x"], walked.objective["x"])
