@@ -286,6 +286,14 @@ def check_claims(cells: dict[str, dict]) -> list[Claim]:
 _STYLES = ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))]
 
 
+_COLORS = {}  # one colour per regime or attack in every figure
+
+
+def _color(label: str) -> str:
+    palette = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
+    return _COLORS.setdefault(label, palette[len(_COLORS) % len(palette)])
+
+
 def _plot(panels: list[tuple[str, dict[str, list]]], path: Path, title: str) -> Path | None:
     """panels: [(panel title, {line label: [(eps, security %)]})]; None when nothing to draw."""
     if not any(lines for _, lines in panels):
@@ -296,7 +304,8 @@ def _plot(panels: list[tuple[str, dict[str, list]]], path: Path, title: str) -> 
     for ax, (ptitle, lines) in zip(axes[0], panels):
         for i, (label, pts) in enumerate(lines.items()):
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, linestyle=_STYLES[i % len(_STYLES)], marker="o", ms=3, label=label)
+            ax.plot(xs, ys, linestyle=_STYLES[i % len(_STYLES)], marker="o", ms=3, label=label,
+                    color=_color(label))
         ax.set_title(ptitle, fontsize=9)
         ax.set_xlabel("Epsilon")
         ax.set_ylabel("Constraint security (%)")
@@ -326,6 +335,8 @@ LOSSES = [("baseline", "Baseline"), ("constraint-sr", "Constraint Loss (SR)"),
           ("constraint-scr-authors", "Constraint Loss (SCR, authors' code)")]
 ATTACK_NAMES = {"SR": "SR Attack", "SCR": "SCR Attack", "LR": "LR Attack",
                 "SCR-authors": "SCR Attack (authors' definition)"}
+for _label in [lab for _, lab in METHODS + LOSSES] + list(ATTACK_NAMES.values()):
+    _color(_label)  # fixed colours, whatever cells a folder holds
 
 
 def figures(cells: dict, out: Path) -> list[tuple[str, str, Path]]:
