@@ -172,6 +172,8 @@ class Plan:
     gtsrb_size: int = 48
     threads: int = 1
     datasets: tuple[str, ...] = DATASETS
+    device: str = "cpu"  # --device: where each cell trains and evaluates (not in settings():
+    # results do not depend on it beyond float rounding, docs/distributed.md)
 
     def settings(self) -> dict:
         """What fixes the numbers: a folder's results are only comparable under one of these."""
@@ -249,7 +251,7 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
             "classes": train.num_classes, "dataset": cell.dataset,
             "data_options": data_options(cell.dataset, plan)}
     trainer = Trainer(model, cfg, props[regime.prop] if regime.prop else None, folder / "train",
-                      info, progress=False)
+                      info, progress=False, device=plan.device)
 
     started = time.time()
 
@@ -272,7 +274,7 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
             continue
         _status(folder, phase="evaluate", attack=name, started=started)
         r = evaluate(model, prop, test.x, test.y, eps=b.eps, steps=b.eval_steps,
-                     samples=b.samples, seed=b.seed, progress=False)
+                     samples=b.samples, seed=b.seed, progress=False, device=plan.device)
         r.save(stem)
         attacks[name] = r.to_dict()
         if log:
@@ -494,6 +496,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="GTSRB image side (default 48, the authors'; the shared copy is 32x32 "
                         "upsampled)")
     p.add_argument("--data-dir", metavar="DIR", help="where the datasets are")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="where the cells train and evaluate (default auto: a GPU where there "
+                        "is one, else the CPU; the jobs share it)")
 
 
 def plan_from_args(args) -> tuple[Plan, list[Cell], int]:
@@ -506,8 +511,10 @@ def plan_from_args(args) -> tuple[Plan, list[Cell], int]:
     cores = os.cpu_count() or 1
     jobs = max(1, min(args.jobs or cores, len(cells)))  # no idle processes
     threads = args.threads or max(1, cores // jobs)
+    from .distributed import resolve_device
+
     plan = Plan(BUDGETS[args.budget], str(args.out), args.data_dir, args.gtsrb_size, threads,
-                tuple(datasets))
+                tuple(datasets), str(resolve_device(args.device)))
     return plan, cells, jobs
 
 
