@@ -209,6 +209,20 @@ def test_a_bad_device_is_refused_before_any_work():
         Trainer(fresh(), TrainConfig(**TRAIN), sr(), progress=False, device="npu")
 
 
+def test_reproduce_takes_a_device():
+    import argparse
+
+    from robustspec.runtime import reproduce
+
+    p = argparse.ArgumentParser()
+    reproduce.add_arguments(p)
+    plan, _, _ = reproduce.plan_from_args(p.parse_args(["--out", "x", "--device", "cpu",
+                                                        "--cells", "fashion-mnist/baseline"]))
+    assert plan.device == "cpu" and "device" not in plan.settings()
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        reproduce.plan_from_args(p.parse_args(["--out", "x", "--device", "tpu"]))
+
+
 # ------------------------------------------------------------------ 2 processes, gloo, loopback
 def _free_port() -> int:
     with socket.socket() as s:
