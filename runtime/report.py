@@ -406,6 +406,10 @@ def write_report(out: str | Path) -> dict[str, Path]:
     L = ["# Reproduction of *Network Robustness as a Mathematical Property*", ""]
     L.append(f"Budget **{budget.get('name', '?')}**" + (
         f": {BUDGETS[budget['name']].describe()}." if budget.get("name") in BUDGETS else "."))
+    if budget.get("name") not in (None, "paper"):
+        L += ["", "This is **not the paper's budget** (fewer epochs, a larger learning rate, "
+              "shorter training searches, a test subset): read the differences from the paper's "
+              "numbers with that in mind; `--budget paper` runs the paper's settings."]
     L += ["", f"Cells present: {len(cells)} of {len(expected)} for "
           f"{', '.join(DATASET_NAMES.get(d, d) for d in datasets)}."]
     if missing:
@@ -416,7 +420,8 @@ def write_report(out: str | Path) -> dict[str, Path]:
           "Linear(128,10), clamp; ~207k parameters against the MLP's ~80k). GTSRB: grayscale "
           f"{settings.get('gtsrb', {}).get('size', 48)}x{settings.get('gtsrb', {}).get('size', 48)}, "
           "classes 0-9 (the loader's default: the eight speed limits, end of speed limit 80 and "
-          "no passing; the paper and its code say only '10 classes'); the shared copy of "
+          "no passing; the paper and the notes on its authors' code in GUIDE.md say only '10 "
+          "classes', not which); the shared copy of "
           "GTSRB holds 32x32 images, so 48x48 is an upsampling of them.",
           "", "Attacks: SR, SCR and LR from specs/, plus SCR-authors "
           "(specs/strong_classification_robustness_authors.spec: the raw score of y >= log 0.3, "
