@@ -6,11 +6,14 @@ parallel training, evaluation and attacks whose results do not depend on how man
 them. The pieces:
 
     resolve_device("auto"|"cpu"|"cuda"|"cuda:N")   a torch.device, or a clear InputError
+    place(model, device) / to_cpu(state)           move a model; CPU copies for checkpoints
     start(device) / stop()                         the process group from torchrun's environment
                                                    (gloo on the CPU, nccl on CUDA)
     Ranks                                          this process's rank and the world size
+    data_parallel(model, device, ranks)            DistributedDataParallel with several ranks
     batch_shard(m, ranks)                          this rank's rows of a global batch of m rows
-    all_sum / all_min / gather_rows                collectives that are no-ops in one process
+    all_sum / all_min / gather_rows / agree        collectives that are no-ops in one process
+    from_main(fn, ranks)                           fn on rank 0, its result or error on every rank
     ShardedSearch                                  a quantifier search over a shard that draws
                                                    the random numbers of the *global* batch
 
@@ -19,8 +22,9 @@ Exactness across world sizes rests on two rules. Every rank draws the same epoch
 contiguous shard of each global batch. And every random start of a search is drawn for the
 whole global batch on the CPU generator, then sliced to the shard's rows and moved to the
 device: example i of a global batch gets the same start whichever rank holds it, on any
-device. PGD's early stop is decided for the global batch (one all-reduce per step), as one
-process deciding for the whole batch would.
+device. Where stopping a shard's PGD early could change a point (several restarts), the stop
+is decided for the global batch, as one process deciding for the whole batch would
+(ShardedSearch says why one restart needs no such decision). docs/distributed.md has the rest.
 """
 from __future__ import annotations
 
@@ -211,13 +215,6 @@ def all_min(t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     import torch.distributed as dist
 
     return _reduce(t, ranks, dist.ReduceOp.MIN if ranks.distributed else None)
-
-
-def barrier(ranks: Ranks) -> None:
-    if ranks.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def data_parallel(model: torch.nn.Module, device: torch.device, ranks: Ranks) -> torch.nn.Module:
@@ -440,5 +437,5 @@ def shard_search(search: Search, shard: Shard | None, ranks: Ranks = SINGLE) -> 
 
 
 __all__ = ["DEVICE_CHOICES", "Ranks", "SINGLE", "Shard", "ShardedSearch", "agree", "all_min",
-           "all_sum", "barrier", "batch_shard", "env_ranks", "gather_rows", "launched_by_torchrun",
+           "all_sum", "batch_shard", "env_ranks", "gather_rows", "launched_by_torchrun",
            "resolve_device", "shard_range", "shard_search", "start", "stop", "to_cpu"]
