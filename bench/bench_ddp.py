@@ -13,7 +13,10 @@ other load hit each alike; the table gives every round's rate and the median.
     scaling efficiency = rate(2 processes x 1 thread) / (2 x rate(1 process x 1 thread))
     vs 2 threads       = rate(2 processes x 1 thread) / rate(1 process x 2 threads)
 
-It also prints the largest weight difference between the runs (all start from the same weights
+On a machine shared with other work the wall-clock rates depend on the share each process
+gets (a DDP step waits for its slowest rank), so it also reports the CPU seconds all processes
+of a configuration spent per 1000 examples (time.process_time over the timed epochs): the
+work, contention aside. It also prints the largest weight difference between the runs (all start from the same weights
 and see the same global batches: they differ by float rounding only).
 
     .venv/bin/python bench/bench_ddp.py [--n 8192] [--steps 50] [--epochs 2] [--rounds 2] [--json F]
@@ -83,7 +86,9 @@ def _worker(rank: int, world: int, threads: int, port: int, opts: dict, out: str
         cfg = TrainConfig(regime="constraint", epochs=1 + opts["epochs"], batch_size=128, lr=1e-3,
                           search_steps=opts["steps"], step_size=0.01, seed=0)
         trainer = Trainer(model, cfg, prop, progress=False, ranks=ranks)
-        history = trainer.fit(x, y)
+        cpu = []  # this process's CPU seconds at the end of each epoch
+        history = trainer.fit(x, y, on_epoch=lambda s: cpu.append(time.process_time()))
+        Path(f"{out}.cpu{rank}").write_text(str(cpu[-1] - cpu[0]))  # the timed epochs
         if ranks.is_main:
             torch.save({"history": history, "weights": model.state_dict()}, out)
     finally:
@@ -97,7 +102,10 @@ def run_config(world: int, threads: int, opts: dict, out: Path) -> dict:
                        nprocs=world, start_method="spawn")
     got = torch.load(out, weights_only=True)
     rates = [h["examples_per_s"] for h in got["history"][1:]]  # epoch 1 is the warm-up
-    return {"rate": statistics.fmean(rates), "epochs": got["history"], "weights": got["weights"]}
+    examples = sum(h["examples_per_s"] * h["seconds"] for h in got["history"][1:])
+    cpu = sum(float(Path(f"{out}.cpu{r}").read_text()) for r in range(world))
+    return {"rate": statistics.fmean(rates), "cpu_per_1k": 1000 * cpu / examples,
+            "epochs": got["history"], "weights": got["weights"]}
 
 
 def main(argv=None) -> int:
@@ -114,6 +122,7 @@ def main(argv=None) -> int:
           f"{args.epochs} timed epoch(s) after 1 warm-up, {args.rounds} round(s); torch "
           f"{torch.__version__}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
     rates = {name: [] for name, _, _ in CONFIGS}
+    cpus = {name: [] for name, _, _ in CONFIGS}
     weights = {}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,27 +131,35 @@ def main(argv=None) -> int:
             for name, world, threads in order:
                 got = run_config(world, threads, opts, Path(tmp) / f"r{r}-{world}-{threads}.pt")
                 rates[name].append(got["rate"])
+                cpus[name].append(got["cpu_per_1k"])
                 weights[name] = got["weights"]
-                print(f"  round {r + 1}: {name}: {got['rate']:.0f} examples/s", flush=True)
+                print(f"  round {r + 1}: {name}: {got['rate']:.0f} examples/s, "
+                      f"{got['cpu_per_1k']:.2f} CPU s per 1000 examples", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     one, two_threads, ddp = (med[c[0]] for c in CONFIGS)
     ref = weights[CONFIGS[0][0]]
     diffs = {name: max((w[k] - ref[k]).abs().max().item() for k in ref)
              for name, w in weights.items() if name != CONFIGS[0][0]}
     print()
-    print(f"| configuration | examples/s (median) | rounds |")
-    print(f"|---|---:|---|")
+    cpu_med = {k: statistics.median(v) for k, v in cpus.items()}
+    print("| configuration | examples/s (median) | rounds | CPU s per 1000 examples (all "
+          "processes; median) |")
+    print("|---|---:|---|---:|")
     for name, _, _ in CONFIGS:
-        print(f"| {name} | {med[name]:.0f} | {', '.join(f'{v:.0f}' for v in rates[name])} |")
+        print(f"| {name} | {med[name]:.0f} | {', '.join(f'{v:.0f}' for v in rates[name])} | "
+              f"{cpu_med[name]:.2f} |")
     print()
     print(f"scaling efficiency of 2 processes: {ddp / (2 * one):.2f} (speed-up {ddp / one:.2f}x "
           f"over 1 process x 1 thread); against 1 process x 2 threads: {ddp / two_threads:.2f}x")
+    work = cpu_med[CONFIGS[0][0]] / cpu_med[CONFIGS[2][0]]
+    print(f"CPU-time efficiency of 2 processes (CPU s per example, 1 process / 2 processes): "
+          f"{work:.2f}")
     for name, d in diffs.items():
         print(f"largest weight difference to 1 process x 1 thread: {name}: {d:.2e}")
     print(f"wall time {time.perf_counter() - start:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"rates": rates, "median": med,
-                                         "efficiency": ddp / (2 * one),
+        args.json.write_text(json.dumps({"rates": rates, "median": med, "cpu_per_1k": cpus,
+                                         "efficiency": ddp / (2 * one), "cpu_efficiency": work,
                                          "vs_two_threads": ddp / two_threads,
                                          "weight_difference": diffs, "options": opts}, indent=1))
     return 0
