@@ -121,11 +121,12 @@ class Builder:
 
     # convenience constructors used by the checker and normalisation
     def and_(self, items, span=NO_SPAN) -> N:
-        """The n-ary conjunction of `items` as written: a chain `A and B and C` (and a nested
-        conjunction, e.g. from a helper's body) is one n-ary `and` - the language's reading of
-        a chain, translated by each logic's n-ary `and_`. Nothing else is rewritten: duplicates,
-        `true` and `false` stay operands (a law such as A and A = A holds in some logics only;
-        see compiler/simplify.py). No items is `true`, one item is the item itself."""
+        """The n-ary conjunction of `items` as written: the checker passes a chain `A and B and
+        C` as three items (the language's reading of a chain, translated by each logic's n-ary
+        `and_`); a nested conjunction (`A and (B and C)`, a helper's body) stays nested.
+        Nothing is rewritten: duplicates, `true` and `false` stay operands and nesting is kept
+        (laws such as A and A = A or associativity hold in some logics only; see
+        compiler/simplify.py). No items is `true`, one item is the item itself."""
         return self._chain("and", "true", items, span)
 
     def or_(self, items, span=NO_SPAN) -> N:
@@ -133,12 +134,9 @@ class Builder:
         return self._chain("or", "false", items, span)
 
     def _chain(self, op: str, empty: str, items, span) -> N:
-        flat: list[N] = []
-        for it in items:
-            if it.op == op:
-                flat.extend(it.args)
-            else:
-                flat.append(it)
+        # operands exactly as given: a nested and/or stays nested, since flattening it would
+        # apply associativity, which not every logic has (STL's smooth min is not associative)
+        flat: list[N] = list(items)
         if not flat:
             return self.mk(empty, span=span)
         return flat[0] if len(flat) == 1 else self.mk(op, tuple(flat), span=span)

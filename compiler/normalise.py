@@ -48,7 +48,37 @@ def _names(n: N) -> set[str]:
 
 
 def _conjuncts(n: N) -> list[N]:
-    return list(n.args) if n.op == "and" else [n]
+    """The conjuncts of a premise, nested conjunctions included (a helper's `0 <= x and x <= 1`
+    inside a premise): premises are read for the domains they state, a Boolean reading."""
+    if n.op != "and":
+        return [n]
+    out: list[N] = []
+    for a in n.args:
+        out.extend(_conjuncts(a))
+    return out
+
+
+def _without(b: Builder, n: N, drop: set[int]) -> N | None:
+    """`n` with the conjuncts in `drop` (premises consumed into a domain) taken out and every
+    other and-node kept as written (no flattening: not every logic is associative); None when
+    nothing is left."""
+    if id(n) in drop:
+        return None
+    if n.op != "and":
+        return n
+    kept = [k for k in (_without(b, a, drop) for a in n.args) if k is not None]
+    if not kept:
+        return None
+    if len(kept) == len(n.args) and all(k is a for k, a in zip(kept, n.args)):
+        return n
+    return kept[0] if len(kept) == 1 else b.and_(kept, span=n.span)
+
+
+def _implications(b: Builder, premises: list[N], conclusion: N, span) -> N:
+    """`P1 => P2 => ... => C` with the premises as given (a chain stays a chain)."""
+    for p in reversed(premises):
+        conclusion = b.mk("implies", (p, conclusion), span=span)
+    return conclusion
 
 
 class Normaliser:
@@ -96,43 +126,42 @@ class Normaliser:
         pool = q.premise if kind == "forall" else body.args[0]
         if pool is None:
             return body
-        lifted, kept = [], []
-        for p in _conjuncts(pool):
-            movable = not (inner & _names(p)) and self._bound(p, v) is not None
-            (lifted if movable else kept).append(p)
+        lifted = [p for p in _conjuncts(pool)
+                  if not (inner & _names(p)) and self._bound(p, v) is not None]
         if not lifted:
             return body
+        rest = _without(self.b, pool, {id(p) for p in lifted})
         if kind == "forall":
-            premise = self.b.and_(kept) if kept else None
+            premise = rest
             residual = (self.b.mk("implies", (premise, q.conclusion), span=body.span)
                         if premise is not None else q.conclusion)
             q2 = Quant(q.vars, q.domains, premise, q.conclusion, q.spans)
             inner_node = self.b.mk(kind, (residual,), q2, body.ty, body.span)
             return self.b.mk("implies", (self.b.and_(lifted), inner_node), span=body.span)
-        residual = self.b.and_(kept) if kept else self.b.mk("true")
+        residual = rest if rest is not None else self.b.mk("true")
         q2 = Quant(q.vars, q.domains, None, residual, q.spans)
         inner_node = self.b.mk(kind, (residual,), q2, body.ty, body.span)
         return self.b.and_(lifted + [inner_node], span=body.span)
 
     def _quantifier(self, n: N, body: N) -> N:
         v = n.attr
-        premises: list[N] = []
+        chain: list[N] = []  # the premises as written: P1 => P2 => C, or the exists body
         conclusion: N | None = body
         if n.op == "forall":
             while conclusion is not None and conclusion.op == "implies":
-                premises += _conjuncts(conclusion.args[0])
+                chain.append(conclusion.args[0])
                 conclusion = conclusion.args[1]
         else:
-            premises, conclusion = _conjuncts(body), None
-        lower, upper, linf, l2, used, rest = [], [], [], [], [], []
+            chain, conclusion = [body], None
+        premises = [p for c in chain for p in _conjuncts(c)]
+        lower, upper, linf, l2, used, consumed = [], [], [], [], [], set()
         for p in premises:
             kind = self._bound(p, v)
             if kind is None or (kind[0] == "l2" and l2):
-                rest.append(p)  # not a bound, or a second L2 ball: stays a premise, checked exactly
-                continue
+                continue  # not a bound, or a second L2 ball: stays a premise, checked exactly
             used.append(p)
-            if p.attr[0] in ("<", ">"):
-                rest.append(p)  # a strict bound: searched in the closed set, checked exactly
+            if p.attr[0] not in ("<", ">"):  # a strict bound is searched in the closed set
+                consumed.add(id(p))           # and stays in the body, checked exactly
             what, a, b = kind
             if what in ("lower", "upper"):
                 (lower if what == "lower" else upper).append(a)
@@ -165,11 +194,13 @@ class Normaliser:
             self.diags.error(f"the shape of '{v}' cannot be inferred from its premises", n.span,
                              hint=f"annotate it: `{n.op} {v} : Tensor[784] . ...`, or bound it by "
                                   f"a ball around a tensor: `norm_inf({v} - x0) <= eps`")
+        # what is not consumed into the domain stays, nested as written
+        rest = [r for r in (_without(self.b, c, consumed) for c in chain) if r is not None]
         if n.op == "forall":
-            premise = self.b.and_(rest) if rest else None
-            residual = self.b.mk("implies", (premise, conclusion), span=n.span) if premise else conclusion
+            premise = (rest[0] if len(rest) == 1 else self.b.and_(rest)) if rest else None
+            residual = _implications(self.b, rest, conclusion, n.span)
         else:
-            premise, residual = None, self.b.and_(rest) if rest else self.b.mk("true")
+            premise, residual = None, rest[0] if rest else self.b.mk("true")
             conclusion = residual
         q = Quant((v,), (dom,), premise, conclusion, (n.span,))
         return self.b.mk(n.op, (residual,), q, n.ty, n.span)

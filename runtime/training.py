@@ -82,6 +82,12 @@ class TrainConfig:
         arguments.radius(self.alpha, "alpha")  # weights: finite and >= 0
         arguments.radius(self.beta, "beta")
         self.params = arguments.params(self.params)
+        if self.regime == "constraint":
+            from robustspec.compiler.logics import get_logic
+            if not get_logic(self.logic).differentiable:
+                raise InputError(f"the logic '{self.logic}' is the exact checker: its values have "
+                                 "no gradient, so it cannot train; pick a differentiable logic "
+                                 "(dl2, goedel, lukasiewicz, product, yager, stl)")
 
 
 def atomic_save(obj, path: Path) -> None:

@@ -50,6 +50,9 @@ class Logic:
 
     name: ClassVar[str] = "logic"
     kind: ClassVar[str] = "loss"  # "loss" | "truth" | "robustness"
+    # False for a logic whose values have no useful gradient (the exact checker): training
+    # refuses it instead of failing inside backward()
+    differentiable: ClassVar[bool] = True
     truth_range: ClassVar[str] = "[0, inf), 0 = satisfied"
     # the closed range of values, for the range check: (lo, hi)
     value_range: ClassVar[tuple[float, float]] = (0.0, math.inf)

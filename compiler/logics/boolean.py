@@ -21,6 +21,7 @@ _CMP = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a
 class Boolean(Logic):
     name = "boolean"
     kind = "boolean"
+    differentiable = False
     truth_range = "{False, True}: the exact verdict"
     value_range = (0.0, 1.0)
     partial_range = (0.0, 1.0)
