@@ -149,3 +149,42 @@ def test_search_of_one_quantifier_returns_the_points_of_the_full_walk():
     assert float((fast.objective["x"] <= 0).float().mean()) not in (0.0, 1.0)  # found some, not all
     assert bitwise_equal(fast["x"], walked["x"])
     assert bitwise_equal(fast.objective["x"], walked.objective["x"])
+
+
+def test_empty_domain_test_is_lo_above_hi_for_every_pair_of_special_values():
+    """empty() reads the widths (hi - lo < 0, NaN widths not), not lo > hi: the same answer
+    for zeros of both signs, subnormals, huge values, infinities and NaN, in every float."""
+    import itertools
+
+    vals = [0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 3e38, -3e38, float("inf"), float("-inf"),
+            float("nan"), 0.5]
+    pairs = list(itertools.product(vals, vals))
+    lo = torch.tensor([p[0] for p in pairs]).reshape(-1, 1)
+    hi = torch.tensor([p[1] for p in pairs]).reshape(-1, 1)
+    for dtype in (torch.float16, torch.float32, torch.float64):
+        a, b = lo.to(dtype), hi.to(dtype)
+        assert torch.equal(RealDomain(a, b, None, None).empty(), (a > b).any(1)), dtype
+    a = torch.tensor([[0.0, float("nan")], [1.0, float("nan")], [float("inf"), 0.0]])
+    b = torch.tensor([[0.5, 0.0], [0.0, 1.0], [float("inf"), -1.0]])
+    assert RealDomain(a, b, None, None).empty().tolist() == [False, True, True]
+
+
+def test_non_finite_inputs_are_refused_and_huge_finite_ones_are_not():
+    """The finite-input check sums first: an inf or NaN is still found (with its example),
+    and values whose sum overflows are still accepted."""
+    import pytest
+
+    from robustspec.dsl.errors import InputError
+
+    sr = compile_spec("specs/standard_robustness.spec")["sr"]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x = torch.rand(3, 4)
+    x[1, 2] = float("inf")
+    with pytest.raises(InputError, match="example 1 of 3"):
+        sr.loss(model, x0=x, y=torch.zeros(3, dtype=torch.long))
+    x[1, 2] = float("nan")
+    with pytest.raises(InputError, match="example 1 of 3"):
+        sr.loss(model, x0=x, y=torch.zeros(3, dtype=torch.long))
+    big = torch.full((2, 4), 3e38)
+    assert not torch.isfinite(big.sum())
+    sr.loss(model, x0=big, y=torch.zeros(2, dtype=torch.long), search=PGD(steps=1))
