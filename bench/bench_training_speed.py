@@ -31,13 +31,10 @@ count time the process waited for a core on a shared machine).
 from __future__ import annotations
 
 import argparse
-import cProfile
 import copy
-import io
 import json
 import os
 import platform
-import pstats
 import statistics
 import subprocess
 import sys
@@ -355,29 +352,62 @@ def bench_trainer_check(steps: int = GRID["steps"], batches: int = 20) -> dict:
 
 
 # ---------------------------------------------------------------- profile
-def profile(steps: int = 10, reps: int = 30) -> str:
-    """cProfile and torch.profiler of the SR constraint step: where the time goes."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as tprofile
+def breakdown(steps: int, reps: int = 15) -> dict:
+    """Where one SR constraint-training step's CPU time goes: the network's matrix products
+    (addmm, mm), full-size passes (ops whose result has >= 100k elements: the batch of
+    inputs), small ops (everything else), and the rest (Python, dispatch). Each op is timed
+    inside a dispatch mode (thread CPU); the rest is the step's median thread-CPU time
+    without the mode minus the ops' time (noisy: timing inside the mode slows each op a
+    little, so the ops can add up to a little more than the step)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Timer(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ns, self.n = Counter(), Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            start = time.thread_time_ns()
+            out = func(*args, **(kwargs or {}))
+            took = time.thread_time_ns() - start
+            name = func.overloadpacket.__name__
+            kind = "gemm" if name in ("addmm", "mm") else (
+                "full-size" if isinstance(out, torch.Tensor) and out.numel() >= 100_000 else "small")
+            self.ns[kind] += took
+            self.n[kind] += 1
+            return out
 
     x, y = data()
     m = model()
     opt = torch.optim.Adam(m.parameters(), lr=LR)
     step = constraint_step(m, opt, props()["SR"], x, y, steps, torch.Generator().manual_seed(1))
-    for _ in range(5):
+    for _ in range(3):
         step()
-    out = io.StringIO()
-    with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+    timer = Timer()
+    with timer:
         for _ in range(reps):
             step()
-    out.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-    pr = cProfile.Profile()
-    pr.enable()
+    plain = []
     for _ in range(reps):
+        start = time.thread_time()
         step()
-    pr.disable()
-    pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(25)
-    return out.getvalue()
+        plain.append(time.thread_time() - start)
+    total = 1e3 * statistics.median(plain)
+    parts = {k: {"ms": timer.ns[k] / reps / 1e6, "ops": timer.n[k] // reps}
+             for k in ("gemm", "full-size", "small")}
+    return {"k": steps, "step_cpu_ms": total, **parts,
+            "rest_ms": total - sum(v["ms"] for v in parts.values())}
+
+
+def profile() -> str:
+    rows = [breakdown(k) for k in (10, 50)]
+    return "\n".join(
+        f"SR step, k = {r['k']}: {r['step_cpu_ms']:.1f} ms CPU = " + ", ".join(
+            f"{k} {r[k]['ms']:.1f} ms ({r[k]['ops']} ops)" for k in ("gemm", "full-size", "small"))
+        + f"; the ops add up to {100 * (r['step_cpu_ms'] - r['rest_ms']) / r['step_cpu_ms']:.0f}% "
+          "of the step (the rest: Python and dispatch outside ops)" for r in rows), rows
 
 
 # ---------------------------------------------------------------- report
@@ -464,7 +494,8 @@ def main() -> None:
                     "(scaled down for longer steps)")
     ap.add_argument("--only", default="step,attack,quantifier,grid,trainer")
     ap.add_argument("--json", default=None, help="write every number here")
-    ap.add_argument("--profile", action="store_true", help="also profile the SR step (k = 10)")
+    ap.add_argument("--profile", action="store_true", help="also say where the SR step's time "
+                    "goes (k = 10 and 50)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     parts = set(args.only.split(","))
@@ -492,8 +523,8 @@ def main() -> None:
           f"{m['load_average_end'][0]:.2f}")
     print(tables(res))
     if args.profile:
-        res["profile"] = profile()
-        print(res["profile"])
+        text, res["profile"] = profile()
+        print(text)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=1))
