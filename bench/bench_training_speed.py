@@ -351,6 +351,77 @@ def bench_trainer_check(steps: int = GRID["steps"], batches: int = 20) -> dict:
             "reported_examples_per_s": tr.history[-1]["examples_per_s"]}
 
 
+# ---------------------------------------------------------------- the pieces changed
+def bench_micro(reps: int) -> dict:
+    """Each piece the speed work changed, old way against new way on the batch's shapes (thread
+    CPU, median), and two that were tried and not adopted (weights' requires_grad off during
+    the search; Adam's foreach and fused kernels)."""
+    from robustspec.compiler.search import RealDomain, _keep_rows_
+
+    g = torch.Generator().manual_seed(SEED)
+    x0, y = data()
+    lo, hi = (x0 - EPS).clamp(0, 1), (x0 + EPS).clamp(0, 1)
+    dom = RealDomain(lo, hi, None, x0)
+    x = dom.sample(g)
+    grad = torch.randn(x.shape, generator=g)
+    keep, other = x.clone(), torch.rand(x.shape, generator=g)
+    better = torch.rand(BATCH, generator=g) > 0.5
+    m = model().eval()
+    frozen = copy.deepcopy(m)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    ones = torch.ones(BATCH)
+
+    def input_grad(net, outputs):
+        def run():
+            xx = x.clone().requires_grad_(True)
+            o = net(xx).abs().amax(1)
+            if outputs:
+                return torch.autograd.grad((o,), (xx,), (ones,))
+            return torch.autograd.grad(o.sum(), [xx])
+        return run
+
+    pairs = {
+        "PGD step (sign, step, clamp)": (lambda: dom.step(x, grad, STEP_SIZE),
+                                         lambda: dom.step_(x.clone(), grad.clone(), STEP_SIZE)),
+        "best points: torch.where vs bit-select": (
+            lambda: torch.where(better[:, None, None, None], other, keep, out=keep),
+            lambda: _keep_rows_(keep, better, other)),
+        "finite check of x0: per example vs sum first": (
+            lambda: bool(torch.isfinite(x0.reshape(BATCH, -1)).all(1).all()),
+            lambda: bool(torch.isfinite(x0.sum()))),
+        "empty domain: any(lo > hi) vs min(hi - lo)": (
+            lambda: (lo > hi).flatten(1).any(1),
+            lambda: (hi - lo).flatten(1).nan_to_num(nan=0.0).amin(1) < 0),
+        "gradient: grad(sum(obj)) vs grad(obj, ones)": (input_grad(m, False), input_grad(m, True)),
+        "not adopted: search pass, weights requires_grad on vs off": (input_grad(m, True),
+                                                                   input_grad(frozen, True)),
+    }
+    fns = {f"{k} | {side}": f for k, (a, b) in pairs.items() for side, f in (("old", a), ("new", b))}
+    t = interleaved(fns, reps * 10)
+    out = {k: {"old_us": 1e3 * t[f"{k} | old"]["cpu_ms"], "new_us": 1e3 * t[f"{k} | new"]["cpu_ms"]}
+           for k in pairs}
+    # Adam: the optimiser step alone, and whether the weights stay bit-identical after 20 steps
+    adam = {}
+    for kind in ("for-loop (default)", "foreach", "fused"):
+        net = model()
+        opt = torch.optim.Adam(net.parameters(), lr=LR, **({"foreach": True} if kind == "foreach"
+                                                           else {"fused": True} if kind == "fused" else {}))
+        times = []
+        for _ in range(max(20, reps)):
+            opt.zero_grad()
+            F.cross_entropy(net(x0), y).backward()
+            start = time.thread_time()
+            opt.step()
+            times.append(time.thread_time() - start)
+        adam[kind] = {"step_us": 1e6 * statistics.median(times[5:]),
+                      "weights": [p.detach().clone() for p in net.parameters()]}
+    ref = adam["for-loop (default)"]["weights"]
+    out["not adopted: Adam step"] = {k: {"step_us": v["step_us"], "bit_identical": all(
+        torch.equal(a, b) for a, b in zip(ref, v["weights"]))} for k, v in adam.items()}
+    return out
+
+
 # ---------------------------------------------------------------- profile
 def breakdown(steps: int, reps: int = 15) -> dict:
     """Where one SR constraint-training step's CPU time goes: the network's matrix products
@@ -481,6 +552,16 @@ def tables(res: dict) -> str:
                        f"--jobs 1 / 2 | | | {g['evaluation_hours_jobs_1']:.2f} / "
                        f"{g['evaluation_hours_jobs_1'] / 2:.2f} |")
         out.append("")
+    if "micro" in res:
+        out += ["The pieces changed, old way vs new way (thread CPU, median)",
+                "| piece | old us | new us |", "|---|---:|---:|"]
+        for k, v in res["micro"].items():
+            if "old_us" in v:
+                out.append(f"| {k} | {v['old_us']:.1f} | {v['new_us']:.1f} |")
+        for k, v in res["micro"]["not adopted: Adam step"].items():
+            out.append(f"| not adopted: Adam step, {k} | | {v['step_us']:.0f} "
+                       f"({'bit-identical' if v['bit_identical'] else 'NOT bit-identical'}) |")
+        out.append("")
     if "trainer" in res:
         t = res["trainer"]
         out.append(f"Trainer.fit, SR constraint, {t['examples']} synthetic examples: "
@@ -492,7 +573,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=40, help="repetitions per side at k = 10 "
                     "(scaled down for longer steps)")
-    ap.add_argument("--only", default="step,attack,quantifier,grid,trainer")
+    ap.add_argument("--only", default="step,attack,quantifier,grid,trainer,micro")
     ap.add_argument("--json", default=None, help="write every number here")
     ap.add_argument("--profile", action="store_true", help="also say where the SR step's time "
                     "goes (k = 10 and 50)")
@@ -511,6 +592,8 @@ def main() -> None:
         res["grid"] = bench_grid(args.reps)
     if "trainer" in parts:
         res["trainer"] = bench_trainer_check()
+    if "micro" in parts:
+        res["micro"] = bench_micro(args.reps)
     if "grid" in res and "attack" in res:
         # evaluation of the 7 networks: SR, SCR and LR attacks (50-step PGD, no early stop: the
         # most work) at 5 radii > 0 on the 10,000 test images, at the attack rate measured above
