@@ -12,25 +12,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from .options import (COMMANDS, UserError, add_data_options, add_logic_option, add_param_option,
-                      command, count, parse_params, radii, radius, step)
+                      command, count, load_property, parse_params, radii, radius, step)
 
-
-
-def _load_property(spec: str | None, name: str | None, params: dict):
-    from robustspec.compiler import compile_spec
-
-    if spec is None:
-        return None
-    compiled = compile_spec(spec, params or None)
-    if name is None:
-        if len(compiled) != 1:
-            raise UserError(f"{spec} has several properties ({', '.join(compiled.properties)}): "
-                            "choose one with --property NAME")
-        name = next(iter(compiled.properties))
-    try:
-        return compiled[name]
-    except KeyError as e:
-        raise UserError(e.args[0]) from None
 
 
 def _classes(text: str):
@@ -102,7 +85,7 @@ def _train(args: argparse.Namespace, device, ranks) -> int:
     params = parse_params(args.param)
     if args.eps is not None:
         params["eps"] = args.eps
-    prop = _load_property(args.spec, args.property, params)
+    prop = load_property(args.spec, args.property, params)
     if args.regime != "baseline" and prop is None:
         raise UserError(f"--regime {args.regime} needs a property: add --spec FILE --property NAME "
                         "(e.g. --spec specs/standard_robustness.spec --property sr)")
@@ -154,7 +137,7 @@ def _evaluate(args: argparse.Namespace, device, ranks) -> int:
     from .metrics import evaluate
 
     eps = radii(args.eps)  # every option is checked before anything is loaded
-    prop = _load_property(args.spec, args.property, parse_params(args.param))
+    prop = load_property(args.spec, args.property, parse_params(args.param))
     model, data = _model_and_test_data(args)
     result = evaluate(model, prop, data.x, data.y, eps=eps, steps=args.steps,
                       step_size=args.step_size, restarts=args.restarts, samples=args.samples,
@@ -179,7 +162,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def _attack(args: argparse.Namespace, device, ranks) -> int:
     from .attack import attack
 
-    prop = _load_property(args.spec, args.property, parse_params(args.param))
+    prop = load_property(args.spec, args.property, parse_params(args.param))
     model, data = _model_and_test_data(args)
     result = attack(model, prop, data.x, data.y, eps=args.eps, steps=args.steps,
                     step_size=args.step_size, restarts=args.restarts, logic=args.logic, seed=args.seed,

@@ -92,6 +92,25 @@ def radii(text: str) -> list[float]:
                         f"got {text!r}") from None
 
 
+def load_property(spec: str | None, name: str | None, params: dict | None = None):
+    """--spec FILE --property NAME: the compiled property (None without --spec); a file with
+    one property needs no --property."""
+    from robustspec.compiler import compile_spec
+
+    if spec is None:
+        return None
+    compiled = compile_spec(spec, params or None)
+    if name is None:
+        if len(compiled) != 1:
+            raise UserError(f"{spec} has several properties ({', '.join(compiled.properties)}): "
+                            "choose one with --property NAME")
+        name = next(iter(compiled.properties))
+    try:
+        return compiled[name]
+    except KeyError as e:
+        raise UserError(e.args[0]) from None
+
+
 def parse_params(pairs: list[str] | None) -> dict[str, float]:
     """--param NAME=VALUE (repeatable): finite numbers; eps also >= 0 (runtime/arguments.py)."""
     out = {}
@@ -141,5 +160,6 @@ def add_data_options(p: argparse.ArgumentParser,
 
 
 __all__ = ["COMMANDS", "Command", "UserError", "command", "count", "radius", "step", "radii",
+           "load_property",
            "parse_params", "add_param_option", "add_data_options", "add_logic_option",
            "search_names"]

@@ -6,8 +6,7 @@ and the VNN-COMP benchmark layout for other verifiers.
     robustspec export CHECKPOINT --spec F --property P --eps E [--index 0:100]
                       --format vnnlib1|vnnlib2 --out DIR
 
-`add_parsers(sub)` adds both to an argparse subparsers object (each parser's `func` is its
-command); `verify_arguments` / `export_arguments` fill a parser, for a command registry.
+Both are registered in the CLI's command registry (runtime/options.py) below.
 """
 from __future__ import annotations
 
@@ -17,21 +16,7 @@ from pathlib import Path
 
 from robustspec.dsl.errors import InputError
 
-
-def _eps_list(text: str) -> list[float]:
-    try:
-        values = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        values = []
-    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
-        raise InputError(f"--eps takes numbers >= 0 separated by commas, e.g. 0.01,0.05; got {text!r}")
-    return values
-
-
-def _params(pairs) -> dict:
-    from .options import parse_params  # the CLI's one --param parser and its checks
-
-    return parse_params(pairs)
+from .options import add_data_options, add_param_option, command, load_property, parse_params, radii
 
 
 def _index(text: str | None, size: int) -> list[int]:
@@ -58,21 +43,6 @@ def _index(text: str | None, size: int) -> list[int]:
     return idx
 
 
-def _property(spec: str, name: str | None):
-    from robustspec.compiler import compile_spec
-
-    compiled = compile_spec(spec)
-    if name is None:
-        if len(compiled) != 1:
-            raise InputError(f"{spec} has several properties ({', '.join(compiled.properties)}): "
-                             "choose one with --property NAME")
-        name = next(iter(compiled.properties))
-    try:
-        return compiled[name]
-    except KeyError as e:
-        raise InputError(e.args[0]) from None
-
-
 def _model_and_data(args, limit: int | None):
     from .data import load_dataset
     from .training import model_from_checkpoint
@@ -92,9 +62,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import save, table, verify
 
     torch.set_num_threads(max(1, args.threads))
-    prop = _property(args.spec, args.property)
-    params = _params(args.param)
-    eps_values = _eps_list(args.eps)
+    params = parse_params(args.param)
+    prop = load_property(args.spec, args.property)
+    eps_values = radii(args.eps)
     model, data = _model_and_data(args, args.limit)
     results = []
     for eps in eps_values:
@@ -117,12 +87,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    prop = _property(args.spec, args.property)
-    params = _params(args.param)
-    eps = _eps_list(args.eps)
+    params = parse_params(args.param)
+    prop = load_property(args.spec, args.property)
+    eps = radii(args.eps)
     if len(eps) != 1:
         raise InputError("export takes one --eps value (run it once per eps)")
-    model, data = _model_and_data(args, None)
+    model, data = _model_and_data(args, args.limit)
     idx = _index(args.index, len(data.y))
     out = export(model, prop, data.x[idx], data.y[idx], args.out, fmt=args.format, eps=eps[0],
                  params=params, timeout=args.timeout, indices=idx)
@@ -130,23 +100,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, limit_help: str) -> None:
+    from .data import DATASETS
+
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("--spec", required=True, metavar="FILE")
     p.add_argument("--property", metavar="NAME")
-    p.add_argument("--param", action="append", metavar="NAME=VALUE")
+    add_param_option(p)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per point (default 30)")
-    p.add_argument("--dataset", choices=["fashion-mnist", "gtsrb"], help="if the checkpoint lacks it")
-    p.add_argument("--data-dir", metavar="DIR")
-    p.add_argument("--no-verify", action="store_true", help="skip checksum verification of the data")
+    p.add_argument("--dataset", choices=list(DATASETS), help="if the checkpoint lacks it")
+    add_data_options(p, limit_help)
 
 
 def verify_arguments(p: argparse.ArgumentParser) -> None:
     from .verify import VERIFIERS
 
-    _common(p)
+    _common(p, "the first N test points")
     p.add_argument("--eps", default="0.01,0.05,0.1", help="comma-separated (default 0.01,0.05,0.1)")
-    p.add_argument("--limit", type=int, metavar="N", help="the first N test points")
     p.add_argument("--verifier", choices=list(VERIFIERS), default="auto",
                    help="auto (bounds, then MILP), bounds (no complete solver), milp, marabou")
     p.add_argument("--bounds", choices=["crown", "interval"], default="crown")
@@ -160,22 +130,14 @@ def verify_arguments(p: argparse.ArgumentParser) -> None:
 def export_arguments(p: argparse.ArgumentParser) -> None:
     from .export import FORMATS
 
-    _common(p)
+    _common(p, "load only the first N test points (then --index picks among them)")
     p.add_argument("--eps", required=True, help="the eps of the exported queries")
     p.add_argument("--index", metavar="START:END|IDS", help="test points (default all)")
     p.add_argument("--format", choices=list(FORMATS), default="vnnlib1")
     p.add_argument("--out", required=True, metavar="DIR")
 
 
-def add_parsers(sub) -> None:
-    v = sub.add_parser("verify", help="constraint satisfaction: attack, bound propagation, then a "
-                                      "complete solver, per point")
-    verify_arguments(v)
-    v.set_defaults(func=cmd_verify)
-    e = sub.add_parser("export", help="the network as ONNX and one VNN-LIB file per point "
-                                      "(VNN-COMP layout)")
-    export_arguments(e)
-    e.set_defaults(func=cmd_export)
-
-
-__all__ = ["add_parsers", "cmd_verify", "cmd_export", "verify_arguments", "export_arguments"]
+command("verify", help="constraint satisfaction: attack, bound propagation, then a complete "
+        "solver, per point", arguments=verify_arguments)(cmd_verify)
+command("export", help="the network as ONNX and one VNN-LIB file per point (VNN-COMP layout)",
+        arguments=export_arguments)(cmd_export)

@@ -203,15 +203,12 @@ def test_milp_marabou_and_bounds_never_contradict(seed, eps, name):
 # the commands, on a fresh parser (the CLI registers them with one line)
 
 def test_verify_and_export_commands(tmp_path, monkeypatch, capsys):
-    import argparse
     import json
 
     from fakedata import isolate_data_env, write_fashion
 
     from robustspec.runtime import data
     from robustspec.runtime.cli import main
-    from robustspec.runtime.verify_cli import add_parsers
-
     isolate_data_env(tmp_path, monkeypatch)
     info = write_fashion(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=12, learnable=True)
     monkeypatch.setattr(data, "FASHION_MNIST_FILES", info["checksums"])
@@ -219,31 +216,28 @@ def test_verify_and_export_commands(tmp_path, monkeypatch, capsys):
     assert main(["train", "--regime", "baseline", "--epochs", "1", "--lr", "1e-3", "--batch-size",
                  "16", "--data-dir", str(ddir), "--out", str(tmp_path / "run")]) == 0
     ckpt = tmp_path / "run" / "last.pt"
-    parser = argparse.ArgumentParser()
-    add_parsers(parser.add_subparsers(dest="command"))
     capsys.readouterr()
-    args = parser.parse_args(["verify", str(ckpt), "--spec", str(SPECS / "standard_robustness.spec"),
+    # verify and export come from the CLI's command registry
+    assert main(["verify", str(ckpt), "--spec", str(SPECS / "standard_robustness.spec"),
                               "--property", "sr", "--eps", "0.001,0.05", "--limit", "5", "--timeout",
-                              "5", "--data-dir", str(ddir), "--out", str(tmp_path / "v"), "--quiet"])
-    assert args.func(args) == 0
+                              "5", "--data-dir", str(ddir), "--out", str(tmp_path / "v"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "verified" in out and "0.05" in out
     rows = json.loads((tmp_path / "v" / "verify-sr.json").read_text())
     assert [r["points"] for r in rows] == [5, 5]
     assert all(sum(r[v] for v in ("verified", "falsified", "unknown", "boundary")) == 5 for r in rows)
     assert rows[0]["verified"] == 5  # eps 0.001, delta 10: nothing moves that far
-    args = parser.parse_args(["export", str(ckpt), "--spec", str(SPECS / "classification_robustness.spec"),
-                              "--property", "cr_margin", "--eps", "0.01", "--index", "2:5",
-                              "--format", "vnnlib2", "--data-dir", str(ddir), "--out", str(tmp_path / "e")])
-    assert args.func(args) == 0
+    assert main(["export", str(ckpt), "--spec", str(SPECS / "classification_robustness.spec"),
+                 "--property", "cr_margin", "--eps", "0.01", "--index", "2:5",
+                 "--format", "vnnlib2", "--data-dir", str(ddir), "--out", str(tmp_path / "e")]) == 0
     lines = (tmp_path / "e" / "instances.csv").read_text().splitlines()
     assert [ln.split(",")[1] for ln in lines] == [f"vnnlib/cr_margin_eps0.01_{i}.vnnlib" for i in (2, 3, 4)]
-    bad = parser.parse_args(["export", str(ckpt), "--spec", str(SPECS / "classification_robustness.spec"),
-                             "--property", "cr_margin", "--eps", "0.01", "--index", "10:99",
-                             "--data-dir", str(ddir), "--out", str(tmp_path / "e2")])
-    from robustspec.dsl.errors import InputError
-    with pytest.raises(InputError, match="test set has 12"):
-        bad.func(bad)
+    capsys.readouterr()
+    assert main(["export", str(ckpt), "--spec", str(SPECS / "classification_robustness.spec"),
+                 "--property", "cr_margin", "--eps", "0.01", "--index", "10:99",
+                 "--data-dir", str(ddir), "--out", str(tmp_path / "e2")]) == 2
+    err = capsys.readouterr().err
+    assert "test set has 12" in err and "Traceback" not in err
 
 
 L2_SPEC = """network f : Tensor -> Tensor
