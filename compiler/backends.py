@@ -7,6 +7,7 @@ each, in one Registry.
     expr = lower(prop, "sympy", logic="dl2")      # the loss as a sympy expression
     text = lower(prop, "explain", logic="dl2")    # what `robustspec explain` prints
     q = lower(prop, "query", model=net, x0=x)     # a verification query (compiler/query.py)
+    r = lower(prop, "verify", model=net, x0=x, y=y)  # verdicts (runtime/verify.py, by name)
 
 An entry is a function `build(prop, **options)`. A new back end is one line here (or one
 `BACKENDS.register(name, build)` call from its own module); an entry given as
@@ -76,5 +77,9 @@ BACKENDS.register("objective", _objective, help="a quantifier's search objective
 BACKENDS.register("sympy", _sympy, help="the value as a sympy expression")
 BACKENDS.register("explain", _explain, help="the human-readable account `robustspec explain` prints")
 BACKENDS.register("query", _query, help="a verification query per example (compiler/query.py)")
+# the one back end outside the compiler: its solvers are runtime (optional packages), so it is
+# named by string and imported on first use; the compiler never imports the runtime itself
+BACKENDS.register("verify", "robustspec.runtime.verify:verify_property",
+                  help="constraint satisfaction: attack, bounds, a complete solver (runtime/verify.py)")
 
 __all__ = ["BACKENDS", "lower"]

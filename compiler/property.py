@@ -190,9 +190,20 @@ class Property(QuantifierSearch):
 
     def lower(self, backend: str, **options):
         """This property through one back end of the table (compiler/backends.py): "loss",
-        "checker", "objective", "sympy", "explain", "query", or one registered since."""
+        "checker", "objective", "sympy", "explain", "query", "verify", or one registered since."""
         from .backends import lower
         return lower(self, backend, **options)
+
+    def verify(self, model, *, verifier: str = "auto", timeout: float = 30.0,
+               params: dict | None = None, **kwargs):
+        """Constraint satisfaction per example: attack, sound bound propagation, then a
+        complete solver (verifier "auto" | "bounds" | "milp" | "marabou"). Arguments by the
+        property's names (`x0=`, `y=`); returns runtime.verify.VerifyResult, whose `verdicts`
+        are "verified", "falsified", "unknown" or "boundary". Needs the `verify` extra for the
+        complete solvers. The back end lives in the runtime (the table names it by string, so
+        the compiler imports nothing from there)."""
+        return self.lower("verify", model=model, verifier=verifier, timeout=timeout,
+                          params=params, **kwargs)
 
     def holds(self, model=None, **kwargs) -> torch.Tensor:
         """Bool [batch]: does the body hold at `at` (searched for first when not given)?"""

@@ -134,6 +134,21 @@ def _pick_solver(verifier: str) -> str | None:
             raise MissingExtra("verify", "highspy", "complete verification (--verifier auto)") from None
 
 
+def verify_property(prop, model=None, *, verifier: str = "auto", timeout: float = 30.0,
+                    params: dict | None = None, **kwargs) -> VerifyResult:
+    """`prop.verify(model, x0=..., y=...)`: the property's arguments by name; the remaining
+    keywords (eps, limit, progress, bounds, attack_steps, restarts, seed) go to `verify`."""
+    kinds = dict(prop.args)
+    given = {k: kwargs.pop(k) for k in list(kwargs) if k in kinds}
+    x = next((v for k, v in given.items() if kinds[k].kind == "real"), None)
+    y = next((v for k, v in given.items() if kinds[k].kind == "int"), None)
+    if x is None:
+        raise InputError(f"verify needs the property's input: pass "
+                         f"{', '.join(f'{k}=...' for k in kinds)}")
+    kwargs.setdefault("progress", False)
+    return verify(model, prop, x, y, verifier=verifier, timeout=timeout, params=params, **kwargs)
+
+
 def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: float | None = None,
            verifier: str = "auto", timeout: float = 30.0, limit: int | None = None,
            progress: bool = True, params: dict | None = None, bounds: str = "crown",

@@ -268,3 +268,24 @@ def test_a_proof_of_an_attacked_point_is_an_invariant_error(monkeypatch):
     with pytest.raises(verify_mod.InvariantError, match="attack found"):
         verify(affine_net(EYE, [0, 0]), prop("sr"), X0, Y0, eps=0.1, progress=False,
                params={"delta": 0.05})
+
+
+def test_prop_verify_is_the_python_api():
+    """prop.verify(model, x0=, y=) goes through the back-end table to runtime/verify.py.
+    f(x) = 2 x on 2 inputs: within eps the output moves by at most 2 eps (per coordinate),
+    so SR with delta = 3 eps holds and with delta = eps fails (hand-computed)."""
+    from robustspec.compiler import compile_spec
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(2 * torch.eye(2))
+        net[0].bias.zero_()
+    spec = compile_spec(SPECS / "standard_robustness.spec")
+    x0 = torch.tensor([[0.5, 0.5], [0.3, 0.6]])
+    y = torch.tensor([0, 1])
+    held = spec["sr"].verify(net, x0=x0, y=y, eps=0.05, params={"delta": 0.15}, timeout=10)
+    assert held.verdicts == ["verified", "verified"]
+    broken = spec["sr"].verify(net, x0=x0, y=y, eps=0.05, params={"delta": 0.05}, timeout=10)
+    assert broken.verdicts == ["falsified", "falsified"]
+    with pytest.raises(Exception, match="x0="):
+        spec["sr"].verify(net, y=y, eps=0.05)
