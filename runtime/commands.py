@@ -142,7 +142,8 @@ def _evaluate(args: argparse.Namespace, device, ranks) -> int:
     result = evaluate(model, prop, data.x, data.y, eps=eps, steps=args.steps,
                       step_size=args.step_size, restarts=args.restarts, samples=args.samples,
                       batch_size=args.batch_size, logic=args.logic, seed=args.seed,
-                      device=device, ranks=ranks)
+                      device=device, ranks=ranks, verify_limit=args.verify_limit,
+                      verifier=args.verifier, verify_timeout=args.verify_timeout)
     if not ranks.is_main:  # rank 0 holds the same counts and writes them
         return 0
     print(result.table())
@@ -290,10 +291,19 @@ def _train_options(t) -> None:
 
 
 def _evaluate_options(e) -> None:
+    from .verify import VERIFIERS
+
     _attack_options(e)
     e.add_argument("--eps", default="0,0.02,0.04,0.06,0.08,0.1", help="comma-separated, each >= 0")
     e.add_argument("--samples", type=count(0), default=100, help="uniform samples for constraint accuracy")
     e.add_argument("--batch-size", type=count(1), default=1000)
+    e.add_argument("--verify-limit", type=count(0), default=0, metavar="N",
+                   help="also constraint satisfaction: prove the property on the first N inputs "
+                        "(attack, bounds, a complete solver; default 0: off)")
+    e.add_argument("--verifier", choices=list(VERIFIERS), default="auto",
+                   help="the verifier for --verify-limit (default auto: bounds, then MILP)")
+    e.add_argument("--verify-timeout", type=step, default=30.0, metavar="S",
+                   help="seconds per input for --verify-limit (default 30)")
 
 
 def _attack_command_options(a) -> None:

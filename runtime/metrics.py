@@ -7,7 +7,10 @@
     vacuous                 inputs where the property held only because a premise was false at
                             the PGD point: counted here, not inside the security
 
-Constraint satisfaction (proof by a verifier) is not measured here.
+    constraint satisfaction fraction of the first `verify_limit` inputs a verifier proves
+                            (runtime/verify.py: attack, bounds, a complete solver), with the
+                            invariants checked: a proved input is one the PGD attack did not
+                            break, so satisfaction <= security on those inputs
 """
 from __future__ import annotations
 
@@ -37,6 +40,9 @@ class EvalRow:
     constraint_accuracy: float | None
     vacuous: int
     seconds: float
+    constraint_satisfaction: float | None = None  # over the first `verified_n` inputs
+    verified_n: int = 0
+    security_on_verified: float | None = None  # security over the same inputs, for comparison
 
 
 @dataclass
@@ -48,19 +54,34 @@ class EvalResult:
     settings: dict = field(default_factory=dict)
 
     def table(self) -> str:
+        verified = any(r.verified_n for r in self.rows)
         head = f"{'eps':>6}  {'clean acc':>9}  {'security':>9}  {'accuracy':>9}  {'vacuous':>7}  {'n':>6}  {'time':>7}"
+        if verified:
+            head += f"  {'satisfied':>9}  {'(security)':>10}  {'of':>5}"
         lines = [f"property {self.property}", head, "-" * len(head)]
         for r in self.rows:
             ca = f"{r.constraint_accuracy:9.4f}" if r.constraint_accuracy is not None else f"{'-':>9}"
-            lines.append(f"{r.eps:6.3f}  {r.clean_accuracy:9.4f}  {r.constraint_security:9.4f}  {ca}  "
-                         f"{r.vacuous:7d}  {r.n:6d}  {r.seconds:6.1f}s")
+            line = (f"{r.eps:6.3f}  {r.clean_accuracy:9.4f}  {r.constraint_security:9.4f}  {ca}  "
+                    f"{r.vacuous:7d}  {r.n:6d}  {r.seconds:6.1f}s")
+            if verified:
+                line += (f"  {r.constraint_satisfaction:9.4f}  {r.security_on_verified:10.4f}  "
+                         f"{r.verified_n:5d}")
+            lines.append(line)
+        if verified:
+            lines.append("satisfied: proved by the verifier on the first inputs ('of'); "
+                         "(security): the attack's security on the same inputs")
         return "\n".join(lines)
 
     __str__ = table
 
+    def _row_dicts(self) -> list[dict]:
+        """Rows as dicts; the satisfaction columns only when a verifier ran."""
+        verified = any(r.verified_n for r in self.rows)
+        drop = () if verified else ("constraint_satisfaction", "verified_n", "security_on_verified")
+        return [{k: v for k, v in asdict(r).items() if k not in drop} for r in self.rows]
+
     def to_dict(self) -> dict:
-        return {"property": self.property, "settings": self.settings,
-                "rows": [asdict(r) for r in self.rows]}
+        return {"property": self.property, "settings": self.settings, "rows": self._row_dicts()}
 
     def save(self, stem: str | Path) -> tuple[Path, Path]:
         """Write STEM.json and STEM.csv; returns both paths."""
@@ -71,10 +92,11 @@ class EvalResult:
         j, c = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".csv")
         atomic_write_text(j, json.dumps(self.to_dict(), indent=1))
         table = io.StringIO(newline="")
-        w = csv.DictWriter(table, fieldnames=list(asdict(self.rows[0]).keys()) if self.rows else ["eps"])
+        rows = self._row_dicts()
+        w = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else ["eps"])
         w.writeheader()
-        for r in self.rows:
-            w.writerow(asdict(r))
+        for r in rows:
+            w.writerow(r)
         atomic_write_text(c, table.getvalue())
         return j, c
 
@@ -84,13 +106,17 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
              restarts: int = 1, samples: int = 100, batch_size: int = 1000, logic: str = "dl2",
              seed: int = 0, params: dict | None = None, progress: bool | None = None,
              device: str | torch.device | None = None,
-             ranks: distributed.Ranks | None = None) -> EvalResult:
+             ranks: distributed.Ranks | None = None, verify_limit: int = 0,
+             verifier: str = "auto", verify_timeout: float = 30.0) -> EvalResult:
     """Clean accuracy, constraint security (PGD) and constraint accuracy (sampling) per eps.
 
     samples=0 skips constraint accuracy. Everything is batched; examples are processed in
     chunks of batch_size. device: where to run (None: where the model is). ranks: each chunk
     is shared out over the data-parallel ranks (distributed.start()) and the counts summed;
     the random starts depend on the example's place only, so the counts are one process's.
+    verify_limit > 0 adds constraint satisfaction on the first verify_limit inputs (the
+    verifier `verifier`, `verify_timeout` seconds per input; needs the `verify` extra for the
+    complete solvers), checked against this evaluation's own attack.
     """
     from tqdm.auto import tqdm
 
@@ -106,6 +132,7 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
     params = arguments.params(params)
     batch_size = arguments.count(batch_size, "batch_size", 1)
     samples = arguments.count(samples, "samples", 0)
+    verify_limit = min(arguments.count(verify_limit, "verify_limit", 0), len(x))
     pgd = arguments.pgd(steps, step_size, restarts)
     ranks = ranks if ranks is not None else distributed.SINGLE
     dev = distributed.place(model, device, ranks)
@@ -139,6 +166,7 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
         for e in eps:
             start = time.perf_counter()
             sec, acc, vac = 0, 0, 0
+            secure_rows: list[torch.Tensor] = []  # per input, for the verifier's comparison
             p = {**(params or {}), eps_param: e}
             for rows, shard in zip(parts, shards):
                 real = shard.real
@@ -146,7 +174,10 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
                 found = prop.search(model, search=distributed.shard_search(pgd, shard, ranks),
                                     logic=logic, params=p, generator=gen, **args)
                 verdict = prop.check(model, at=found, params=p, **args)
-                sec += int((verdict.holds & ~verdict.vacuous)[:real].sum())
+                secure = verdict.holds & ~verdict.vacuous
+                sec += int(secure[:real].sum())
+                if verify_limit and not ranks.distributed:
+                    secure_rows.append(secure[:real].cpu())
                 vac += int(verdict.vacuous[:real].sum())
                 if sampler is not None:
                     sampled = prop.search(model, search=distributed.shard_search(sampler, shard,
@@ -157,7 +188,33 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
                 bar.update()
             sec, acc, vac = distributed.all_sum(torch.tensor([sec, acc, vac]), ranks).tolist()
             n = len(x)
-            result.rows.append(EvalRow(e, n, clean, sec / n, acc / n if sampler else None, vac,
-                                       time.perf_counter() - start))
+            row = EvalRow(e, n, clean, sec / n, acc / n if sampler else None, vac,
+                          time.perf_counter() - start)
+            if verify_limit and ranks.is_main:
+                _satisfaction(row, model, prop, x[:verify_limit], y[:verify_limit], p, eps_param,
+                              torch.cat(secure_rows)[:verify_limit] if secure_rows else None,
+                              verifier, verify_timeout, seed)
+            result.rows.append(row)
         bar.close()
     return result
+
+
+def _satisfaction(row: EvalRow, model, prop: Property, x, y, params: dict, eps_param: str,
+                  secure: torch.Tensor | None, verifier: str, timeout: float, seed: int) -> None:
+    """Constraint satisfaction of `row` on x, checked against the evaluation's own attack."""
+    from .verify import InvariantError, verify
+
+    r = verify(model, prop, x, y, eps=params.get(eps_param), verifier=verifier, timeout=timeout,
+               progress=False, params={k: v for k, v in params.items() if k != eps_param},
+               seed=seed)
+    proved = torch.tensor([v == "verified" for v in r.verdicts])
+    row.verified_n = len(proved)
+    row.constraint_satisfaction = float(proved.float().mean())
+    if secure is not None:  # one process: this evaluation's per-input security is at hand
+        row.security_on_verified = float(secure.float().mean())
+        if bool((proved & ~secure).any()):
+            raise InvariantError(f"eps {row.eps:g}: the verifier proved inputs "
+                                 f"{torch.nonzero(proved & ~secure).flatten().tolist()} that the "
+                                 "attack broke (a verifier or attack bug: please report it)")
+    else:
+        row.security_on_verified = r.security_upper

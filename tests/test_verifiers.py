@@ -227,6 +227,14 @@ def test_verify_and_export_commands(tmp_path, monkeypatch, capsys):
     assert [r["points"] for r in rows] == [5, 5]
     assert all(sum(r[v] for v in ("verified", "falsified", "unknown", "boundary")) == 5 for r in rows)
     assert rows[0]["verified"] == 5  # eps 0.001, delta 10: nothing moves that far
+    capsys.readouterr()
+    assert main(["evaluate", str(ckpt), "--spec", str(SPECS / "standard_robustness.spec"),
+                 "--property", "sr", "--eps", "0.001", "--samples", "0", "--verify-limit", "4",
+                 "--verify-timeout", "5", "--data-dir", str(ddir),
+                 "--out", str(tmp_path / "ev")]) == 0
+    assert "satisfied" in capsys.readouterr().out
+    row = json.loads((tmp_path / "ev.json").read_text())["rows"][0]
+    assert (row["verified_n"], row["constraint_satisfaction"]) == (4, 1.0)
     assert main(["export", str(ckpt), "--spec", str(SPECS / "classification_robustness.spec"),
                  "--property", "cr_margin", "--eps", "0.01", "--index", "2:5",
                  "--format", "vnnlib2", "--data-dir", str(ddir), "--out", str(tmp_path / "e")]) == 0
@@ -289,3 +297,25 @@ def test_prop_verify_is_the_python_api():
     assert broken.verdicts == ["falsified", "falsified"]
     with pytest.raises(Exception, match="x0="):
         spec["sr"].verify(net, y=y, eps=0.05)
+
+
+def test_evaluate_reports_constraint_satisfaction_beside_security():
+    """evaluate(verify_limit=k): satisfaction on the first k inputs next to the attack's
+    security on the same inputs; f(x) = 2 x: SR with delta 0.15 holds at eps 0.05 (proved) and
+    fails at eps 0.1 (|2 * 0.1| > 0.15 wherever the ball is not clipped)."""
+    from robustspec.compiler import compile_spec
+    from robustspec.runtime import evaluate
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(2 * torch.eye(2))
+        net[0].bias.zero_()
+    prop = compile_spec(SPECS / "standard_robustness.spec", params={"delta": 0.15})["sr"]
+    x = torch.tensor([[0.5, 0.5], [0.3, 0.6], [0.4, 0.45], [0.7, 0.2]])
+    y = torch.tensor([0, 1, 0, 1])
+    r = evaluate(net, prop, x, y, eps=[0.05, 0.1], samples=0, verify_limit=3, verify_timeout=10)
+    first, second = r.rows
+    assert (first.verified_n, first.constraint_satisfaction, first.security_on_verified) == (3, 1.0, 1.0)
+    assert (second.verified_n, second.constraint_satisfaction, second.security_on_verified) == (3, 0.0, 0.0)
+    assert "satisfied" in r.table()
+    assert all(row.constraint_satisfaction <= row.security_on_verified for row in r.rows)
