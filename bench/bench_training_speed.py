@@ -384,8 +384,8 @@ def bench_micro(reps: int) -> dict:
     pairs = {
         "PGD step (sign, step, clamp)": (lambda: dom.step(x, grad, STEP_SIZE),
                                          lambda: dom.step_(x.clone(), grad.clone(), STEP_SIZE)),
-        "best points: torch.where vs bit-select": (
-            lambda: torch.where(better[:, None, None, None], other, keep, out=keep),
+        "best points: torch.where, new tensor vs in place": (
+            lambda: torch.where(better[:, None, None, None], other, keep),
             lambda: _keep_rows_(keep, better, other)),
         "finite check of x0: per example vs sum first": (
             lambda: bool(torch.isfinite(x0.reshape(BATCH, -1)).all(1).all()),

@@ -167,25 +167,10 @@ class RealDomain:
         return x.clamp_(self.lo, self.hi)
 
 
-_BITS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16,
-         torch.bfloat16: torch.int16}
-
-
 def _keep_rows_(dst: torch.Tensor, better: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-    """dst[i] = src[i] where better[i], in place. On the CPU by selecting bit patterns,
-    dst ^= (dst ^ src) & mask: exact, and faster than torch.where, whose CPU kernel for a
-    broadcast mask is not vectorised (47 against 62 us on 128 x 784 floats, one thread;
-    bench/bench_training_speed.py --only micro); elsewhere torch.where."""
-    m = better.reshape((-1,) + (1,) * (dst.ndim - 1))
-    bits = _BITS.get(dst.dtype)
-    if (bits is None or dst.device.type != "cpu" or src.dtype != dst.dtype or src.shape != dst.shape
-            or not (dst.is_contiguous() and src.is_contiguous())):
-        return torch.where(m, src, dst, out=dst)
-    d = dst.view(bits)
-    diff = torch.bitwise_xor(d, src.view(bits))
-    diff.bitwise_and_(m.to(bits).neg_())
-    d.bitwise_xor_(diff)
-    return dst
+    """dst[i] = src[i] where better[i], in place (no new tensor per step). An exact bit-select
+    (dst ^= (dst ^ src) & mask) was tried: faster on its own, not inside the PGD loop."""
+    return torch.where(better.reshape((-1,) + (1,) * (dst.ndim - 1)), src, dst, out=dst)
 
 
 class _Best:
@@ -217,7 +202,7 @@ class _Best:
             self.nan = bool(torch.isnan(self.obj).any())
         for k, v in points.items():
             v, p = v.detach(), self.points[k]
-            if p.shape == v.shape:
+            if p.shape == v.shape and p.dtype == v.dtype:
                 _keep_rows_(p, better, v)
             else:
                 m = better.reshape((-1,) + (1,) * (v.ndim - 1))
