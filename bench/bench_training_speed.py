@@ -155,11 +155,16 @@ def bench_steps(reps: int, ks=(10, 50)) -> list[dict]:
             count = Counter(m)
             step()
             evals = count.n
-            t = interleaved({"step": step, "pass": floor}, max(10, reps * 10 // k))
+            def forward():
+                with torch.no_grad():
+                    fm(x)
+            t = interleaved({"step": step, "pass": floor, "forward": forward}, max(10, reps * 10 // k))
             f_wall, f_cpu = (k + 2) * t["pass"]["wall_ms"], (k + 2) * t["pass"]["cpu_ms"]
             rows.append({"property": name, "k": k, "step_ms": t["step"]["wall_ms"],
                          "step_ms_iqr": t["step"]["wall_ms_iqr"], "step_cpu_ms": t["step"]["cpu_ms"],
                          "pass_ms": t["pass"]["wall_ms"], "floor_ms": f_wall, "floor_cpu_ms": f_cpu,
+                         "forward_ms": t["forward"]["wall_ms"], "forward_cpu_ms": t["forward"]["cpu_ms"],
+                         "pass_cpu_ms": t["pass"]["cpu_ms"],
                          "ratio": t["step"]["wall_ms"] / f_wall, "ratio_cpu": t["step"]["cpu_ms"] / f_cpu,
                          "examples_per_s": BATCH / t["step"]["wall_ms"] * 1e3,
                          "floor_examples_per_s": BATCH / f_wall * 1e3, "network_evals": evals})
@@ -394,6 +399,8 @@ def bench_micro(reps: int) -> dict:
             lambda: (lo > hi).flatten(1).any(1),
             lambda: (hi - lo).flatten(1).nan_to_num(nan=0.0).amin(1) < 0),
         "gradient: grad(sum(obj)) vs grad(obj, ones)": (input_grad(m, False), input_grad(m, True)),
+        "for scale, not a change: rand (the uniform start) vs one forward pass": (
+            lambda: torch.rand(x.shape, generator=g), lambda: m(x0).detach()),
         "not adopted: search pass, weights requires_grad on vs off": (input_grad(m, True),
                                                                    input_grad(frozen, True)),
     }
