@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -58,20 +59,31 @@ def _example_rows(query, lb: torch.Tensor, open_d: list[int], extra: float = 0.0
     return cy, cx, ct, c, margin, low, need, common
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET = {"depth": 0, "saved": -1, "devnull": -1}
+
+
 @contextlib.contextmanager
 def _quiet_stdout():
-    """Silence what a solver's C code writes to file descriptor 1."""
+    """Silence what a solver's C code writes to file descriptor 1. Re-entrant across the
+    threads of `verify(jobs=N)`: the first one in redirects, the last one out restores."""
     import sys
-    sys.stdout.flush()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    saved = os.dup(1)
+    with _QUIET_LOCK:
+        if _QUIET["depth"] == 0:
+            sys.stdout.flush()
+            _QUIET["devnull"] = os.open(os.devnull, os.O_WRONLY)
+            _QUIET["saved"] = os.dup(1)
+            os.dup2(_QUIET["devnull"], 1)
+        _QUIET["depth"] += 1
     try:
-        os.dup2(devnull, 1)
         yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
+        with _QUIET_LOCK:
+            _QUIET["depth"] -= 1
+            if _QUIET["depth"] == 0:
+                os.dup2(_QUIET["saved"], 1)
+                os.close(_QUIET["saved"])
+                os.close(_QUIET["devnull"])
 
 
 class _Sparse:

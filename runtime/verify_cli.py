@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 from robustspec.dsl.errors import InputError
 
-from .options import add_data_options, add_param_option, command, load_property, parse_params, radii
+from .options import (add_data_options, add_param_option, command, count, load_property,
+                      parse_params, radii)
 
 
 def _index(text: str | None, size: int) -> list[int]:
@@ -70,7 +72,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for eps in eps_values:
         r = verify(model, prop, data.x, data.y, eps=eps, verifier=args.verifier,
                    timeout=args.timeout, limit=args.limit, progress=not args.quiet, params=params,
-                   bounds=args.bounds, attack_steps=args.steps, seed=args.seed)
+                   bounds=args.bounds, attack_steps=args.steps, seed=args.seed, jobs=args.jobs)
         results.append(r)
         for note in r.notes:
             print(f"note (eps {eps:g}): {note}")
@@ -123,6 +125,8 @@ def verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=50, help="PGD steps of the attack stage")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--jobs", type=count(1), default=max(1, os.cpu_count() or 1), metavar="N",
+                   help="points given to the complete solver at once (default: the cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", metavar="DIR", help="results folder (default: the checkpoint's)")
 

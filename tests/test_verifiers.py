@@ -319,3 +319,19 @@ def test_evaluate_reports_constraint_satisfaction_beside_security():
     assert (second.verified_n, second.constraint_satisfaction, second.security_on_verified) == (3, 0.0, 0.0)
     assert "satisfied" in r.table()
     assert all(row.constraint_satisfaction <= row.security_on_verified for row in r.rows)
+
+
+def test_jobs_give_the_same_verdicts():
+    """verify(jobs=2) solves open points two at a time (threads) with the same verdicts."""
+    from robustspec.runtime.verify import verify
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    prop = compile_spec(SPECS / "classification_robustness.spec")["cr_margin"]
+    x = torch.rand(12, 16)
+    y = net(x).argmax(-1)
+    one = verify(net, prop, x, y, eps=0.1, verifier="milp", timeout=10, progress=False, jobs=1)
+    two = verify(net, prop, x, y, eps=0.1, verifier="milp", timeout=10, progress=False, jobs=2)
+    assert one.verdicts == two.verdicts and one.decided_by == two.decided_by
+    # the complete stage ran on several points (the test would be empty otherwise)
+    assert one.decided_by.count("milp") >= 2
