@@ -104,13 +104,9 @@ class _Sparse:
         self.hi.append(hi)
 
 
-def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 0.0) -> Outcome:
-    """HiGHS MILP: big-M ReLUs with the pre-activation bounds `pre` ([(l, u)] per layer, batch 1),
-    one binary per open disjunct (at least one chosen) unless only one is open."""
-    highspy = _need("highspy", "MILP verification")
-    t0 = time.perf_counter()
-    inf = highspy.kHighsInf
-    cy, cx, ct, c, margin, low, need, common = _example_rows(query, lb, open_d, extra)
+def _encode_network(inf: float, net, query, pre):
+    """The network as big-M MILP constraints over the query's input box (batch 1): column
+    bounds, integer columns, rows, and the columns of the last hidden layer's activations."""
     n = net.inputs
     col_lo, col_hi, integer = list(query.lo[0].double().numpy()), list(query.hi[0].double().numpy()), []
     rows = _Sparse()
@@ -142,6 +138,64 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
             rows.add(np.concatenate([[a], prev, [d]]),  # a <= z - l (1 - d)
                      np.concatenate([[1.0], -W[j], [-lk[j]]]), -inf, b[j] - lk[j])
         prev = np.array(cols)
+    return col_lo, col_hi, integer, rows, prev
+
+
+def _highs(highspy, timeout: float, col_lo, col_hi, integer, rows):
+    with _quiet_stdout():  # HiGHS prints its banner on the C stdout
+        h = highspy.Highs()
+    h.silent()
+    h.setOptionValue("time_limit", float(max(timeout, 0.1)))
+    h.setOptionValue("threads", 1)
+    h.addVars(len(col_lo), np.array(col_lo), np.array(col_hi))
+    if integer:
+        h.changeColsIntegrality(len(integer), np.array(integer, dtype=np.int32),
+                                np.array([highspy.HighsVarType.kInteger] * len(integer)))
+    if rows.lo:
+        h.addRows(len(rows.lo), np.array(rows.lo), np.array(rows.hi), rows.nnz,
+                  np.array(rows.starts, dtype=np.int32), np.concatenate(rows.idx),
+                  np.concatenate(rows.val))
+    return h
+
+
+def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float) -> np.ndarray:
+    """Sound lower bounds of the query's rows `rows_wanted` (rows over the outputs alone, batch
+    1), each minimised over the exact MILP encoding of the network: the optimum, or HiGHS's
+    dual bound where its share of the time runs out. Certifies SCR's softmax threshold where
+    the linear relaxation's margin bounds are too loose (sound, not complete)."""
+    highspy = _need("highspy", "MILP bounds")
+    inf = highspy.kHighsInf
+    col_lo, col_hi, integer, rows, prev = _encode_network(inf, net, query, pre)
+    WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
+    cy, c = query.cy[0].double().numpy(), query.c[0].double().numpy()
+    nc = len(col_lo)
+    h = _highs(highspy, timeout / max(1, len(rows_wanted)), col_lo, col_hi, integer, rows)
+    S = highspy.HighsModelStatus
+    out = np.full(len(rows_wanted), -np.inf)
+    for k, r in enumerate(rows_wanted):
+        cost = np.zeros(nc)
+        cost[prev] = cy[r] @ WL
+        h.changeColsCost(nc, np.arange(nc, dtype=np.int32), cost)
+        h.run()
+        status, info = h.getModelStatus(), h.getInfo()
+        const = float(c[r] + cy[r] @ bL)
+        if status == S.kOptimal:
+            out[k] = info.objective_function_value + const
+        elif status in (S.kTimeLimit, S.kInterrupt) and np.isfinite(info.mip_dual_bound):
+            out[k] = info.mip_dual_bound + const
+        h.clearSolver()
+    return out
+
+
+def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 0.0) -> Outcome:
+    """HiGHS MILP: big-M ReLUs with the pre-activation bounds `pre` ([(l, u)] per layer, batch 1),
+    one binary per open disjunct (at least one chosen) unless only one is open."""
+    highspy = _need("highspy", "MILP verification")
+    t0 = time.perf_counter()
+    inf = highspy.kHighsInf
+    cy, cx, ct, c, margin, low, need, common = _example_rows(query, lb, open_d, extra)
+    n = net.inputs
+    col_lo, col_hi, integer, rows, prev = _encode_network(inf, net, query, pre)
     WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
     aux0 = len(col_lo)
     for a in range(query.n_aux):
@@ -177,20 +231,7 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
                 rows.add(np.concatenate([cols, [s]]), np.concatenate([vals, [-M]]),
                          low[r] - const, inf)
         rows.add(np.array(sel), np.ones(len(sel)), 1.0, inf)
-    with _quiet_stdout():  # HiGHS prints its banner on the C stdout
-        h = highspy.Highs()
-    h.silent()
-    h.setOptionValue("time_limit", float(max(timeout, 0.1)))
-    h.setOptionValue("threads", 1)
-    nc = len(col_lo)
-    h.addVars(nc, np.array(col_lo), np.array(col_hi))
-    if integer:
-        h.changeColsIntegrality(len(integer), np.array(integer, dtype=np.int32),
-                                np.array([highspy.HighsVarType.kInteger] * len(integer)))
-    if rows.lo:
-        h.addRows(len(rows.lo), np.array(rows.lo), np.array(rows.hi), rows.nnz,
-                  np.array(rows.starts, dtype=np.int32), np.concatenate(rows.idx),
-                  np.concatenate(rows.val))
+    h = _highs(highspy, timeout, col_lo, col_hi, integer, rows)
     h.run()
     status = h.getModelStatus()
     S = highspy.HighsModelStatus

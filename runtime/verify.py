@@ -216,9 +216,15 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
     # 3. complete solver
     open_idx = [i for i in range(B) if verdicts[i] == "unknown"]
     if open_idx and solver_name is not None and not query.linear:
-        notes.append(f"{len(open_idx)} examples left unknown: the query has a softmax threshold, "
-                     "which no complete solver here takes (certified by bounds, falsified by attack)")
-        solver_name = None
+        left = _softmax_by_milp(net, qd, pre if bounds == "crown" else interval_bounds(net, lo, hi),
+                                open_idx, bounds, timeout, jobs, times, verdicts, decided,
+                                solver_name, progress, eps)
+        if left:
+            notes.append(f"{left} examples left unknown: the query has a softmax threshold, "
+                         "which no complete solver takes; certified by bounds (tightened by "
+                         "MILP margin bounds), falsified by attack")
+        solver_name = "milp" if solver_name == "milp" else None
+        open_idx = []
     if open_idx and solver_name is not None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -263,6 +269,59 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
     if result.satisfaction > result.security_upper + 1e-12:
         raise InvariantError("constraint satisfaction exceeds constraint security")
     return result
+
+
+def _softmax_by_milp(net, qd, pre, open_idx, bounds, timeout, jobs, times, verdicts, decided,
+                     solver_name, progress, eps) -> int:
+    """SCR's softmax threshold has no complete solver, but its certificate (margin lower bounds,
+    bounds.softmax_impossible) is only as good as the bounds: with the MILP, each open example's
+    margins are minimised exactly (or to HiGHS's dual bound in the time), which proves many
+    points the linear relaxation leaves open. Sound, not complete: what stays open is unknown.
+    Returns how many stay open."""
+    if solver_name != "milp":
+        return len(open_idx)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    from .verifiers import milp_lower_bounds
+
+    rows = sorted({r for a in qd.softmax for r in a.margins})
+
+    def one_example(i: int):
+        t0 = time.perf_counter()
+        qi = qd.example(i)
+        pi = [(l_[i:i + 1], u_[i:i + 1]) for l_, u_ in pre]
+        lb_i, ub_i = query_row_bounds(net, qi, bounds, pi if bounds == "crown" else None, "both")
+        want = [r for r in rows if not _is_label_row(qi, r)]
+        tight = torch.as_tensor(milp_lower_bounds(net, qi, pi, want, timeout), dtype=lb_i.dtype)
+        lb_i = lb_i.clone()
+        lb_i[0, want] = torch.maximum(lb_i[0, want], tight)
+        proved = bool(disjunct_refuted(qi, lb_i, ub_i).all())
+        return proved, time.perf_counter() - t0
+
+    bar = tqdm(total=len(open_idx), desc=f"milp margins eps={eps}", unit="pt", leave=False,
+               disable=not progress)
+    left = 0
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for i, fut in {i: pool.submit(one_example, i) for i in open_idx}.items():
+            proved, seconds = fut.result()
+            bar.update()
+            times["complete"][i] = seconds
+            if proved:
+                verdicts[i], decided[i] = "verified", "milp"
+            else:
+                left += 1
+    bar.close()
+    return left
+
+
+def _is_label_row(q, r: int) -> bool:
+    """Row r is a softmax atom's own margin F_y - F_y (identically zero): nothing to bound."""
+    for a in q.softmax:
+        if r in a.margins and a.margins.index(r) == int(a.label[0]):
+            return True
+    return False
 
 
 TIE_MARGIN = 1e-4
