@@ -187,8 +187,13 @@ def stop() -> None:
 
 
 def _comm_device() -> torch.device:
+    """Where collectives' tensors live (the CPU for gloo); an InputError without a group."""
     import torch.distributed as dist
 
+    if not dist.is_initialized():
+        raise InputError("these ranks say there are several processes, but no process group "
+                         "was started: call robustspec.runtime.distributed.start(device) in "
+                         "each process torchrun starts, and pass the Ranks it returns")
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
@@ -226,6 +231,8 @@ def data_parallel(model: torch.nn.Module, device: torch.device, ranks: Ranks) ->
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    _comm_device()  # a process group must exist
+
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
@@ -238,6 +245,7 @@ def from_main(fn, ranks: Ranks):
         return fn()
     import torch.distributed as dist
 
+    _comm_device()  # a process group must exist
     box = [None]
     if ranks.is_main:
         try:

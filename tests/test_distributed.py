@@ -209,6 +209,17 @@ def test_an_explicit_cpu_device_changes_nothing(tmp_path):
     assert torch.equal(p.violated, q.violated) and torch.equal(p.x, q.x)
 
 
+def test_ranks_without_a_process_group_are_a_clear_error():
+    from robustspec.runtime.metrics import evaluate
+    from robustspec.runtime.training import TrainConfig, Trainer
+
+    x, y = make_data(8)
+    with pytest.raises(InputError, match="no process group was started"):
+        Trainer(fresh(), TrainConfig(**TRAIN), sr(), progress=False, ranks=Ranks(0, 2))
+    with pytest.raises(InputError, match="no process group was started"):
+        evaluate(fresh(), sr(), x, y, ranks=Ranks(1, 2), **{**EVAL, "eps": [0.1]})
+
+
 def test_a_bad_device_is_refused_before_any_work():
     from robustspec.runtime.training import TrainConfig, Trainer
 
