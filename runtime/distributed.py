@@ -154,10 +154,13 @@ def env_ranks(environ=None) -> Ranks:
     return Ranks(rank, world, local)
 
 
-def start(device: torch.device, environ=None, timeout_s: float = 600.0) -> Ranks:
+def start(device: torch.device, environ=None, timeout_s: float = 4 * 3600.0) -> Ranks:
     """Join the process group torchrun set up: gloo for CPU tensors, nccl for CUDA ones.
 
     Called without torchrun's environment it is an InputError that shows the launch line.
+    timeout_s bounds each collective's wait: long, because rank 0 alone may spend a while on a
+    stage the others wait for (a verifier inside evaluate); torchrun ends the other processes
+    when one fails, so nothing hangs that long on an error.
     """
     import datetime
 
