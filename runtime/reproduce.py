@@ -404,21 +404,28 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
 
     t_grid = time.time()
     if jobs == 1:
-        for i, cell in enumerate(todo):
-            log(f"[{i + 1}/{len(todo)}] {cell.id}: {cell.label} (time left about "
-                f"{eta(todo[i:])})")
-            start = time.time()
-            try:
-                r = run_cell(cell, plan, log=log)
-            except Exception as e:  # noqa: BLE001 - one failed cell must not stop the grid
-                failed[cell.id] = f"{type(e).__name__}: {e}"
-                log(f"  {cell.id} FAILED: {failed[cell.id]}")
-                continue
-            spent += time.time() - start
-            predicted += estimate[cell]
-            done.append(cell.id)
-            log(f"  {cell.id} done in {_fmt(time.time() - start)}: clean accuracy "
-                f"{100 * r['clean_accuracy']:.1f}%")
+        import torch
+
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(plan.threads)  # what a worker process does
+        try:
+            for i, cell in enumerate(todo):
+                log(f"[{i + 1}/{len(todo)}] {cell.id}: {cell.label} (time left about "
+                    f"{eta(todo[i:])})")
+                start = time.time()
+                try:
+                    r = run_cell(cell, plan, log=log)
+                except Exception as e:  # noqa: BLE001 - one failed cell must not stop the grid
+                    failed[cell.id] = f"{type(e).__name__}: {e}"
+                    log(f"  {cell.id} FAILED: {failed[cell.id]}")
+                    continue
+                spent += time.time() - start
+                predicted += estimate[cell]
+                done.append(cell.id)
+                log(f"  {cell.id} done in {_fmt(time.time() - start)}: clean accuracy "
+                    f"{100 * r['clean_accuracy']:.1f}%")
+        finally:
+            torch.set_num_threads(threads_before)
     else:
         import multiprocessing as mp
 
