@@ -76,6 +76,16 @@ def test_smoke_grid_runs_and_writes_results_and_report(tmp_path, fashion):
     assert (Path(p.out) / "fig-network-constraint-sr-fashion-mnist.png").stat().st_size > 1000
 
 
+def test_one_job_runs_its_cells_with_the_planned_threads(tmp_path, fashion, monkeypatch):
+    seen = []
+    monkeypatch.setattr(rp, "run_cell", lambda cell, plan, log=None: (
+        seen.append(torch.get_num_threads()), {"clean_accuracy": 0.5})[1])
+    before = torch.get_num_threads()
+    p = replace(plan(tmp_path, fashion), threads=3)
+    assert rp.run_grid([BASE, SR], p, jobs=1, log=lambda m: None)["done"] == [BASE.id, SR.id]
+    assert seen == [3, 3] and torch.get_num_threads() == before
+
+
 def test_done_cell_is_skipped(tmp_path, fashion, monkeypatch):
     p = plan(tmp_path, fashion)
     rp.run_grid([BASE], p, jobs=1, log=lambda m: None)
