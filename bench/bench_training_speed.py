@@ -194,6 +194,32 @@ def attack_model(x, steps: int = 400):
 STRENGTH_EPS = (0.002, 0.005, 0.1)  # step size eps / 10, 50 steps, as the paper's 0.1 / 0.01
 
 
+def ops_per_step(m, cr, x, y, torchattacks) -> dict:
+    """Torch ops dispatched per PGD step (a 2-step run minus a 1-step run), both attacks."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    def count(run) -> int:
+        Count.n = 0
+        with Count():
+            run()
+        return Count.n
+
+    gen = torch.Generator().manual_seed(SEED)
+    ours = [count(lambda: cr.search(m, x0=x, y=y, generator=gen,
+                                    search=PGD(steps=k, step_size=STEP_SIZE, early_stop=False)))
+            for k in (1, 2)]
+    theirs = [count(lambda: torchattacks.PGD(m, eps=EPS, alpha=STEP_SIZE, steps=k)(x, y))
+              for k in (1, 2)]
+    return {"robustspec": ours[1] - ours[0], "torchattacks": theirs[1] - theirs[0]}
+
+
 def bench_attack(reps: int, steps: int = 50, batch: int = BATCH) -> dict:
     import torchattacks
 
@@ -241,6 +267,7 @@ def bench_attack(reps: int, steps: int = 50, batch: int = BATCH) -> dict:
                              "torchattacks": float(((m(xt).argmax(1) != y) | ~clean).float().mean())}
     res = {"batch": batch, "steps": steps, "eps": EPS, "step_size": STEP_SIZE,
            "clean_accuracy": float(clean.float().mean()), "misclassified_after_attack": strength,
+           "torch_ops_per_step": ops_per_step(m, cr, x, y, torchattacks),
            "network_evals_robustspec": evals_ours, "network_evals_torchattacks": evals_theirs}
     for k, v in t.items():
         res[k] = {**v, "images_per_s": batch / v["wall_ms"] * 1e3}
@@ -530,7 +557,9 @@ def tables(res: dict) -> str:
             out.append(f"| {k} | {v['wall_ms']:.1f} | {v['images_per_s']:.0f} | "
                        f"{v['images_per_s'] / a['torchattacks']['images_per_s']:.2f} | "
                        f"{'' if ev is None else ev} |")
-        out.append(f"CPU-time ratio (torchattacks / robustspec): {a['ratio_cpu']:.2f}")
+        out.append(f"CPU-time ratio (torchattacks / robustspec): {a['ratio_cpu']:.2f}; torch ops per "
+                   f"step: robustspec {a['torch_ops_per_step']['robustspec']}, torchattacks "
+                   f"{a['torch_ops_per_step']['torchattacks']}")
         out.append("misclassified after the attack (robustspec / torchattacks): " + ", ".join(
             f"eps {e:g}: {100 * v['robustspec']:.1f}% / {100 * v['torchattacks']:.1f}%"
             for e, v in a["misclassified_after_attack"].items()))
