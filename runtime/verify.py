@@ -14,6 +14,7 @@ and must not rule out an attacked one), and so satisfaction <= security.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import time
@@ -150,8 +151,11 @@ def verify_property(prop, model=None, *, verifier: str = "auto", timeout: float 
 def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: float | None = None,
            verifier: str = "auto", timeout: float = 30.0, limit: int | None = None,
            progress: bool = True, params: dict | None = None, bounds: str = "crown",
-           attack_steps: int = 50, restarts: int = 1, seed: int = 0, jobs: int = 1) -> VerifyResult:
+           attack_steps: int = 50, restarts: int = 1, seed: int = 0, jobs: int = 1,
+           device: str | torch.device | None = None) -> VerifyResult:
     """Verdicts per example (see the module docstring); `eps` overrides the spec's eps.
+    device: where the attack runs (None: where the model is); bound propagation and the
+    solvers always work on a CPU copy in float64 (they hand numpy arrays to HiGHS/Marabou).
     jobs: examples given to the complete solver at once (threads: HiGHS releases the GIL while
     it solves, so 2 jobs on 2 cores decide about twice as many points in the same time)."""
     if verifier not in VERIFIERS:
@@ -175,13 +179,22 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
     cex: dict[int, torch.Tensor] = {}
     notes: list[str] = []
     model.eval()
+    from . import distributed
+    dev = distributed.place(model, device)
+    cpu_model = model if dev.type == "cpu" else copy.deepcopy(model).cpu()
+    attack_args = {k: v.to(dev) for k, v in args.items()}
+    args = {k: v.cpu() for k, v in args.items()}
 
     # 1. attack
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
-    found = prop.search(model, params=params, steps=attack_steps, restarts=restarts, generator=g, **args)
-    checked = prop.check(model, params=params, at=found, **args)
-    attacked = checked.violated
+    from .arguments import pgd
+    search = distributed.shard_search(pgd(attack_steps, None, restarts), None)  # CPU-drawn starts
+    found = prop.search(model, search=search, params=params, generator=g, **attack_args)
+    checked = prop.check(model, params=params, at=found, **attack_args)
+    attacked = checked.violated.cpu()
+    found = {k: found[k].detach().cpu() for k in found}
+    model = cpu_model  # from here on: bounds, solvers and replays on the CPU
     dt = (time.perf_counter() - t0) / B
     var = prop.variables[0] if prop.variables else None
     for i in range(B):

@@ -72,7 +72,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for eps in eps_values:
         r = verify(model, prop, data.x, data.y, eps=eps, verifier=args.verifier,
                    timeout=args.timeout, limit=args.limit, progress=not args.quiet, params=params,
-                   bounds=args.bounds, attack_steps=args.steps, seed=args.seed, jobs=args.jobs)
+                   bounds=args.bounds, attack_steps=args.steps, seed=args.seed, jobs=args.jobs,
+                   device=args.device)
         results.append(r)
         for note in r.notes:
             print(f"note (eps {eps:g}): {note}")
@@ -129,6 +130,8 @@ def verify_arguments(p: argparse.ArgumentParser) -> None:
                    help="points given to the complete solver at once (default: the cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", metavar="DIR", help="results folder (default: the checkpoint's)")
+    p.add_argument("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
+                   help="where the attack stage runs (bounds and solvers always on the CPU)")
 
 
 def export_arguments(p: argparse.ArgumentParser) -> None:

@@ -356,3 +356,19 @@ def test_scr_margins_tightened_by_milp_prove_more_points():
     assert "milp" in by_milp.decided_by
     for a, b in zip(by_bounds.verdicts, by_milp.verdicts):
         assert a == b or (a == "unknown" and b == "verified")
+
+
+def test_verify_on_an_explicit_device_gives_the_same_verdicts():
+    """device=torch.device("cpu") goes through the device plumbing (attack on the device,
+    bounds and solvers on a CPU copy) and changes nothing."""
+    from robustspec.runtime.verify import verify
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    prop = compile_spec(SPECS / "classification_robustness.spec")["cr_margin"]
+    x = torch.rand(8, 16)
+    y = net(x).argmax(-1)
+    plain = verify(net, prop, x, y, eps=0.1, timeout=10, progress=False)
+    placed = verify(net, prop, x, y, eps=0.1, timeout=10, progress=False, device=torch.device("cpu"))
+    assert plain.verdicts == placed.verdicts and plain.decided_by == placed.decided_by
+    assert {"falsified", "verified"} <= set(plain.verdicts)  # both outcomes exercised
