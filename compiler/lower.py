@@ -78,9 +78,15 @@ from .ops import T, TorchOps  # noqa: E402  (re-exported: the backend primitives
 MAX_RANGE = 2 ** 20  # the checker's limit on range(n), enforced again for per-call params
 
 
-def shape_mismatch(n: N, a: torch.Tensor, b: torch.Tensor, depth: int, error: Exception) -> SpecError:
+def shape_mismatch(n: N, a: torch.Tensor, b: torch.Tensor, depth: int, error: Exception) -> Exception:
     """Operands whose shapes only meet at run time (tensors of undeclared shape) and do not
-    broadcast: a diagnostic at the operator, with both per-example shapes."""
+    broadcast: a diagnostic at the operator, with both per-example shapes. Any other
+    RuntimeError (out of memory, devices, dtypes) is returned as it was, to be re-raised."""
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+        return error
+    except RuntimeError:
+        pass
     def per_example(v: torch.Tensor) -> list[int]:
         return list(v.shape[1 + depth:]) if v.ndim else []
     return SpecError([Diagnostic(

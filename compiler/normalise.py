@@ -130,11 +130,17 @@ class Normaliser:
                   if not (inner & _names(p)) and self._bound(p, v) is not None]
         if not lifted:
             return body
-        rest = _without(self.b, pool, {id(p) for p in lifted})
+        drop = {id(p) for p in lifted}
+        rest = _without(self.b, pool, drop)
         if kind == "forall":
-            premise = rest
-            residual = (self.b.mk("implies", (premise, q.conclusion), span=body.span)
-                        if premise is not None else q.conclusion)
+            # the inner body's premises stay a chain (P1 => P2 => C), less what moved out
+            chain, concl = [], body.args[0]
+            while concl is not q.conclusion and concl.op == "implies":
+                chain.append(concl.args[0])
+                concl = concl.args[1]
+            kept = [r for r in (_without(self.b, c, drop) for c in chain) if r is not None]
+            premise = (kept[0] if len(kept) == 1 else self.b.and_(kept)) if kept else None
+            residual = _implications(self.b, kept, q.conclusion, body.span)
             q2 = Quant(q.vars, q.domains, premise, q.conclusion, q.spans)
             inner_node = self.b.mk(kind, (residual,), q2, body.ty, body.span)
             return self.b.mk("implies", (self.b.and_(lifted), inner_node), span=body.span)

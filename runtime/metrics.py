@@ -176,8 +176,8 @@ def evaluate(model: torch.nn.Module, prop: Property, x: torch.Tensor, y: torch.T
                 verdict = prop.check(model, at=found, params=p, **args)
                 secure = verdict.holds & ~verdict.vacuous
                 sec += int(secure[:real].sum())
-                if verify_limit and not ranks.distributed:
-                    secure_rows.append(secure[:real].cpu())
+                if verify_limit and not ranks.distributed:  # per input: (secure, attacked)
+                    secure_rows.append(torch.stack([secure[:real], verdict.violated[:real]], 1).cpu())
                 vac += int(verdict.vacuous[:real].sum())
                 if sampler is not None:
                     sampled = prop.search(model, search=distributed.shard_search(sampler, shard,
@@ -204,17 +204,17 @@ def _satisfaction(row: EvalRow, model, prop: Property, x, y, params: dict, eps_p
     """Constraint satisfaction of `row` on x, checked against the evaluation's own attack."""
     from .verify import InvariantError, verify
 
-    r = verify(model, prop, x, y, eps=params.get(eps_param), verifier=verifier, timeout=timeout,
-               progress=False, params={k: v for k, v in params.items() if k != eps_param},
-               seed=seed)
+    r = verify(model, prop, x, y, verifier=verifier, timeout=timeout, progress=False,
+               params=params, seed=seed)  # params holds the swept value under its own name
     proved = torch.tensor([v == "verified" for v in r.verdicts])
     row.verified_n = len(proved)
     row.constraint_satisfaction = float(proved.float().mean())
-    if secure is not None:  # one process: this evaluation's per-input security is at hand
+    if secure is not None:  # one process: this evaluation's per-input outcome is at hand
+        secure, attacked = secure[:, 0], secure[:, 1]
         row.security_on_verified = float(secure.float().mean())
-        if bool((proved & ~secure).any()):
+        if bool((proved & attacked).any()):  # vacuous inputs are not attacked ones
             raise InvariantError(f"eps {row.eps:g}: the verifier proved inputs "
-                                 f"{torch.nonzero(proved & ~secure).flatten().tolist()} that the "
+                                 f"{torch.nonzero(proved & attacked).flatten().tolist()} that the "
                                  "attack broke (a verifier or attack bug: please report it)")
     else:
         row.security_on_verified = r.security_upper

@@ -179,10 +179,13 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float) -
         h.run()
         status, info = h.getModelStatus(), h.getInfo()
         const = float(c[r] + cy[r] @ bL)
-        if status == S.kOptimal:
+        # the proved bound: with integer columns the "optimal" objective is the incumbent, an
+        # upper bound within HiGHS's gap, so the dual bound is taken in every case
+        if integer:
+            if status in (S.kOptimal, S.kTimeLimit, S.kInterrupt) and np.isfinite(info.mip_dual_bound):
+                out[k] = info.mip_dual_bound + const
+        elif status == S.kOptimal:  # a pure LP (no unstable ReLU): its optimum is exact
             out[k] = info.objective_function_value + const
-        elif status in (S.kTimeLimit, S.kInterrupt) and np.isfinite(info.mip_dual_bound):
-            out[k] = info.mip_dual_bound + const
         h.clearSolver()
     return out
 

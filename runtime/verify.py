@@ -273,6 +273,12 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
                 if detail:
                     notes.append(f"example {i}: {solver_name}: {detail}")
         bar.close()
+    if bool(query.strict.any()) and any(d in ("milp", "marabou") and v == "verified"
+                                        for d, v in zip(decided, verdicts)):
+        from .verifiers import STRICT_MARGIN
+        notes.append(f"the complete solver poses strict rows (g > 0) as g >= {STRICT_MARGIN:g}: "
+                     "its 'verified' rules out counterexamples violating by that much or more "
+                     "(bounds-stage proofs are exact)")
     ver = torch.tensor([v == "verified" for v in verdicts])
     if bool((ver & attacked).any()):
         raise InvariantError("an example is verified although the attack falsified it")

@@ -372,3 +372,22 @@ def test_verify_on_an_explicit_device_gives_the_same_verdicts():
     placed = verify(net, prop, x, y, eps=0.1, timeout=10, progress=False, device=torch.device("cpu"))
     assert plain.verdicts == placed.verdicts and plain.decided_by == placed.decided_by
     assert {"falsified", "verified"} <= set(plain.verdicts)  # both outcomes exercised
+
+
+def test_evaluate_verifies_at_the_swept_parameter_even_when_it_is_not_eps():
+    """The satisfaction column verifies at the swept value under its own name (here `r`), and
+    a strict ball (its boundary points vacuous for the attack) is no false invariant breach."""
+    from robustspec.runtime import evaluate
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(2 * torch.eye(2))
+        net[0].bias.zero_()
+    prop = compile_spec("network f : Tensor -> Tensor\nparam r : Real = 0.3\n"
+                        "property p(x0 : Tensor, y : Label) = forall x . norm_inf(x - x0) < r "
+                        "and 0 <= x <= 1 => norm_inf(f(x) - f(x0)) <= 0.15")["p"]
+    x = torch.tensor([[0.5, 0.5], [0.3, 0.6], [0.4, 0.45]])
+    y = torch.tensor([0, 1, 0])
+    r = evaluate(net, prop, x, y, eps=[0.05, 0.1], eps_param="r", samples=0, verify_limit=3,
+                 verify_timeout=10)
+    assert [row.constraint_satisfaction for row in r.rows] == [1.0, 0.0]  # 2 r vs 0.15
