@@ -229,7 +229,7 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
     # 3. complete solver
     open_idx = [i for i in range(B) if verdicts[i] == "unknown"]
     if open_idx and solver_name is not None and not query.linear:
-        left = _softmax_by_milp(net, qd, pre if bounds == "crown" else interval_bounds(net, lo, hi),
+        left = _softmax_by_milp(net, qd, pre,
                                 open_idx, bounds, timeout, jobs, times, verdicts, decided,
                                 solver_name, progress, eps)
         if left:
@@ -246,7 +246,7 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
         solve = SOLVERS.get(solver_name)
         bar = tqdm(total=len(open_idx), desc=f"{solver_name} eps={eps}", unit="pt", leave=False,
                    disable=not progress)
-        ipre = pre if bounds == "crown" else interval_bounds(net, lo, hi)
+        ipre = pre  # CROWN or interval pre-activation bounds, as computed above
 
         def one_example(i: int):
             qi = qd.example(i)
