@@ -100,6 +100,8 @@ def load_property(spec: str | None, name: str | None, params: dict | None = None
     if spec is None:
         return None
     compiled = compile_spec(spec, params or None)
+    if len(compiled) == 0:
+        raise UserError(f"{spec} defines no property: add `property NAME(args) = ...`")
     if name is None:
         if len(compiled) != 1:
             raise UserError(f"{spec} has several properties ({', '.join(compiled.properties)}): "

@@ -229,7 +229,7 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
     # 3. complete solver
     open_idx = [i for i in range(B) if verdicts[i] == "unknown"]
     if open_idx and solver_name is not None and not query.linear:
-        left = _softmax_by_milp(net, qd, pre,
+        left = _softmax_by_milp(net, qd, pre, lb, ub,
                                 open_idx, bounds, timeout, jobs, times, verdicts, decided,
                                 solver_name, progress, eps)
         if left:
@@ -290,7 +290,7 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
     return result
 
 
-def _softmax_by_milp(net, qd, pre, open_idx, bounds, timeout, jobs, times, verdicts, decided,
+def _softmax_by_milp(net, qd, pre, lb, ub, open_idx, bounds, timeout, jobs, times, verdicts, decided,
                      solver_name, progress, eps) -> int:
     """SCR's softmax threshold has no complete solver, but its certificate (margin lower bounds,
     bounds.softmax_impossible) is only as good as the bounds: with the MILP, each open example's
@@ -311,7 +311,7 @@ def _softmax_by_milp(net, qd, pre, open_idx, bounds, timeout, jobs, times, verdi
         t0 = time.perf_counter()
         qi = qd.example(i)
         pi = [(l_[i:i + 1], u_[i:i + 1]) for l_, u_ in pre]
-        lb_i, ub_i = query_row_bounds(net, qi, bounds, pi if bounds == "crown" else None, "both")
+        lb_i, ub_i = lb[i:i + 1], ub[i:i + 1]  # the batch's row bounds (both sides: softmax)
         want = [r for r in rows if not _is_label_row(qi, r)]
         tight = torch.as_tensor(milp_lower_bounds(net, qi, pi, want, timeout), dtype=lb_i.dtype)
         lb_i = lb_i.clone()
