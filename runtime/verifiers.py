@@ -158,11 +158,14 @@ def _highs(highspy, timeout: float, col_lo, col_hi, integer, rows):
     return h
 
 
-def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float) -> np.ndarray:
+def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float
+                      ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Sound lower bounds of the query's rows `rows_wanted` (rows over the outputs alone, batch
     1), each minimised over the exact MILP encoding of the network: the optimum, or HiGHS's
     dual bound where its share of the time runs out. Certifies SCR's softmax threshold where
-    the linear relaxation's margin bounds are too loose (sound, not complete)."""
+    the linear relaxation's margin bounds are too loose (sound, not complete). Also returns the
+    inputs of the incumbents found (each row's best point so far): candidates for the caller to
+    replay as counterexamples, since a margin driven low is where the softmax threshold breaks."""
     highspy = _need("highspy", "MILP bounds")
     inf = highspy.kHighsInf
     col_lo, col_hi, integer, rows, prev = _encode_network(inf, net, query, pre)
@@ -172,6 +175,7 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float) -
     h = _highs(highspy, timeout / max(1, len(rows_wanted)), col_lo, col_hi, integer, rows)
     S = highspy.HighsModelStatus
     out = np.full(len(rows_wanted), -np.inf)
+    points = []
     for k, r in enumerate(rows_wanted):
         cost = np.zeros(nc)
         cost[prev] = cy[r] @ WL
@@ -186,13 +190,20 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float) -
                 out[k] = info.mip_dual_bound + const
         elif status == S.kOptimal:  # a pure LP (no unstable ReLU): its optimum is exact
             out[k] = info.objective_function_value + const
+        if info.primal_solution_status == 2:  # a feasible incumbent
+            points.append(np.array(h.getSolution().col_value[:net.inputs]))
         h.clearSolver()
-    return out
+    return out, points
 
 
-def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 0.0) -> Outcome:
-    """HiGHS MILP: big-M ReLUs with the pre-activation bounds `pre` ([(l, u)] per layer, batch 1),
-    one binary per open disjunct (at least one chosen) unless only one is open."""
+def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 0.0,
+         ub=None) -> Outcome:
+    """HiGHS MILP: big-M ReLUs with the pre-activation bounds `pre` ([(l, u)] per layer, batch 1).
+    Each open disjunct is its own MILP, most promising first (the highest upper bound `ub` of its
+    tightest row, when given): one that is feasible is a counterexample and ends the search;
+    unsat needs every one infeasible. (One MILP with a selector binary per disjunct, its rows
+    relaxed by big-M, has a far weaker relaxation: it timed out on CR's margin form.) Each
+    disjunct gets the time left divided by the disjuncts left."""
     highspy = _need("highspy", "MILP verification")
     t0 = time.perf_counter()
     inf = highspy.kHighsInf
@@ -216,40 +227,47 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
     for r in common:
         cols, vals, const = row_coeffs(r)
         rows.add(cols, vals, margin[r] - const, inf)
-    if len(need) == 1:
-        for r in need[0]:
-            cols, vals, const = row_coeffs(r)
-            rows.add(cols, vals, margin[r] - const, inf)
-    else:
-        sel = []
-        for rs in need:
-            s = len(col_lo)
-            col_lo.append(0.0)
-            col_hi.append(1.0)
-            integer.append(s)
-            sel.append(s)
-            for r in rs:  # g >= margin - M (1 - s), M = margin - lb
-                cols, vals, const = row_coeffs(r)
-                M = margin[r] - low[r]
-                rows.add(np.concatenate([cols, [s]]), np.concatenate([vals, [-M]]),
-                         low[r] - const, inf)
-        rows.add(np.array(sel), np.ones(len(sel)), 1.0, inf)
+    if ub is not None and len(need) > 1:  # the likeliest counterexample first
+        up = ub[0].double().numpy()
+        need = sorted(need, key=lambda rs: -min(up[r] - margin[r] for r in rs))
     h = _highs(highspy, timeout, col_lo, col_hi, integer, rows)
-    h.run()
-    status = h.getModelStatus()
+    base = h.getNumRow()
     S = highspy.HighsModelStatus
-    dt = time.perf_counter() - t0
-    if status == S.kInfeasible:
-        return Outcome("unsat", None, dt)
-    if status == S.kOptimal:
-        vals = np.array(h.getSolution().col_value[:n])
-        return Outcome("sat", vals, dt)
-    if status in (S.kTimeLimit, S.kInterrupt):
-        return Outcome("timeout", None, dt)
-    return Outcome("error", None, dt, h.modelStatusToString(status))
+    pending = need
+    for _round in range(2):  # the second round gives what timed out the time others left
+        later = []
+        for k, rs in enumerate(pending):
+            left = timeout - (time.perf_counter() - t0)
+            if left <= 0.05:
+                later.extend(pending[k:])
+                break
+            h.setOptionValue("time_limit", float(left / (len(pending) - k)))
+            for r in rs:
+                cols, vals, const = row_coeffs(r)
+                keep = vals != 0
+                h.addRow(margin[r] - const, inf, int(keep.sum()), cols[keep].astype(np.int32),
+                         vals[keep].astype(np.float64))
+            h.run()
+            status = h.getModelStatus()
+            if status == S.kOptimal:
+                vals = np.array(h.getSolution().col_value[:n])
+                return Outcome("sat", vals, time.perf_counter() - t0)
+            if status in (S.kTimeLimit, S.kInterrupt):
+                later.append(rs)
+            elif status != S.kInfeasible:
+                return Outcome("error", None, time.perf_counter() - t0,
+                               h.modelStatusToString(status))
+            h.deleteRows(h.getNumRow() - base, np.arange(base, h.getNumRow(), dtype=np.int32))
+            h.clearSolver()
+        if not later or later == pending or timeout - (time.perf_counter() - t0) <= 0.05:
+            pending = later
+            break
+        pending = later
+    return Outcome("timeout" if pending else "unsat", None, time.perf_counter() - t0)
 
 
-def marabou(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 0.0) -> Outcome:
+def marabou(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 0.0,
+            ub=None) -> Outcome:
     """Marabou in-process: the network built from the weights (no ONNX, so no Clip problem:
     the clamp is already two ReLUs, stable and eliminated when the bounds show it inactive)."""
     _need("maraboupy", "Marabou verification")

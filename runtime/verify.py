@@ -6,7 +6,8 @@
 3. complete: HiGHS MILP or Marabou on what is left, one example at a time with a timeout ->
    "verified" (unsat), "falsified" (a solver point the exact checker rejects), "boundary" (a
    solver point the checker accepts: a tie within the solver's tolerance, not a counterexample)
-   or "unknown" (timeout, or a query no complete solver takes, e.g. SCR's softmax).
+   or "unknown" (timeout). SCR's softmax threshold has no complete solver: its margins are
+   minimised by MILP for a certificate, and the minimisers replayed as counterexamples.
 
 Each stage runs only on what the previous ones left open. Invariants checked on every run:
 verified implies the attack found no counterexample (the bounds are computed for every example
@@ -229,13 +230,27 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
     # 3. complete solver
     open_idx = [i for i in range(B) if verdicts[i] == "unknown"]
     if open_idx and solver_name is not None and not query.linear:
+        def replay(i: int, points: list):
+            """The first of the solver's points that example i's exact check rejects, or None."""
+            if not points:
+                return None
+            pts = torch.cat([_replay_point(p, qd.example(i), query.shape, x.dtype) for p in points])
+            k = len(points)
+            one = {a: v[i:i + 1].expand((k,) + v.shape[1:]) for a, v in args.items()}
+            pk = {a: (t.expand(k) if t.ndim == 1 and len(t) == 1 else t)
+                  for a, t in ((a, torch.as_tensor(v)) for a, v in _params_at(params, i, B).items())}
+            bad = prop.check(model, params=pk, at={var: pts}, **one).violated
+            hit = bad.nonzero().flatten()
+            return pts[int(hit[0])] if len(hit) else None
+
         left = _softmax_by_milp(net, qd, pre, lb, ub,
                                 open_idx, bounds, timeout, jobs, times, verdicts, decided,
-                                solver_name, progress, eps)
+                                solver_name, progress, eps, replay, cex)
         if left:
             notes.append(f"{left} examples left unknown: the query has a softmax threshold, "
                          "which no complete solver takes; certified by bounds (tightened by "
-                         "MILP margin bounds), falsified by attack")
+                         "MILP margin bounds), falsified by attack or by the MILP's margin "
+                         "minimisers")
         solver_name = "milp" if solver_name == "milp" else None
         open_idx = []
     if open_idx and solver_name is not None:
@@ -257,7 +272,8 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
             lb_i, _ = query_row_bounds(net, qi, bounds, pi if bounds == "crown" else None, "lower")
             t_lb = time.perf_counter() - t_lb
             out = solve_and_replay(solve, net, qi, pi, lb_i, open_d, timeout, model, prop, one,
-                                   _params_at(params, i, B), var, query.shape, x.dtype)
+                                   _params_at(params, i, B), var, query.shape, x.dtype,
+                                   ub=ub[i:i + 1])
             return out, t_lb
 
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -291,11 +307,13 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
 
 
 def _softmax_by_milp(net, qd, pre, lb, ub, open_idx, bounds, timeout, jobs, times, verdicts, decided,
-                     solver_name, progress, eps) -> int:
+                     solver_name, progress, eps, replay, cex) -> int:
     """SCR's softmax threshold has no complete solver, but its certificate (margin lower bounds,
     bounds.softmax_impossible) is only as good as the bounds: with the MILP, each open example's
     margins are minimised exactly (or to HiGHS's dual bound in the time), which proves many
-    points the linear relaxation leaves open. Sound, not complete: what stays open is unknown.
+    points the linear relaxation leaves open. The inputs minimising the margins are replayed by
+    the exact checker (`replay`): a margin driven low is where the threshold breaks, so they
+    falsify points the attack missed. Sound, not complete: what stays open is unknown.
     Returns how many stay open."""
     if solver_name != "milp":
         return len(open_idx)
@@ -313,22 +331,27 @@ def _softmax_by_milp(net, qd, pre, lb, ub, open_idx, bounds, timeout, jobs, time
         pi = [(l_[i:i + 1], u_[i:i + 1]) for l_, u_ in pre]
         lb_i, ub_i = lb[i:i + 1], ub[i:i + 1]  # the batch's row bounds (both sides: softmax)
         want = [r for r in rows if not _is_label_row(qi, r)]
-        tight = torch.as_tensor(milp_lower_bounds(net, qi, pi, want, timeout), dtype=lb_i.dtype)
+        tight, points = milp_lower_bounds(net, qi, pi, want, timeout)
+        tight = torch.as_tensor(tight, dtype=lb_i.dtype)
         lb_i = lb_i.clone()
         lb_i[0, want] = torch.maximum(lb_i[0, want], tight)
         proved = bool(disjunct_refuted(qi, lb_i, ub_i).all())
-        return proved, time.perf_counter() - t0
+        point = None if proved else replay(i, points)
+        return proved, point, time.perf_counter() - t0
 
     bar = tqdm(total=len(open_idx), desc=f"milp margins eps={eps}", unit="pt", leave=False,
                disable=not progress)
     left = 0
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for i, fut in {i: pool.submit(one_example, i) for i in open_idx}.items():
-            proved, seconds = fut.result()
+            proved, point, seconds = fut.result()
             bar.update()
             times["complete"][i] = seconds
             if proved:
                 verdicts[i], decided[i] = "verified", "milp"
+            elif point is not None:
+                verdicts[i], decided[i] = "falsified", "milp"
+                cex[i] = point
             else:
                 left += 1
     bar.close()
@@ -347,11 +370,11 @@ TIE_MARGIN = 1e-4
 
 
 def solve_and_replay(solve, net, q, pre, lb, open_d, timeout, model, prop, args, params, var,
-                     shape, dtype):
+                     shape, dtype, ub=None):
     """One example through a complete solver: (verdict, point, seconds, detail). A solver point
     the exact checker does not reject is asked for again clear of ties (every row TIE_MARGIN
     deeper, in the time left): found and replayed -> falsified, else boundary."""
-    out = solve(net, q, pre, lb, open_d, timeout)
+    out = solve(net, q, pre, lb, open_d, timeout, ub=ub)
     seconds = out.seconds
     if out.status == "unsat":
         return "verified", None, seconds, ""
@@ -364,7 +387,7 @@ def solve_and_replay(solve, net, q, pre, lb, open_d, timeout, model, prop, args,
     outside = bool(v.vacuous[0])  # e.g. a corner of the box enclosing an L2 ball
     left = timeout - seconds
     if left > 0.1:
-        again = solve(net, q, pre, lb, open_d, left, extra=TIE_MARGIN)
+        again = solve(net, q, pre, lb, open_d, left, extra=TIE_MARGIN, ub=ub)
         seconds += again.seconds
         if again.status == "sat":
             p2 = _replay_point(again.x, q, shape, dtype)

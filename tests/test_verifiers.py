@@ -132,7 +132,7 @@ def test_a_solver_point_that_does_not_replay_is_boundary_never_falsified(monkeyp
 
 
 def test_timeouts_are_unknown_with_the_time_spent(monkeypatch):
-    def slow(net, query, pre, lb, open_d, timeout, extra=0.0):
+    def slow(net, query, pre, lb, open_d, timeout, extra=0.0, ub=None):
         return Outcome("timeout", None, timeout)
     monkeypatch.setattr(verify_mod, "SOLVERS", {"milp": slow})
     net = affine_net([[2, 0], [0, 2]], [0, 0])
