@@ -382,6 +382,44 @@ def figures(cells: dict, out: Path) -> list[tuple[str, str, Path]]:
 
 # ------------------------------------------------------------------ the report
 
+def _satisfaction_section(cells: dict, order: list[str]) -> list[str]:
+    """Constraint satisfaction (proved) beside constraint security (not falsified) on the same
+    points, per attack and eps: the third metric of the paper, its future work."""
+    have = [cid for cid in order if cid in cells and cells[cid].get("verification")]
+    if not have:
+        return []
+    v0 = cells[have[0]]["verification"]
+    L = ["## Constraint satisfaction (%), proved by the verifier", "",
+         f"On the first {v0['points']} evaluated test images: the {v0['attack_steps']}-step PGD attack, "
+         "then CROWN bounds, then the HiGHS MILP with "
+         f"{v0['timeout']:g} s per point (runtime/verify.py). Each entry is **satisfaction / "
+         "security** on those points: the share proved to satisfy the property on the whole "
+         "eps-ball, and the share no attack or solver falsified; the difference is what stays "
+         "undecided (timeouts, and for SCR what the margin bounds cannot certify). "
+         "Satisfaction <= security on every entry (checked by the verifier).", ""]
+    for attack in ATTACK_ORDER:
+        rows = [(cid, cells[cid]["verification"]["attacks"].get(attack)) for cid in have]
+        rows = [(cid, r) for cid, r in rows if r is not None]
+        if not rows:
+            continue
+        eps = cells[rows[0][0]]["verification"]["eps"]
+        L += [f"### {ATTACK_NAMES[attack]}", "",
+              "| network | " + " | ".join(f"eps {e:g}" for e in eps) + " |",
+              "|---|" + "---|" * len(eps)]
+        for cid, r in rows:
+            if isinstance(r, dict):  # refused, with the reason
+                L.append(f"| {cid} | " + " | ".join("-" for _ in eps) + " |")
+                continue
+            cellv = []
+            for row in r:
+                n = max(1, row["points"])
+                cellv.append(f"{100 * row['verified'] / n:.0f} / {100 * (1 - row['falsified'] / n):.0f}")
+            L.append(f"| {cid} | " + " | ".join(cellv) + " |")
+        refused = sorted({r["refused"] for _, r in rows if isinstance(r, dict)})
+        L += [""] + [f"Not verified: {why}" for why in refused] + ([""] if refused else [])
+    return L
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
@@ -505,6 +543,8 @@ def write_report(out: str | Path) -> dict[str, Path]:
         L.append(f"| {cid} | " + " | ".join(vals) + " |")
     L.append("")
 
+    L += _satisfaction_section(cells, order)
+
     # figures
     L += ["## Figures (the paper's layout)", ""]
     for num, caption, path in figs:
@@ -513,16 +553,18 @@ def write_report(out: str | Path) -> dict[str, Path]:
     # time
     L += ["## Time per cell", "", "Training time as measured (on a shared machine it includes "
           "the other processes' load); examples/s is the mean over the epochs.", "",
-          "| cell | training s | epochs | examples/s | evaluation s | threads |",
-          "|---|---|---|---|---|---|"]
+          "| cell | training s | epochs | examples/s | evaluation s | verification s | threads |",
+          "|---|---|---|---|---|---|---|"]
     for cid in order:
         if cid in cells:
             r = cells[cid]
             rates = [h["examples_per_s"] for h in r["history"] if "examples_per_s" in h]
             rate = f"{sum(rates) / len(rates):.0f}" if rates else "-"
             ev = sum(row.get("seconds", 0) for a in r["attacks"].values() for row in a["rows"])
+            ver = r.get("verification", {}).get("seconds")
             L.append(f"| {cid} | {r['train_seconds']:.0f} | {len(r['history'])} | {rate} | "
-                     f"{ev:.0f} | {r.get('threads', '?')} |")
+                     f"{ev:.0f} | {'-' if ver is None else f'{ver:.0f}'} | "
+                     f"{r.get('threads', '?')} |")
     L.append("")
 
     report = atomic_write_text(out / "report.md", "\n".join(L))

@@ -85,6 +85,12 @@ class Budget:
     samples: int = 100
     eps: tuple[float, ...] = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1)
     seed: int = 0
+    # constraint satisfaction (Definition 5) by the verifier (runtime/verify.py) on the first
+    # verify_points test images of the evaluated ones, each attack property, at verify_eps,
+    # verify_timeout seconds per point for the complete solver; 0 points: not measured
+    verify_points: int = 0
+    verify_timeout: float = 10.0
+    verify_eps: tuple[float, ...] = (0.02, 0.06, 0.1)
 
     def describe(self) -> str:
         def n(v):
@@ -98,14 +104,17 @@ class Budget:
                 f"{n(self.test_limit)} test images{subset}; evaluation PGD {self.eval_steps} steps, "
                 f"{self.samples} uniform samples, eps {', '.join(f'{e:g}' for e in self.eps)}; "
                 f"E4 network: {self.cnn_epochs} epochs on {n(self.cnn_train_limit)} training "
-                f"images, {n(self.cnn_test_limit)} test images")
+                f"images, {n(self.cnn_test_limit)} test images"
+                + (f"; constraint satisfaction verified on {self.verify_points} test images at "
+                   f"eps {', '.join(f'{e:g}' for e in self.verify_eps)} (MILP, "
+                   f"{self.verify_timeout:g} s per point)" if self.verify_points else ""))
 
 
 BUDGETS: dict[str, Budget] = {
     # exactly the paper's settings (section 4, GUIDE section 3)
     "paper": Budget("paper", epochs=100, lr=1e-4, train_steps=50, step_size=0.01,
                     train_limit=None, test_limit=None, cnn_epochs=100, cnn_train_limit=None,
-                    cnn_test_limit=None),
+                    cnn_test_limit=None, verify_points=100, verify_timeout=10.0),
     # the same grid scaled down so that the Fashion-MNIST grid fits 30 minutes on 2 cores:
     # 10x fewer epochs at a 10x larger lr, 10 training PGD steps of 0.025 (a path of 2.5 eps
     # where the paper's 50 steps of 0.01 walk 5 eps), evaluation on a fixed 1000-image subset
@@ -113,11 +122,12 @@ BUDGETS: dict[str, Budget] = {
     # per example, so it trains on 10000 images for 8 epochs and is evaluated on 250 test images
     "quick": Budget("quick", epochs=10, lr=1e-3, train_steps=10, step_size=0.025,
                     train_limit=None, test_limit=1000, cnn_epochs=8, cnn_train_limit=10000,
-                    cnn_test_limit=250),
+                    cnn_test_limit=250, verify_points=25, verify_timeout=2.0),
     # seconds per cell: for tests and CI, numbers mean nothing
     "smoke": Budget("smoke", epochs=2, lr=1e-3, train_steps=2, step_size=0.05,
                     train_limit=256, test_limit=64, cnn_epochs=1, cnn_train_limit=128,
-                    cnn_test_limit=16, eval_steps=3, samples=4),
+                    cnn_test_limit=16, eval_steps=3, samples=4, verify_points=3,
+                    verify_timeout=1.0, verify_eps=(0.05,)),
 }
 
 
@@ -234,8 +244,17 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
 
     folder = cell_dir(plan.out, cell)
     done = folder / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    if done.exists():  # trained and evaluated; verified too, unless the budget asks for it now
+        result = json.loads(done.read_text())
+        if cell_complete(plan, cell):
+            return result
+        from .training import model_from_checkpoint
+        model, _ck, _info = model_from_checkpoint(folder / "train" / "last.pt")
+        _train, test = load_data(cell, plan)
+        result["verification"] = verify_cell(model, attack_properties(), test, plan, folder,
+                                             cell, log)
+        atomic_write_text(done, json.dumps(result, indent=1))
+        return result
     t0 = time.perf_counter()
     b = plan.budget
     regime = REGIMES[cell.regime]
@@ -288,9 +307,78 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
               "history": trainer.history, "attacks": attacks, "config": asdict(cfg),
               "settings": plan.settings(), "threads": torch.get_num_threads(),
               "seconds_this_run": time.perf_counter() - t0}
+    if b.verify_points:  # a kill here loses nothing: training and evaluation are saved
+        result["verification"] = verify_cell(model, props, test, plan, folder, cell, log)
     atomic_write_text(done, json.dumps(result, indent=1))
     (folder / "status.json").unlink(missing_ok=True)
     return result
+
+
+def cell_complete(plan: Plan, cell: Cell) -> bool:
+    """Has the cell everything its budget asks for? (A folder made before verification was
+    part of the budget has results without it: those cells are verified on the next run.)"""
+    path = cell_dir(plan.out, cell) / "result.json"
+    if not path.exists():
+        return False
+    if not plan.budget.verify_points:
+        return True
+    try:
+        return "verification" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+_PER_EXAMPLE = ("verdicts", "decided_by", "times")
+
+
+def verify_cell(model, props: dict, test, plan: Plan, folder: Path, cell: Cell, log=None) -> dict:
+    """Constraint satisfaction (Definition 5) of every attack property on the first
+    verify_points test images, at each verify_eps: runtime/verify.py's attack, bounds and MILP
+    stages; each attack's result saved on its own (verify-<attack>.json, .csv, counterexamples),
+    so a kill loses one attack at most. A network the bound propagation does not take (the
+    CNN's max-pooling) is recorded as refused, with the reason."""
+    from robustspec.dsl.errors import RobustspecError
+
+    from .verify import save, verify
+
+    b = plan.budget
+    n = min(b.verify_points, len(test))
+    x, y = test.x[:n], test.y[:n]
+    out = {"points": n, "timeout": b.verify_timeout, "eps": list(b.verify_eps),
+           "attack_steps": b.eval_steps, "attacks": {}}
+    started = time.time()
+    for name, prop in props.items():
+        stem = folder / f"verify-{name.lower()}"
+        saved = stem.with_suffix(".json")
+        if saved.exists():
+            rows = json.loads(saved.read_text())
+            out["attacks"][name] = rows if isinstance(rows, dict) else \
+                [{k: v for k, v in r.items() if k not in _PER_EXAMPLE} for r in rows]
+            continue
+        _status(folder, phase="verify", attack=name, started=started)
+        t0 = time.perf_counter()
+        try:
+            results = [verify(model, prop, x, y, eps=e, timeout=b.verify_timeout,
+                              attack_steps=b.eval_steps, seed=b.seed, progress=False)
+                       for e in b.verify_eps]
+        except RobustspecError as e:  # not verifiable (max-pooling), or no solver installed
+            out["attacks"][name] = {"refused": str(e)}
+            atomic_write_text(saved, json.dumps(out["attacks"][name]))
+            if log:
+                log(f"  {cell.id}: {name} not verified: {e}")
+            continue
+        save(results, stem)
+        rows = [{**r.row(), "notes": r.notes} for r in results]
+        out["attacks"][name] = rows
+        if log:
+            log(f"  {cell.id}: {name} verified: satisfaction "
+                + " ".join(f"{100 * r['satisfaction']:.0f}" for r in rows)
+                + f" % at eps {', '.join(f'{e:g}' for e in b.verify_eps)} "
+                f"({time.perf_counter() - t0:.0f} s)")
+    out["seconds"] = sum(r["points"] * (r["attack_s_per_point"] + r["bounds_s_per_point"]
+                                        + r["complete_s_per_point"])
+                         for rows in out["attacks"].values() if isinstance(rows, list) for r in rows)
+    return out
 
 
 def _worker(cell: Cell, plan: Plan) -> dict:
@@ -338,14 +426,28 @@ def check_folder(plan: Plan) -> None:
             saved = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise InputError(f"{path} is not readable JSON; move it away") from None
-        if saved != json.loads(json.dumps(mine)):
-            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != json.loads(
-                json.dumps(mine)).get(k))
+        mine = json.loads(json.dumps(mine))
+        if _older_folder(saved, mine):  # made before verification joined the budget
+            atomic_write_text(path, json.dumps(mine, indent=1))
+            return
+        if saved != mine:
+            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
             raise InputError(f"{plan.out} holds results made with other settings ({', '.join(diff)}"
                              f"; budget {saved.get('budget', {}).get('name')} there, "
                              f"{plan.budget.name} now): use another --out or the same options")
     else:
         atomic_write_text(path, json.dumps(mine, indent=1))
+
+
+def _older_folder(saved: dict, mine: dict) -> bool:
+    """Settings saved before the budget had the verify_* fields, equal in everything else: the
+    cells' training and evaluation stand, and verification is added to them."""
+    sb, mb = saved.get("budget", {}), mine.get("budget", {})
+    added = {k for k in mb if k.startswith("verify_")}
+    if not added or added & set(sb):
+        return False
+    return ({**saved, "budget": sb} ==
+            {**mine, "budget": {k: v for k, v in mb.items() if k not in added}})
 
 
 def _fmt(seconds: float) -> str:
@@ -366,7 +468,8 @@ def _running_line(cell: Cell, plan: Plan) -> str:
     try:
         s = json.loads((cell_dir(plan.out, cell) / "status.json").read_text())
         what = (f"epoch {s['epoch']}/{s['epochs']}" if s["phase"] == "train"
-                else f"evaluating {s['attack']}") + f", {_fmt(time.time() - s['started'])}"
+                else f"{'verifying' if s['phase'] == 'verify' else 'evaluating'} {s['attack']}"
+                ) + f", {_fmt(time.time() - s['started'])}"
     except (OSError, ValueError, KeyError):
         what = "starting"
     return f"{cell.id} ({what})"
@@ -378,7 +481,7 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
     out = Path(plan.out)
     out.mkdir(parents=True, exist_ok=True)
     check_folder(plan)
-    todo = [c for c in cells if not (cell_dir(out, c) / "result.json").exists()]
+    todo = [c for c in cells if not cell_complete(plan, c)]
     skipped = [c.id for c in cells if c not in todo]
     if skipped:
         log(f"{len(skipped)} cell(s) already done, skipped: {', '.join(skipped)}")

@@ -75,6 +75,24 @@ def test_smoke_grid_runs_and_writes_results_and_report(tmp_path, fashion):
     assert "**Missing cells**" in text and "MISSING" in text
     assert (Path(p.out) / "fig-network-constraint-sr-fashion-mnist.png").stat().st_size > 1000
 
+    # constraint satisfaction beside security, on the budget's first test images
+    smoke = rp.BUDGETS["smoke"]
+    for cell in (BASE, SR):
+        v = json.loads((rp.cell_dir(p.out, cell) / "result.json").read_text())["verification"]
+        assert v["points"] == smoke.verify_points and set(v["attacks"]) == set(rp.ATTACKS)
+        for rows in v["attacks"].values():
+            assert [row["eps"] for row in rows] == list(smoke.verify_eps)
+            for row in rows:
+                counts = [row[k] for k in ("verified", "falsified", "unknown", "boundary")]
+                assert sum(counts) == smoke.verify_points
+                assert row["satisfaction"] == row["verified"] / smoke.verify_points
+        assert (rp.cell_dir(p.out, cell) / "verify-sr.csv").exists()
+    assert "## Constraint satisfaction (%), proved by the verifier" in text
+    row = results["cells"][BASE.id]["verification"]["attacks"]["SR"][0]
+    n = row["points"]
+    entry = f"{100 * row['verified'] / n:.0f} / {100 * (1 - row['falsified'] / n):.0f}"
+    assert any(line.startswith(f"| {BASE.id} | {entry} |") for line in text.splitlines())
+
 
 def test_one_job_runs_its_cells_with_the_planned_threads(tmp_path, fashion, monkeypatch):
     seen = []
@@ -402,4 +420,40 @@ def test_budgets_are_the_papers_settings_and_scaled_copies():
     assert paper.eps == (0.0, 0.02, 0.04, 0.06, 0.08, 0.1)
     quick = rp.BUDGETS["quick"]
     assert replace(quick, name="paper", epochs=100, lr=1e-4, train_steps=50, step_size=0.01,
-                   test_limit=None, cnn_epochs=100, cnn_train_limit=None, cnn_test_limit=None) == paper
+                   test_limit=None, cnn_epochs=100, cnn_train_limit=None, cnn_test_limit=None,
+                   verify_points=100, verify_timeout=10.0) == paper
+
+
+def test_a_folder_made_before_verification_gets_it_without_retraining(tmp_path, fashion, monkeypatch):
+    old = replace(plan(tmp_path, fashion), budget=replace(rp.BUDGETS["smoke"], verify_points=0))
+    rp.run_grid([BASE], old, jobs=1, log=lambda m: None)
+    saved = json.loads((Path(old.out) / "settings.json").read_text())
+    for k in [k for k in saved["budget"] if k.startswith("verify_")]:
+        del saved["budget"][k]  # the settings.json of a folder made before the fields existed
+    (Path(old.out) / "settings.json").write_text(json.dumps(saved))
+    result = rp.cell_dir(old.out, BASE) / "result.json"
+    assert "verification" not in json.loads(result.read_text())
+
+    def no_training(*a, **k):
+        raise AssertionError("a trained cell was trained again")
+    monkeypatch.setattr(Trainer, "fit", no_training)
+    p = plan(tmp_path, fashion)
+    status = rp.run_grid([BASE], p, jobs=1, log=lambda m: None)
+    assert status["done"] == [BASE.id]
+    r = json.loads(result.read_text())
+    assert set(r["verification"]["attacks"]) == set(rp.ATTACKS)
+    assert json.loads((Path(p.out) / "settings.json").read_text()) == json.loads(
+        json.dumps(p.settings()))
+    assert rp.run_grid([BASE], p, jobs=1, log=lambda m: None)["skipped"] == [BASE.id]
+
+
+def test_the_cnn_is_recorded_as_not_verifiable_with_the_reason(tmp_path, fashion):
+    cnn = rp.Cell("fashion-mnist", "baseline", "cnn")
+    p = plan(tmp_path, fashion)
+    logs = []
+    assert rp.run_grid([cnn], p, jobs=1, log=logs.append)["done"] == [cnn.id]
+    v = json.loads((rp.cell_dir(p.out, cnn) / "result.json").read_text())["verification"]
+    assert all("MaxPool2d" in r["refused"] for r in v["attacks"].values())
+    assert any("not verified" in m for m in logs)
+    text = rep.write_report(p.out)["report"].read_text()
+    assert f"| {cnn.id} | - |" in text and "Not verified:" in text
