@@ -69,14 +69,27 @@ GRID = {"regimes": 7, "epochs": 100, "examples": 60_000, "steps": 50}
 
 # ---------------------------------------------------------------- timing
 class Counter:
-    """Counts the network's forward passes (a forward hook), to show the work each side does."""
+    """Counts the network's forward passes, to show the work each side does: the MLP's
+    forward is one `addmm` per linear layer (its backward uses `mm`), counted by a dispatch
+    mode, not a forward hook (a hook makes the network code the compiler knows nothing of,
+    so it would stop `outputs=` from being used: compiler.quantifiers.mode_independent)."""
 
     def __init__(self, model):
-        self.n = 0
-        model.register_forward_hook(self._hook)
+        self.layers = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
 
-    def _hook(self, *_):
-        self.n += 1
+    def count(self, run) -> int:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        class Count(TorchDispatchMode):
+            n = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                Count.n += func.overloadpacket.__name__ == "addmm"
+                return func(*args, **(kwargs or {}))
+
+        with Count():
+            run()
+        return Count.n // self.layers
 
 
 def interleaved(fns: dict, reps: int, warmup: int = 3) -> dict:
@@ -126,13 +139,18 @@ def floor_pass(m, opt, x, y):
     return run
 
 
-def constraint_step(m, opt, prop, x, y, steps: int, gen, early_stop: bool = False):
-    """runtime/training.py's constraint regime, one batch (early stop off: all k steps run)."""
+def constraint_step(m, opt, prop, x, y, steps: int, gen, early_stop: bool = False,
+                    share: bool = True):
+    """runtime/training.py's constraint regime, one batch (early stop off: all k steps run).
+    share: hand the cross-entropy's model(x) to the loss as f(x0) (`outputs=`), as the
+    trainer does; False: the step as it was before that."""
     search = PGD(steps=steps, step_size=STEP_SIZE, early_stop=early_stop)
 
     def run():
-        loss = ALPHA * F.cross_entropy(m(x), y) + BETA * prop.loss(
-            m, logic="dl2", search=search, generator=gen, x0=x, y=y)
+        logits = m(x)
+        loss = ALPHA * F.cross_entropy(logits, y) + BETA * prop.loss(
+            m, logic="dl2", search=search, generator=gen, x0=x, y=y,
+            **({"outputs": {"x0": logits}} if share else {}))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -149,18 +167,28 @@ def bench_steps(reps: int, ks=(10, 50)) -> list[dict]:
             opt = torch.optim.Adam(m.parameters(), lr=LR)
             fm = copy.deepcopy(m)
             fopt = torch.optim.Adam(fm.parameters(), lr=LR)
+            om = copy.deepcopy(m)
+            oopt = torch.optim.Adam(om.parameters(), lr=LR)
             gen = torch.Generator().manual_seed(SEED + 1)
             step = constraint_step(m, opt, prop, x, y, k, gen)
+            # the step without `outputs=` (f(x0) run again by the loss), side by side
+            old = constraint_step(om, oopt, prop, x, y, k, torch.Generator().manual_seed(SEED + 1),
+                                  share=False)
             floor = floor_pass(fm, fopt, x, y)
             count = Counter(m)
-            step()
-            evals = count.n
+            evals, evals_old = count.count(step), count.count(old)
+
             def forward():
                 with torch.no_grad():
                     fm(x)
-            t = interleaved({"step": step, "pass": floor, "forward": forward}, max(10, reps * 10 // k))
+            t = interleaved({"step": step, "pass": floor, "forward": forward,
+                             "step without outputs=": old}, max(10, reps * 10 // k))
             f_wall, f_cpu = (k + 2) * t["pass"]["wall_ms"], (k + 2) * t["pass"]["cpu_ms"]
+            o = t["step without outputs="]
             rows.append({"property": name, "k": k, "step_ms": t["step"]["wall_ms"],
+                         "old_step_ms": o["wall_ms"], "old_step_cpu_ms": o["cpu_ms"],
+                         "old_ratio": o["wall_ms"] / f_wall, "old_ratio_cpu": o["cpu_ms"] / f_cpu,
+                         "old_network_evals": evals_old,
                          "step_ms_iqr": t["step"]["wall_ms_iqr"], "step_cpu_ms": t["step"]["cpu_ms"],
                          "pass_ms": t["pass"]["wall_ms"], "floor_ms": f_wall, "floor_cpu_ms": f_cpu,
                          "forward_ms": t["forward"]["wall_ms"], "forward_cpu_ms": t["forward"]["cpu_ms"],
@@ -246,12 +274,7 @@ def bench_attack(reps: int, steps: int = 50, batch: int = BATCH) -> dict:
         return rs_attack(m, cr, x, y, eps=EPS, steps=steps, step_size=STEP_SIZE, seed=SEED,
                          batch_size=batch)
 
-    count.n = 0
-    ours()
-    evals_ours = count.n
-    count.n = 0
-    theirs()
-    evals_theirs = count.n
+    evals_ours, evals_theirs = count.count(ours), count.count(theirs)
     t = interleaved({"robustspec": ours, "torchattacks": theirs, "robustspec, early stop": ours_early,
                      "attack()": whole}, max(10, reps * 10 // steps))
     with torch.no_grad():
@@ -537,11 +560,13 @@ def tables(res: dict) -> str:
         out += ["(a) constraint-training step (CE + 0.2 * DL2 loss with k-step PGD, backward, Adam) "
                 "vs (k + 2) bare forward-backward passes",
                 "| property | k | step ms | floor ms | step / floor | CPU step / floor | ex/s | "
-                "floor ex/s | net evals |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "floor ex/s | net evals | without outputs=: step / floor | CPU | net evals |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in res["step"]:
             out.append(f"| {r['property']} | {r['k']} | {r['step_ms']:.1f} | {r['floor_ms']:.1f} | "
                        f"{r['ratio']:.2f} | {r['ratio_cpu']:.2f} | {r['examples_per_s']:.0f} | "
-                       f"{r['floor_examples_per_s']:.0f} | {r['network_evals']} |")
+                       f"{r['floor_examples_per_s']:.0f} | {r['network_evals']} | "
+                       f"{r['old_ratio']:.2f} | {r['old_ratio_cpu']:.2f} | {r['old_network_evals']} |")
         out.append("")
     if "attack" in res:
         a = res["attack"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 
 import torch
 
@@ -163,6 +164,54 @@ def bind(prop, model, networks, args: dict, params: dict | None) -> Ctx:
     return ctx
 
 
+_OUTPUT_KEY = re.compile(r"\s*(\w+)\s*\(\s*(\w+)\s*\)\s*")
+
+
+def known_outputs(prop, ctx: Ctx, outputs, args: dict) -> dict | None:
+    """`outputs=` of Property.loss/value: network outputs the caller already computed, as
+    {"x0": model(x0)} (a property with one network) or {"f(x0)": f(x0)}, so the term f(x0) does
+    not run the network again (a training step's cross-entropy computes model(x) anyway).
+
+    Used only where that is exact: for a network known to compute the same in train and eval
+    mode, deterministically (quantifiers.mode_independent: the search runs it in eval mode,
+    the loss in the caller's), and for an argument bound as the very tensor passed (not a
+    converted copy). Anywhere else they are ignored and the network runs as without them.
+    The caller vouches that each output is the network's on that argument as it is now."""
+    if outputs is None:
+        return None
+    from .quantifiers import mode_independent
+    if not isinstance(outputs, dict):
+        raise ArgumentTypeError(f"outputs= takes a dict such as {{'x0': model(x0)}}, not "
+                                f"{type(outputs).__name__}")
+    real = [n for n, t in prop.args if t.kind == "real"]
+    known = {}
+    for key, out in outputs.items():
+        m = _OUTPUT_KEY.fullmatch(str(key))
+        if m:
+            net, arg = m.groups()
+        elif len(prop.networks) == 1:
+            net, arg = next(iter(prop.networks)), str(key).strip()
+        else:
+            raise ArgumentTypeError(f"outputs= key {key!r}: the spec declares networks "
+                                    f"{sorted(prop.networks)}, so name one: 'net(arg)'")
+        if net not in prop.networks:
+            raise ArgumentTypeError(f"outputs= key {key!r} names the network '{net}', which the "
+                                    f"spec does not declare (networks: {', '.join(prop.networks)})")
+        if arg not in real:
+            raise ArgumentTypeError(f"outputs= key {key!r} names '{arg}', which is not a tensor "
+                                    f"argument of '{prop.name}' (its tensor arguments: "
+                                    f"{', '.join(real) or 'none'})")
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.ndim == 0 \
+                or out.shape[0] != ctx.batch:
+            raise InputError(f"outputs= {key!r} must be the network's output on '{arg}': a float "
+                             f"tensor with the batch first ({ctx.batch} examples), got "
+                             + (f"shape {list(out.shape)}" if isinstance(out, torch.Tensor)
+                                else type(out).__name__))
+        if ctx.vals[arg] is args[arg] and mode_independent(ctx.nets[net]):
+            known[(net, arg)] = out
+    return known or None
+
+
 def param_value(prop, name: str, val, dtype, device) -> torch.Tensor:
     """A parameter's value (0-dim, or 1-D: one per example), checked like compile-time values:
     finite, whole for Int/Nat, >= 0 for Nat and for a parameter used as a ball's radius.
@@ -208,5 +257,5 @@ def per_example(v: torch.Tensor, batch: int) -> torch.Tensor:
     return v.expand(batch) if v.shape[0] == 1 != batch else v
 
 
-__all__ = ["bind", "param_value", "points_of", "split_search", "per_example",
+__all__ = ["bind", "known_outputs", "param_value", "points_of", "split_search", "per_example",
            "ArgumentTypeError"]

@@ -31,7 +31,7 @@ class Ctx:
     """The runtime environment of one evaluation."""
 
     __slots__ = ("vals", "nets", "cache", "static", "idx", "quant", "class_sizes", "dtype",
-                 "device", "batch")
+                 "device", "batch", "known")
 
     def __init__(self, vals: dict, nets: dict, quant: Callable | None, dtype, device, batch: int,
                  static: dict | None = None, class_sizes: dict | None = None):
@@ -45,12 +45,16 @@ class Ctx:
         self.dtype = dtype
         self.device = device
         self.batch = batch
+        # (network, argument) -> that network's output on that argument, handed in by the
+        # caller (`outputs=` of Property.loss/value, checked in binding.known_outputs)
+        self.known: dict | None = None
 
     def child(self, vals: dict) -> "Ctx":
         """Same bindings but new variable values (fresh per-call cache, shared static cache)."""
         c = Ctx(vals, self.nets, self.quant, self.dtype, self.device, self.batch, self.static,
                 self.class_sizes)
         c.idx = self.idx
+        c.known = self.known
         return c
 
 
@@ -257,8 +261,18 @@ class Lowering:
         if op == "apply":
             x_fn = self.term(n.args[0], depth)
             net_name = n.attr
+            # f(x0) of a property argument x0 (outside finite quantifiers): an output the caller
+            # handed in is used as it is (with its graph where gradients are on, detached in a
+            # search's no-grad cache), instead of running the network again
+            x_node = n.args[0]
+            known_key = (net_name, x_node.attr[0]) if (
+                depth == 0 and x_node.op == "var" and x_node.attr[1] == "arg") else None
 
             def apply(ctx: Ctx):
+                if known_key is not None and ctx.known:
+                    out = ctx.known.get(known_key)
+                    if out is not None:
+                        return out if torch.is_grad_enabled() else out.detach()
                 x = x_fn(ctx)
                 lead = x.shape[:1 + depth]
                 inp = x.reshape((-1,) + x.shape[1 + depth:]) if depth else x  # depth 0: as is

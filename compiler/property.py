@@ -18,7 +18,7 @@ import torch
 
 from robustspec.dsl.diagnostics import SpecError
 
-from .binding import bind, per_example, points_of, split_search
+from .binding import bind, known_outputs, per_example, points_of, split_search
 from .domains import domain_fn, radius_params
 from .ir import CONT_QUANT, N, walk
 from .logics import Logic, get_logic
@@ -109,16 +109,22 @@ class Property(QuantifierSearch):
     # ------------------------------------------------------------ public API
     def loss(self, model=None, *, logic: str | Logic = "dl2", search: str | Search = "pgd",
              reduction: str = "mean", networks: dict | None = None, params: dict | None = None,
-             generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
+             generator: torch.Generator | None = None, outputs: dict | None = None,
+             **kwargs) -> torch.Tensor:
         """The property's loss under `logic`, differentiable w.r.t. the network's weights.
 
         Quantified variables are first searched for (their worst points, the network in eval
         mode, no gradient left on the weights); the loss is the body's loss at those points.
         reduction: "mean" (0-dim), "sum", or "none" (per example).
+        outputs: network outputs the caller already has, e.g. {"x0": logits} with logits =
+        model(x0) as the model is now (with its graph); used for f(x0) instead of running the
+        network again, only where exact (a network known to be the same in train and eval
+        mode: binding.known_outputs), else ignored.
         """
         lg = get_logic(logic)
         per_example = lg.to_loss(T, self.value(model, logic=lg, search=search, networks=networks,
-                                                  params=params, generator=generator, **kwargs))
+                                                  params=params, generator=generator,
+                                                  outputs=outputs, **kwargs))
         if reduction == "mean":
             return per_example.mean()
         if reduction == "sum":
@@ -129,12 +135,15 @@ class Property(QuantifierSearch):
 
     def value(self, model=None, *, logic: str | Logic = "dl2", search: str | Search = "pgd",
               networks: dict | None = None, params: dict | None = None,
-              generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
+              generator: torch.Generator | None = None, outputs: dict | None = None,
+              **kwargs) -> torch.Tensor:
         """The formula's value under `logic`, per example: a loss for DL2, a truth degree for
-        the fuzzy logics, a robustness degree for STL (quantified variables searched first)."""
+        the fuzzy logics, a robustness degree for STL (quantified variables searched first).
+        outputs: as in `loss`."""
         lg = get_logic(logic)
         strategy, args = self._split(search, kwargs)
         ctx = self._bind(model, networks, args, params)
+        ctx.known = known_outputs(self, ctx, outputs, args)
         fn = self._loss_fn(lg)
         ctx.quant = self._search_handler(lg, strategy, generator, record=None, body_logic=lg)
         return self._per_example(fn(ctx), ctx.batch)

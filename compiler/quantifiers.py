@@ -35,6 +35,39 @@ def eval_mode(nets: dict[str, Callable]):
             m.train(was)
 
 
+# torch.nn modules whose forward never reads `training` and draws no random numbers: the
+# same output in train and eval mode, on every call. Exact types only (a subclass may
+# override forward); a class of one's own says so with a class attribute
+# `mode_independent = True` in its own body (not inherited: see mode_independent).
+_MODE_FREE = frozenset((
+    torch.nn.Sequential, torch.nn.ModuleList, torch.nn.Identity, torch.nn.Flatten,
+    torch.nn.Unflatten, torch.nn.Linear, torch.nn.Bilinear, torch.nn.Conv1d, torch.nn.Conv2d,
+    torch.nn.Conv3d, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.ELU,
+    torch.nn.GELU, torch.nn.SiLU, torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Softplus,
+    torch.nn.Hardtanh, torch.nn.Softmax, torch.nn.LogSoftmax, torch.nn.MaxPool1d,
+    torch.nn.MaxPool2d, torch.nn.AvgPool1d, torch.nn.AvgPool2d, torch.nn.AdaptiveAvgPool2d))
+
+
+def mode_independent(net) -> bool:
+    """Is `net` known to compute the same outputs in train and eval mode, deterministically?
+    True only for a torch module all of whose submodules are of the types in _MODE_FREE or of
+    a class declaring `mode_independent = True` itself, with no forward hooks and no forward
+    set on an instance (arbitrary code). Anything else (dropout, batch norm, a function, an unknown layer) is not
+    known to be, so its outputs are never shared between calls (Property.loss's `outputs=`)."""
+    if not isinstance(net, torch.nn.Module):
+        return False
+    from torch.nn.modules import module as _module
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return False
+    for m in net.modules():
+        cls = type(m)
+        if cls not in _MODE_FREE and cls.__dict__.get("mode_independent") is not True:
+            return False
+        if m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m):
+            return False  # a hook, or a forward set on the instance: code we know nothing of
+    return True
+
+
 def logic_key(lg: Logic):
     """Compiled closures are cached per logic *value* (name and options), so a caller passing
     a fresh `DL2()` on every step reuses them instead of growing the caches without bound."""
@@ -93,6 +126,7 @@ class QuantifierSearch:
             c = Ctx({**ctx.vals, **points}, ctx.nets, inner, ctx.dtype, ctx.device, ctx.batch,
                     static=static, class_sizes=ctx.class_sizes)
             c.idx = ctx.idx
+            c.known = ctx.known
             obj = lg.to_loss(T, obj_fn(c))
             tie = lg.to_loss(T, tie_fn(c)) if tie_fn is not None else None
             return obj, tie
@@ -151,4 +185,4 @@ class QuantifierSearch:
 
 
 
-__all__ = ["QuantifierSearch", "eval_mode", "logic_key"]
+__all__ = ["QuantifierSearch", "eval_mode", "logic_key", "mode_independent"]

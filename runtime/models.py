@@ -27,6 +27,8 @@ LOGIT_BOUND = 100.0
 class Clamp(nn.Module):
     """Clamp to ``[low, high]``: bounded logits keep exp() in the losses finite."""
 
+    mode_independent = True  # the same in train and eval mode (compiler.quantifiers)
+
     def __init__(self, low: float = -LOGIT_BOUND, high: float = LOGIT_BOUND):
         super().__init__()
         if low >= high:
@@ -50,6 +52,8 @@ class PaperMLP(nn.Sequential):
     Takes ``[B, C, H, W]`` images or ``[B, D]`` vectors with ``C*H*W == D == in_features``.
     """
 
+    mode_independent = True  # the same in train and eval mode (compiler.quantifiers)
+
     def __init__(self, in_features: int, hidden: int = 100, classes: int = 10,
                  bound: float = LOGIT_BOUND):
         if in_features < 1 or hidden < 1 or classes < 1:
@@ -72,6 +76,8 @@ class SmallCNN(nn.Sequential):
     ``image_size`` is an int (square) or ``(H, W)``. Takes ``[B, C, H, W]`` or the flattened
     ``[B, C*H*W]`` (reshaped), so it is a drop-in for the MLP on the same data.
     """
+
+    mode_independent = True  # the same in train and eval mode (compiler.quantifiers)
 
     def __init__(self, in_channels: int, image_size: int | Sequence[int], classes: int = 10,
                  width: int = 16, hidden: int = 128, bound: float = LOGIT_BOUND):

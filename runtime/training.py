@@ -409,9 +409,15 @@ def _constraint(t: Trainer):
 
     def constraint(x, y):
         loss_ce, logits = t.cross_entropy(x, y)
+        args = property_args(prop, x, y)
+        # the cross-entropy's model(x) is the loss's f(x0): handed over, it saves a forward
+        # and a backward pass per step where that is exact (a network known to compute the
+        # same in train and eval mode; binding.known_outputs); one process only (DDP's
+        # forward is not the bare model's)
+        outputs = {k: logits for k, v in args.items() if v is x} if t.net is t.model else None
         loss_c = prop.loss(t.model, logic=cfg.logic, search=t.sharded(search),
-                           params=cfg.params or None,
-                           generator=t.search_rng, **property_args(prop, x, y))
+                           params=cfg.params or None, generator=t.search_rng, outputs=outputs,
+                           **args)
         return cfg.alpha * loss_ce + cfg.beta * loss_c, logits
     return constraint
 
