@@ -31,7 +31,8 @@ def grads(fn, v, dims, g):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_norm_inf_is_torch_bit_for_bit(dtype):
+def test_fused_norm_inf_is_torch_bit_for_bit(dtype, monkeypatch):
+    monkeypatch.setattr(lower, "_NORM_INF_FUSED_FROM", 1)  # small tensors here
     gen = torch.Generator().manual_seed(0)
     v = (torch.rand(7, 2, 3, 4, generator=gen, dtype=dtype) - 0.5).round(decimals=1)  # ties
     v[1] = 0.0  # all tie at 0: gradient 0
@@ -49,15 +50,22 @@ def test_fused_norm_inf_is_torch_bit_for_bit(dtype):
         assert same_bits(got_v, want_v) and same_bits(got_g, want_g), dims
 
 
-def test_the_fused_form_is_used_only_where_a_gradient_is_taken():
+def test_the_fused_form_is_used_only_where_a_gradient_is_taken(monkeypatch):
+    monkeypatch.setattr(lower, "_NORM_INF_FUSED_FROM", 1)
     v = torch.rand(3, 5, requires_grad=True)
+    big = torch.rand(2, 1 << 15, requires_grad=True)
+    assert _norm_inf(big * 1, (1,)).grad_fn.name().endswith("_NormInfBackward")
     assert _norm_inf(v * 1, (1,)).grad_fn.name().endswith("_NormInfBackward")
     with torch.no_grad():
         assert _norm_inf(v * 1, (1,)).grad_fn is None
     assert _norm_inf(v.detach(), (1,)).grad_fn is None
+    monkeypatch.undo()
+    assert _norm_inf(v * 1, (1,)).grad_fn.name() == "AmaxBackward0"  # small: torch's ops
+    assert _norm_inf(big * 1, (1,)).grad_fn.name().endswith("_NormInfBackward")
 
 
 def test_lr_search_and_loss_are_the_same_as_with_torchs_norm(monkeypatch):
+    monkeypatch.setattr(lower, "_NORM_INF_FUSED_FROM", 1)
     torch.manual_seed(1)
     m = PaperMLP(20, hidden=16, classes=5)
     x, y = torch.rand(9, 20), torch.randint(0, 5, (9,))
