@@ -5,9 +5,11 @@ One thread, batch 128, the paper's MLP (`PaperMLP(784)`: 784-100-10, clamp), syn
 
 (a) step: one constraint-training step (alpha * cross-entropy + beta * the property's DL2 loss
     with a k-step PGD search, backward, Adam step, as runtime/training.py's constraint regime
-    does, with early_stop=False so all k steps run) for SR, SCR and LR, k = 10 and 50, against
-    its floor: (k + 2) bare forward-backward passes of the network on the batch
-    (`cross_entropy(model(x), y).backward()`, weight gradients, nothing else).
+    does: the cross-entropy's model(x) handed to the loss as f(x0) with `outputs=`, and
+    early_stop=False so all k steps run) for SR, SCR and LR, k = 10 and 50, against its
+    floor: (k + 2) bare forward-backward passes of the network on the batch
+    (`cross_entropy(model(x), y).backward()`, weight gradients, nothing else); and, side by
+    side, the same step without `outputs=` (the loss runs f(x0) itself).
 (b) attack: the PGD attack's throughput, robustspec (`prop.search` of classification
     robustness, specs/classification_robustness.spec `cr`, its argmax searched through the
     margin form) against torchattacks.PGD on cross-entropy, at equal strength: same eps, steps,
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import os
 import platform
@@ -131,6 +134,14 @@ def props() -> dict:
     return {k: compile_spec(str(ROOT / "specs" / f))[p] for k, (f, p) in SPECS.items()}
 
 
+def outputs(logits) -> dict:
+    """`outputs=` for prop.loss, where this robustspec has it (not before commit 7323d03:
+    a run of the old compiler for comparison then times the step as it was)."""
+    from robustspec.compiler import Property
+    return {"outputs": {"x0": logits}} if "outputs" in inspect.signature(Property.loss).parameters \
+        else {}
+
+
 def floor_pass(m, opt, x, y):
     """One bare forward-backward pass of the network on the batch (weight gradients)."""
     def run():
@@ -150,7 +161,7 @@ def constraint_step(m, opt, prop, x, y, steps: int, gen, early_stop: bool = Fals
         logits = m(x)
         loss = ALPHA * F.cross_entropy(logits, y) + BETA * prop.loss(
             m, logic="dl2", search=search, generator=gen, x0=x, y=y,
-            **({"outputs": {"x0": logits}} if share else {}))
+            **(outputs(logits) if share else {}))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -352,8 +363,11 @@ def regime_steps(m, opt, pr: dict, x, y, gen, steps: int) -> dict:
         return loss
 
     def constraint(prop):
-        return lambda: ALPHA * F.cross_entropy(m(x), y) + BETA * prop.loss(
-            m, logic="dl2", search=pgd, generator=gen, x0=x, y=y)
+        def loss():
+            logits = m(x)  # handed to the loss as f(x0), as runtime/training.py does
+            return ALPHA * F.cross_entropy(logits, y) + BETA * prop.loss(
+                m, logic="dl2", search=pgd, generator=gen, x0=x, y=y, **outputs(logits))
+        return loss
 
     return {"baseline": train_on(lambda: F.cross_entropy(m(x), y)),
             "augment-uniform": train_on(augment([RandomSampling(samples=1)] * 2)),
