@@ -456,7 +456,8 @@ def bench_micro(reps: int) -> dict:
         "best points: torch.where, new tensor vs in place": (
             lambda: torch.where(better[:, None, None, None], other, keep),
             lambda: torch.where(better[:, None, None, None], other, keep, out=keep)),
-        "best points in place: torch.where(out=) vs the rows kept copied (CPU)": (
+        "best points in place: torch.where(out=) vs the rows kept copied (CPU), half the rows "
+        "(alone: the allocation of index_select's copy can cost more than in the PGD loop)": (
             lambda: torch.where(better[:, None, None, None], other, keep, out=keep),
             lambda: _keep_rows_(keep, better, other)),
         "finite check of x0: per example vs sum first": (
@@ -471,6 +472,7 @@ def bench_micro(reps: int) -> dict:
         "not adopted: search pass, weights requires_grad on vs off": (input_grad(m, True),
                                                                    input_grad(frozen, True)),
     }
+    pairs.update(in_the_step())
     fns = {f"{k} | {side}": f for k, (a, b) in pairs.items() for side, f in (("old", a), ("new", b))}
     t = interleaved(fns, reps * 10)
     out = {k: {"old_us": 1e3 * t[f"{k} | old"]["cpu_ms"], "new_us": 1e3 * t[f"{k} | new"]["cpu_ms"]}
@@ -494,6 +496,62 @@ def bench_micro(reps: int) -> dict:
     out["not adopted: Adam step"] = {k: {"step_us": v["step_us"], "bit_identical": all(
         torch.equal(a, b) for a, b in zip(ref, v["weights"]))} for k, v in adam.items()}
     return out
+
+
+def in_the_step() -> dict:
+    """Two changes measured inside whole steps (old way, new way), where they run: the best
+    points' update (torch.where(out=) vs the rows kept copied) in an SR step and the PGD
+    attack, and norm_inf's gradient (torch's abs().amax() vs the fused Function) in an LR
+    step, k = 50. Where this robustspec lacks a piece (a run of the old compiler), none."""
+    from robustspec.compiler import lower, search as search_mod
+    if not hasattr(lower, "_norm_inf") or not hasattr(search_mod, "_keep_rows_"):
+        return {}
+    new_keep, new_norm = search_mod._keep_rows_, lower._norm_inf
+
+    def old_keep(dst, better, src):
+        return torch.where(better.reshape((-1,) + (1,) * (dst.ndim - 1)), src, dst, out=dst)
+
+    def with_keep(fn, keep):
+        def run():
+            search_mod._keep_rows_ = keep
+            try:
+                return fn()
+            finally:
+                search_mod._keep_rows_ = new_keep
+        return run
+
+    x, y = data()
+    steps = {}
+    for name in ("SR", "LR"):
+        for side in ("old", "new"):
+            torch.manual_seed(SEED)
+            m = model()
+            opt = torch.optim.Adam(m.parameters(), lr=LR)
+            if side == "old" and name == "LR":  # compiled with torch's norm_inf
+                lower._norm_inf = lambda v, d: v.abs().amax(d)
+                try:  # the lowering compiles on the first call: one step on a copy
+                    prop = props()[name]
+                    spare = copy.deepcopy(m)
+                    constraint_step(spare, torch.optim.Adam(spare.parameters(), lr=LR), prop, x,
+                                    y, 1, torch.Generator().manual_seed(SEED + 1))()
+                finally:
+                    lower._norm_inf = new_norm
+            else:
+                prop = props()[name]
+            steps[name, side] = constraint_step(m, opt, prop, x, y, 50,
+                                                torch.Generator().manual_seed(SEED + 1))
+    xa, _ = data()
+    ma, ya = attack_model(xa, steps=100)
+    cr = compile_spec(str(ROOT / "specs" / "classification_robustness.spec"))["cr"]
+    pgd = PGD(steps=50, step_size=STEP_SIZE, early_stop=False)
+
+    def attack():
+        return cr.search(ma, x0=xa, y=ya, search=pgd, generator=torch.Generator().manual_seed(SEED))
+    return {"in the step: best points, SR step k = 50": (with_keep(steps["SR", "new"], old_keep),
+                                                         steps["SR", "new"]),
+            "in the attack: best points, 50-step PGD": (with_keep(attack, old_keep), attack),
+            "in the step: norm_inf's gradient, LR step k = 50": (steps["LR", "old"],
+                                                                 steps["LR", "new"])}
 
 
 # ---------------------------------------------------------------- profile
