@@ -306,17 +306,22 @@ class Lowering:
         if op == "apply":
             x_fn = self.term(n.args[0], depth)
             net_name = n.attr
-            # f(x0) of a property argument x0 (outside finite quantifiers): an output the caller
-            # handed in is used as it is (with its graph where gradients are on, detached in a
-            # search's no-grad cache), instead of running the network again
+            # f(x0) of a property argument x0: an output the caller handed in is used as it is
+            # (with its graph where gradients are on, detached in a search's no-grad cache),
+            # instead of running the network again; under finite quantifiers x0 only gains
+            # index axes of size 1, so the output does too
             x_node = n.args[0]
             known_key = (net_name, x_node.attr[0]) if (
-                depth == 0 and x_node.op == "var" and x_node.attr[1] == "arg") else None
+                x_node.op == "var" and x_node.attr[1] == "arg") else None
 
             def apply(ctx: Ctx):
                 if known_key is not None and ctx.known:
                     out = ctx.known.get(known_key)
                     if out is not None:
+                        if out.ndim >= 2:
+                            ctx.class_sizes.setdefault(net_name, out.shape[-1])
+                        if depth:
+                            out = out.reshape(out.shape[:1] + (1,) * depth + out.shape[1:])
                         return out if torch.is_grad_enabled() else out.detach()
                 x = x_fn(ctx)
                 lead = x.shape[:1 + depth]

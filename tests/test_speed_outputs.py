@@ -192,3 +192,27 @@ def test_the_trainer_hands_its_logits_over_and_trains_the_same_weights():
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-6)
     batches = 2 * 3  # 2 epochs of 40 examples in batches of 16
     assert runs["not shared"] - runs["shared"] == batches * 2 * 2
+
+
+def test_per_class_sr_with_outputs_is_the_same():
+    """`forall j in classes` sized from the network's outputs: the same loss with f(x0)
+    handed in (the quantifier over classes indexes the handed-in output too)."""
+    spec = compile_spec("""
+network f : Tensor -> Tensor
+param eps   : Real = 0.1
+param delta : Real = 0.05
+valid(x) = 0 <= x <= 1
+property pc(x0 : Tensor, y : Label) =
+  forall x . norm_inf(x - x0) <= eps and valid(x) =>
+    forall j in classes . abs(f(x)[j] - f(x0)[j]) <= delta
+""", filename="<per-class>")
+    torch.manual_seed(6)
+    m = PaperMLP(20, hidden=16, classes=5)
+    x, y = torch.rand(9, 20), torch.randint(0, 5, (9,))
+    run(m, spec["pc"], x, y, False)  # the first call learns the output size (one pass)
+    loss_o, grads_o, n_o = run(m, spec["pc"], x, y, False)
+    loss_n, grads_n, n_n = run(m, spec["pc"], x, y, True)
+    assert torch.equal(bits(loss_o), bits(loss_n)) and bool((loss_o > 0).any())
+    for a, b in zip(grads_o, grads_n):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert n_o - n_n == 4
