@@ -13,6 +13,7 @@ whole search, without gradient (so `f(x0)` runs once per search, not once per st
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import torch
@@ -168,7 +169,7 @@ def _norm_inf(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     if v.requires_grad and torch.is_grad_enabled() and v.is_floating_point() \
             and v.numel() >= _NORM_INF_FUSED_FROM \
             and dims == tuple(range(v.ndim - len(dims), v.ndim)) \
-            and v[(0,) * (v.ndim - len(dims))].numel() * torch.finfo(v.dtype).eps <= 2:
+            and math.prod(v.shape[d] for d in dims) * torch.finfo(v.dtype).eps <= 2:
         # (the float count of ties is exact: at most 2 / eps values per norm)
         return _NormInf.apply(v, dims)
     return v.abs().amax(dims)
