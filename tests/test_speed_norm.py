@@ -88,3 +88,18 @@ def test_lr_search_and_loss_are_the_same_as_with_torchs_norm(monkeypatch):
     assert same_bits(new[0], old[0]) and same_bits(new[1], old[1])
     assert bool((new[1] > 0).any())
     assert all(same_bits(a, b) for a, b in zip(new[2], old[2]))
+
+
+def test_a_second_derivative_is_torchs(monkeypatch):
+    """create_graph=True (e.g. a gradient penalty): the gradient of the gradient agrees."""
+    monkeypatch.setattr(lower, "_NORM_INF_FUSED_FROM", 1)
+    gen = torch.Generator().manual_seed(3)
+    v = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    w = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def second(fn):
+        leaf = v.clone().requires_grad_(True)
+        out = fn(leaf * 1, (1,))
+        (g,) = torch.autograd.grad((out * w).sum(), leaf, create_graph=True)
+        return torch.autograd.grad(g.square().sum(), w)[0]
+    assert same_bits(second(_norm_inf), second(plain))
