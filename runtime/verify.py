@@ -10,8 +10,9 @@
    minimised by MILP for a certificate, and the minimisers replayed as counterexamples.
 
 Each stage runs only on what the previous ones left open. Invariants checked on every run:
-verified implies the attack found no counterexample (the bounds are computed for every example
-and must not rule out an attacked one), and so satisfaction <= security.
+verified implies no attack finds a counterexample (the bounds are computed for every example
+and must not rule out an attacked one, and a second attack, another seed, runs on the verified
+examples), and so satisfaction <= security. The model's train/eval mode is restored after.
 """
 from __future__ import annotations
 
@@ -166,20 +167,34 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
     if not (isinstance(jobs, int) and jobs >= 1):
         raise InputError(f"jobs must be a whole number >= 1, got {jobs!r}")
     solver_name = _pick_solver(verifier)
-    if limit is not None:
-        x, y = x[:limit], (None if y is None else y[:limit])
     params = dict(params or {})
+    if limit is not None:  # per-example parameters (tensors of the batch's length) too
+        n0 = x.shape[0]
+        x, y = x[:limit], (None if y is None else y[:limit])
+        params = {k: (v[:limit] if torch.is_tensor(v) and v.ndim >= 1 and v.shape[0] == n0 else v)
+                  for k, v in params.items()}
     if eps is not None:
         params["eps"] = eps
     from .training import property_args
     args = property_args(prop, x, y) if y is not None else {prop.args[0][0]: x}
+    training = bool(getattr(model, "training", False))
+    model.eval()
+    try:
+        return _staged(model, prop, x, y, args, params, verifier, solver_name, timeout, progress,
+                       bounds, attack_steps, restarts, seed, jobs, device, eps)
+    finally:
+        model.train(training)
+
+
+def _staged(model, prop, x, y, args, params, verifier, solver_name, timeout, progress, bounds,
+            attack_steps, restarts, seed, jobs, device, eps) -> VerifyResult:
+    """The three stages (module docstring) on a model in eval mode."""
     B = x.shape[0]
     times = {s: [0.0] * B for s in STAGES}
     verdicts = ["unknown"] * B
     decided = [""] * B
     cex: dict[int, torch.Tensor] = {}
     notes: list[str] = []
-    model.eval()
     from . import distributed
     dev = distributed.place(model, device)
     cpu_model = model if dev.type == "cpu" else copy.deepcopy(model).cpu()
@@ -295,15 +310,60 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
         notes.append(f"the complete solver poses strict rows (g > 0) as g >= {STRICT_MARGIN:g}: "
                      "its 'verified' rules out counterexamples violating by that much or more "
                      "(bounds-stage proofs are exact)")
-    ver = torch.tensor([v == "verified" for v in verdicts])
-    if bool((ver & attacked).any()):
-        raise InvariantError("an example is verified although the attack falsified it")
+    t0 = time.perf_counter()
+    _attack_the_verified(prop, model, args, params, var, verdicts, decided, qd, net, seed,
+                         attack_steps, B, notes)
+    for i in range(B):
+        times["attack"][i] += (time.perf_counter() - t0) / B
     result = VerifyResult(prop.name, eps, verifier if solver_name is None else
                           (solver_name if verifier == "auto" else verifier), verdicts, decided,
                           times, cex, notes)
     if result.satisfaction > result.security_upper + 1e-12:
         raise InvariantError("constraint satisfaction exceeds constraint security")
     return result
+
+
+def _attack_the_verified(prop, model, args, params, var, verdicts, decided, q, net, seed,
+                         steps, B, notes) -> None:
+    """The invariant "verified implies no attack finds a counterexample", checked by a second
+    attack (another seed) on the verified examples alone: a counterexample there is a bug,
+    raised, unless a complete solver proved the point and the violation is smaller than the
+    margin its strict rows are posed with (then a note says so)."""
+    idx = [i for i in range(B) if verdicts[i] == "verified"]
+    if not idx or var is None:
+        return
+    from .arguments import pgd
+    from .verifiers import STRICT_MARGIN
+    sel = torch.tensor(idx)
+    sub = {k: v[sel] for k, v in args.items()}
+    ps = {k: (torch.as_tensor(v)[sel] if torch.as_tensor(v).ndim == 1 and
+              torch.as_tensor(v).shape[0] == B else v) for k, v in params.items()}
+    g = torch.Generator().manual_seed(seed + 1)
+    found = prop.search(model, search=pgd(steps, None, 1), params=ps, generator=g, **sub)
+    bad = prop.check(model, params=ps, at=found, **sub).violated
+    for k in bad.nonzero().flatten().tolist():
+        i = idx[k]
+        point = found[var][k:k + 1].detach()
+        if decided[i] == "bounds" or _clear_violation(q.example(i), net, point, STRICT_MARGIN):
+            raise InvariantError(f"example {i} is verified (by {decided[i]}) but an attack found "
+                                 "a counterexample: a bug in the bounds, the query or the solver")
+        notes.append(f"example {i}: an attack found a violation smaller than the complete "
+                     f"solver's strict margin {STRICT_MARGIN:g} (or not measurable on the rows)")
+
+
+def _clear_violation(q, net, point, strict_margin: float) -> bool:
+    """Does the point satisfy some disjunct of the negated body by the margins the complete
+    solver uses (strict rows by strict_margin)? Not measurable for queries with auxiliary
+    variables (LR's t): False."""
+    if q.ct is not None or q.softmax:
+        return False
+    xf = point.reshape(1, -1).double()
+    rows = q.row_values(net(xf), xf)[0]
+    need = torch.where(q.strict, torch.tensor(strict_margin, dtype=rows.dtype),
+                       torch.tensor(0.0, dtype=rows.dtype))
+    ok = rows >= need
+    return any(bool(q.active[0, d]) and all(bool(ok[r]) for r in rs)
+               for d, (rs, _sm) in enumerate(q.disjuncts))
 
 
 def _softmax_by_milp(net, qd, pre, lb, ub, open_idx, bounds, timeout, jobs, times, verdicts, decided,

@@ -391,3 +391,37 @@ def test_evaluate_verifies_at_the_swept_parameter_even_when_it_is_not_eps():
     r = evaluate(net, prop, x, y, eps=[0.05, 0.1], eps_param="r", samples=0, verify_limit=3,
                  verify_timeout=10)
     assert [row.constraint_satisfaction for row in r.rows] == [1.0, 0.0]  # 2 r vs 0.15
+
+
+def test_a_second_attack_on_the_verified_catches_a_false_proof(monkeypatch):
+    """A solver that answers unsat where a counterexample exists (a bug) is caught by the
+    invariant's second attack, which the first attack (here made blind) would not."""
+    def lying(net, query, pre, lb, open_d, timeout, extra=0.0, ub=None):
+        return Outcome("unsat", None, 0.01)
+    monkeypatch.setattr(verify_mod, "SOLVERS", {"milp": lying})
+    p = prop("sr")
+    real = p.search
+    calls = []
+
+    def blind_first(model, **kw):  # the first attack finds nothing: its points are x0
+        calls.append(1)
+        found = real(model, **kw)
+        if len(calls) == 1:
+            for k in found.points:
+                found.points[k] = kw["x0"].clone()
+        return found
+    monkeypatch.setattr(p, "search", blind_first)
+    net = affine_net(EYE, [0, 0])
+    with pytest.raises(verify_mod.InvariantError, match="an attack found a counterexample"):
+        verify(net, p, X0, Y0, eps=0.1, verifier="milp", timeout=1, progress=False,
+               params={"delta": 0.05}, bounds="interval")
+    assert len(calls) == 2
+
+
+def test_the_models_mode_is_restored_and_limit_cuts_per_example_params():
+    net = affine_net(EYE, [0, 0]).train()
+    x0 = torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+    y0 = torch.zeros(3, dtype=torch.long)
+    delta = torch.tensor([0.15, 0.05, 0.05])  # per example: verified, falsified, falsified
+    r = verify(net, prop("sr"), x0, y0, eps=0.1, limit=2, progress=False, params={"delta": delta})
+    assert r.verdicts == ["verified", "falsified"] and net.training
