@@ -1,0 +1,76 @@
+"""The MILP stage old against new on the same points: the complete solver as it was at a given
+commit (one MILP, a selector binary per open disjunct) against the working tree's (one MILP per
+open disjunct), alternating per property and eps, on the first N test points of a checkpoint.
+
+    git show 9cee631:runtime/verifiers.py > /tmp/old_verifiers.py
+    .venv/bin/python bench/compare_milp.py --old /tmp/old_verifiers.py \
+        --model /tmp/h4runs/baseline/last.pt --props sr:0.06,cr_margin:0.05 --points 100 --timeout 10
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = {"sr": "standard_robustness", "cr_margin": "classification_robustness",
+         "scr": "strong_classification_robustness", "lr": "lipschitz_robustness"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--old", required=True, help="an older runtime/verifiers.py")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--props", default="sr:0.06,cr_margin:0.05")
+    ap.add_argument("--points", type=int, default=100)
+    ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    from robustspec.compiler import compile_spec
+    from robustspec.runtime import verify as V
+    from robustspec.runtime.data import load_dataset
+    from robustspec.runtime.training import model_from_checkpoint
+
+    spec = importlib.util.spec_from_file_location("old_verifiers", args.old)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules["old_verifiers"] = old  # dataclasses look their module up
+    spec.loader.exec_module(old)
+
+    def old_milp(net, query, pre, lb, open_d, timeout, extra=0.0, ub=None):
+        return old.milp(net, query, pre, lb, open_d, timeout, extra)
+    new_solvers = V.SOLVERS
+    data = load_dataset("fashion-mnist", "test", data_dir=args.data_dir)
+    x, y = data.x[:args.points], data.y[:args.points]
+    model, _, _ = model_from_checkpoint(args.model)
+    rows = []
+    for item in args.props.split(","):
+        pname, eps = item.split(":")
+        prop = compile_spec(ROOT / "specs" / f"{SPECS[pname]}.spec")[pname]
+        for which, solvers in (("old", {"milp": old_milp}), ("new", new_solvers)):
+            V.SOLVERS = solvers
+            t0 = time.perf_counter()
+            r = V.verify(model, prop, x, y, eps=float(eps), verifier="milp", timeout=args.timeout,
+                         progress=False)
+            V.SOLVERS = new_solvers
+            c = r.counts()
+            by = sum(1 for d in r.decided_by if d == "milp")
+            row = {"property": pname, "eps": float(eps), "milp": which, **c, "decided_by_milp": by,
+                   "decided": 1 - c["unknown"] / len(r.verdicts),
+                   "complete_s": round(sum(r.times["complete"]), 1),
+                   "wall_s": round(time.perf_counter() - t0, 1)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
