@@ -114,7 +114,7 @@ BUDGETS: dict[str, Budget] = {
     # exactly the paper's settings (section 4, GUIDE section 3)
     "paper": Budget("paper", epochs=100, lr=1e-4, train_steps=50, step_size=0.01,
                     train_limit=None, test_limit=None, cnn_epochs=100, cnn_train_limit=None,
-                    cnn_test_limit=None, verify_points=100, verify_timeout=10.0),
+                    cnn_test_limit=None, verify_points=50, verify_timeout=2.0),
     # the same grid scaled down so that the Fashion-MNIST grid fits 30 minutes on 2 cores:
     # 10x fewer epochs at a 10x larger lr, 10 training PGD steps of 0.025 (a path of 2.5 eps
     # where the paper's 50 steps of 0.01 walk 5 eps), evaluation on a fixed 1000-image subset

@@ -421,7 +421,7 @@ def test_budgets_are_the_papers_settings_and_scaled_copies():
     quick = rp.BUDGETS["quick"]
     assert replace(quick, name="paper", epochs=100, lr=1e-4, train_steps=50, step_size=0.01,
                    test_limit=None, cnn_epochs=100, cnn_train_limit=None, cnn_test_limit=None,
-                   verify_points=100, verify_timeout=10.0) == paper
+                   verify_points=50, verify_timeout=2.0) == paper
 
 
 def test_a_folder_made_before_verification_gets_it_without_retraining(tmp_path, fashion, monkeypatch):
