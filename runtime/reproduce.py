@@ -254,6 +254,7 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
         result["verification"] = verify_cell(model, attack_properties(), test, plan, folder,
                                              cell, log)
         atomic_write_text(done, json.dumps(result, indent=1))
+        (folder / "status.json").unlink(missing_ok=True)
         return result
     t0 = time.perf_counter()
     b = plan.budget
@@ -307,9 +308,12 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
               "history": trainer.history, "attacks": attacks, "config": asdict(cfg),
               "settings": plan.settings(), "threads": torch.get_num_threads(),
               "seconds_this_run": time.perf_counter() - t0}
-    if b.verify_points:  # a kill here loses nothing: training and evaluation are saved
-        result["verification"] = verify_cell(model, props, test, plan, folder, cell, log)
+    # written before verification: a verification that fails leaves the training and the
+    # evaluation in the report, and the next run verifies the cell (see the top of this function)
     atomic_write_text(done, json.dumps(result, indent=1))
+    if b.verify_points:
+        result["verification"] = verify_cell(model, props, test, plan, folder, cell, log)
+        atomic_write_text(done, json.dumps(result, indent=1))
     (folder / "status.json").unlink(missing_ok=True)
     return result
 
@@ -337,7 +341,7 @@ def verify_cell(model, props: dict, test, plan: Plan, folder: Path, cell: Cell, 
     stages; each attack's result saved on its own (verify-<attack>.json, .csv, counterexamples),
     so a kill loses one attack at most. A network the bound propagation does not take (the
     CNN's max-pooling) is recorded as refused, with the reason."""
-    from robustspec.dsl.errors import RobustspecError
+    from robustspec.dsl.errors import MissingExtra, RobustspecError
 
     from .verify import save, verify
 
@@ -359,9 +363,12 @@ def verify_cell(model, props: dict, test, plan: Plan, folder: Path, cell: Cell, 
         t0 = time.perf_counter()
         try:
             results = [verify(model, prop, x, y, eps=e, timeout=b.verify_timeout,
-                              attack_steps=b.eval_steps, seed=b.seed, progress=False)
+                              attack_steps=b.eval_steps, seed=b.seed, progress=False,
+                              device=plan.device)
                        for e in b.verify_eps]
-        except RobustspecError as e:  # not verifiable (max-pooling), or no solver installed
+        except MissingExtra:  # not a property of the network: never recorded as a refusal
+            raise
+        except RobustspecError as e:  # not verifiable (the CNN's max-pooling)
             out["attacks"][name] = {"refused": str(e)}
             atomic_write_text(saved, json.dumps(out["attacks"][name]))
             if log:
@@ -486,6 +493,9 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
     out.mkdir(parents=True, exist_ok=True)
     check_folder(plan)
     todo = [c for c in cells if not cell_complete(plan, c)]
+    if todo and plan.budget.verify_points:  # before hours of training, not after
+        from .verify import pick_solver
+        pick_solver("auto")  # MissingExtra naming the `verify` extra when no solver is there
     skipped = [c.id for c in cells if c not in todo]
     if skipped:
         log(f"{len(skipped)} cell(s) already done, skipped: {', '.join(skipped)}")

@@ -93,7 +93,16 @@ class _Sparse:
         self.lo, self.hi, self.starts, self.idx, self.val = [], [], [], [], []
         self.nnz = 0
 
+    def copy(self) -> "_Sparse":
+        out = _Sparse()
+        out.lo, out.hi, out.starts = list(self.lo), list(self.hi), list(self.starts)
+        out.idx, out.val, out.nnz = list(self.idx), list(self.val), self.nnz
+        return out
+
     def add(self, cols: np.ndarray, vals: np.ndarray, lo: float, hi: float):
+        if len(cols) != len(np.unique(cols)):  # a column twice (e.g. no hidden layer: the
+            cols, inv = np.unique(cols, return_inverse=True)  # inputs are the last activations)
+            vals = np.bincount(inv, weights=vals, minlength=len(cols))
         keep = vals != 0
         cols, vals = cols[keep], vals[keep]
         self.starts.append(self.nnz)
@@ -152,9 +161,11 @@ def _highs(highspy, timeout: float, col_lo, col_hi, integer, rows):
         h.changeColsIntegrality(len(integer), np.array(integer, dtype=np.int32),
                                 np.array([highspy.HighsVarType.kInteger] * len(integer)))
     if rows.lo:
-        h.addRows(len(rows.lo), np.array(rows.lo), np.array(rows.hi), rows.nnz,
-                  np.array(rows.starts, dtype=np.int32), np.concatenate(rows.idx),
-                  np.concatenate(rows.val))
+        st = h.addRows(len(rows.lo), np.array(rows.lo), np.array(rows.hi), rows.nnz,
+                       np.array(rows.starts, dtype=np.int32), np.concatenate(rows.idx),
+                       np.concatenate(rows.val))
+        if st != highspy.HighsStatus.kOk:  # HiGHS refuses a malformed row and adds none
+            raise RuntimeError(f"HiGHS did not take the rows ({st}): a bug in the encoding")
     return h
 
 
@@ -172,11 +183,13 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float
     WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
     cy, c = query.cy[0].double().numpy(), query.c[0].double().numpy()
     nc = len(col_lo)
-    h = _highs(highspy, timeout / max(1, len(rows_wanted)), col_lo, col_hi, integer, rows)
     S = highspy.HighsModelStatus
     out = np.full(len(rows_wanted), -np.inf)
     points = []
     for k, r in enumerate(rows_wanted):
+        # a fresh model per row: each run gets its own time limit whatever HiGHS's version
+        # counts (older ones count an object's runs together)
+        h = _highs(highspy, timeout / max(1, len(rows_wanted)), col_lo, col_hi, integer, rows)
         cost = np.zeros(nc)
         cost[prev] = cy[r] @ WL
         h.changeColsCost(nc, np.arange(nc, dtype=np.int32), cost)
@@ -192,7 +205,6 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float
             out[k] = info.objective_function_value + const
         if info.primal_solution_status == 2:  # a feasible incumbent
             points.append(np.array(h.getSolution().col_value[:net.inputs]))
-        h.clearSolver()
     return out, points
 
 
@@ -230,8 +242,6 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
     if ub is not None and len(need) > 1:  # the likeliest counterexample first
         up = ub[0].double().numpy()
         need = sorted(need, key=lambda rs: -min(up[r] - margin[r] for r in rs))
-    h = _highs(highspy, timeout, col_lo, col_hi, integer, rows)
-    base = h.getNumRow()
     S = highspy.HighsModelStatus
     pending = need
     for _round in range(2):  # the second round gives what timed out the time others left
@@ -241,12 +251,11 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
             if left <= 0.05:
                 later.extend(pending[k:])
                 break
-            h.setOptionValue("time_limit", float(left / (len(pending) - k)))
+            mine = rows.copy()  # a fresh model per disjunct: no state carried between solves
             for r in rs:
                 cols, vals, const = row_coeffs(r)
-                keep = vals != 0
-                h.addRow(margin[r] - const, inf, int(keep.sum()), cols[keep].astype(np.int32),
-                         vals[keep].astype(np.float64))
+                mine.add(cols, vals, margin[r] - const, inf)
+            h = _highs(highspy, left / (len(pending) - k), col_lo, col_hi, integer, mine)
             h.run()
             status = h.getModelStatus()
             if status == S.kOptimal:
@@ -257,8 +266,6 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
             elif status != S.kInfeasible:
                 return Outcome("error", None, time.perf_counter() - t0,
                                h.modelStatusToString(status))
-            h.deleteRows(h.getNumRow() - base, np.arange(base, h.getNumRow(), dtype=np.int32))
-            h.clearSolver()
         if not later or later == pending or timeout - (time.perf_counter() - t0) <= 0.05:
             pending = later
             break

@@ -119,7 +119,7 @@ def save(results: list[VerifyResult], stem: str | Path) -> dict:
     return {"json": j, "csv": c, "counterexamples": p}
 
 
-def _pick_solver(verifier: str) -> str | None:
+def pick_solver(verifier: str) -> str | None:
     if verifier == "bounds":
         return None
     if verifier in ("milp", "marabou"):
@@ -166,24 +166,24 @@ def verify(model, prop, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: 
         raise InputError(f"timeout must be > 0 seconds, got {timeout}")
     if not (isinstance(jobs, int) and jobs >= 1):
         raise InputError(f"jobs must be a whole number >= 1, got {jobs!r}")
-    solver_name = _pick_solver(verifier)
+    solver_name = pick_solver(verifier)
     params = dict(params or {})
     if limit is not None:  # per-example parameters (tensors of the batch's length) too
         n0 = x.shape[0]
         x, y = x[:limit], (None if y is None else y[:limit])
-        params = {k: (v[:limit] if torch.is_tensor(v) and v.ndim >= 1 and v.shape[0] == n0 else v)
-                  for k, v in params.items()}
+        params = _params_rows(params, slice(0, limit), n0)
     if eps is not None:
         params["eps"] = eps
     from .training import property_args
     args = property_args(prop, x, y) if y is not None else {prop.args[0][0]: x}
-    training = bool(getattr(model, "training", False))
+    modes = [(m, m.training) for m in model.modules()]  # each module's, e.g. a frozen BatchNorm
     model.eval()
     try:
         return _staged(model, prop, x, y, args, params, verifier, solver_name, timeout, progress,
                        bounds, attack_steps, restarts, seed, jobs, device, eps)
     finally:
-        model.train(training)
+        for m, was in modes:
+            m.training = was
 
 
 def _staged(model, prop, x, y, args, params, verifier, solver_name, timeout, progress, bounds,
@@ -252,8 +252,8 @@ def _staged(model, prop, x, y, args, params, verifier, solver_name, timeout, pro
             pts = torch.cat([_replay_point(p, qd.example(i), query.shape, x.dtype) for p in points])
             k = len(points)
             one = {a: v[i:i + 1].expand((k,) + v.shape[1:]) for a, v in args.items()}
-            pk = {a: (t.expand(k) if t.ndim == 1 and len(t) == 1 else t)
-                  for a, t in ((a, torch.as_tensor(v)) for a, v in _params_at(params, i, B).items())}
+            pk = {a: (v.expand((k,) + v.shape[1:]) if _per_example(params[a], B) is not None
+                      else v) for a, v in _params_at(params, i, B).items()}
             bad = prop.check(model, params=pk, at={var: pts}, **one).violated
             hit = bad.nonzero().flatten()
             return pts[int(hit[0])] if len(hit) else None
@@ -336,8 +336,7 @@ def _attack_the_verified(prop, model, args, params, var, verdicts, decided, q, n
     from .verifiers import STRICT_MARGIN
     sel = torch.tensor(idx)
     sub = {k: v[sel] for k, v in args.items()}
-    ps = {k: (torch.as_tensor(v)[sel] if torch.as_tensor(v).ndim == 1 and
-              torch.as_tensor(v).shape[0] == B else v) for k, v in params.items()}
+    ps = _params_rows(params, sel, B)
     g = torch.Generator().manual_seed(seed + 1)
     found = prop.search(model, search=pgd(steps, None, 1), params=ps, generator=g, **sub)
     bad = prop.check(model, params=ps, at=found, **sub).violated
@@ -351,19 +350,44 @@ def _attack_the_verified(prop, model, args, params, var, verdicts, decided, q, n
                      f"solver's strict margin {STRICT_MARGIN:g} (or not measurable on the rows)")
 
 
+SOFTMAX_TOL = 1e-6  # a softmax threshold missed by less than this is within the bounds' rounding
+
+
 def _clear_violation(q, net, point, strict_margin: float) -> bool:
     """Does the point satisfy some disjunct of the negated body by the margins the complete
-    solver uses (strict rows by strict_margin)? Not measurable for queries with auxiliary
-    variables (LR's t): False."""
-    if q.ct is not None or q.softmax:
-        return False
+    solver uses (strict rows by strict_margin, softmax thresholds by SOFTMAX_TOL)? Auxiliary
+    variables (LR's t) take the least value their defining rows allow; rows defining them in
+    another way are not measurable here: False."""
     xf = point.reshape(1, -1).double()
-    rows = q.row_values(net(xf), xf)[0]
+    y = net(xf)
+    t = None
+    if q.ct is not None:
+        base = q.row_values(y, xf)[0]  # without the aux terms
+        ct = q.ct[0]
+        t = q.aux_lo[0].clone()
+        for r in q.common:
+            nz = ct[r].nonzero().flatten()
+            if len(nz) != 1 or ct[r, nz[0]] <= 0:
+                return False
+            a = int(nz[0])
+            t[a] = torch.maximum(t[a], -base[r] / ct[r, a])
+        t = t.unsqueeze(0)
+    rows = q.row_values(y, xf, t)[0]
     need = torch.where(q.strict, torch.tensor(strict_margin, dtype=rows.dtype),
                        torch.tensor(0.0, dtype=rows.dtype))
     ok = rows >= need
+
+    def softmax_broken(k: int) -> bool:
+        a = q.softmax[k]
+        i = int(a.label[0])
+        m = torch.stack([rows[r] for j, r in enumerate(a.margins) if j != i])  # F_i - F_j
+        p = 1.0 / (1.0 + torch.exp(-m).sum())
+        thr = float(a.threshold[0])
+        return p < thr - SOFTMAX_TOL if a.below else p > thr + SOFTMAX_TOL
+
     return any(bool(q.active[0, d]) and all(bool(ok[r]) for r in rs)
-               for d, (rs, _sm) in enumerate(q.disjuncts))
+               and all(softmax_broken(k) for k in sms)
+               for d, (rs, sms) in enumerate(q.disjuncts))
 
 
 def _softmax_by_milp(net, qd, pre, lb, ub, open_idx, bounds, timeout, jobs, times, verdicts, decided,
@@ -467,12 +491,29 @@ def _double(q):
                    aux_hi=q.aux_hi.double())
 
 
-def _params_at(params: dict, i: int, B: int) -> dict:
+def _per_example(v, B: int) -> torch.Tensor | None:
+    """v as a tensor when it is a per-example parameter (one value per example of a batch of
+    B: a tensor, array or list of length B), else None (a value shared by the batch)."""
+    if isinstance(v, (int, float, bool, str)) or v is None:
+        return None
+    try:
+        t = torch.as_tensor(v)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return t if t.ndim >= 1 and t.shape[0] == B else None
+
+
+def _params_rows(params: dict, rows, B: int) -> dict:
+    """The parameters of examples `rows` (an index tensor or slice); shared values unchanged."""
     out = {}
     for k, v in params.items():
-        t = torch.as_tensor(v)
-        out[k] = t[i:i + 1] if t.ndim == 1 and len(t) == B else v
+        t = _per_example(v, B)
+        out[k] = v if t is None else t[rows]
     return out
+
+
+def _params_at(params: dict, i: int, B: int) -> dict:
+    return _params_rows(params, slice(i, i + 1), B)
 
 
 def _replay_point(xs, q, shape, dtype) -> torch.Tensor:

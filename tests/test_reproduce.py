@@ -457,3 +457,29 @@ def test_the_cnn_is_recorded_as_not_verifiable_with_the_reason(tmp_path, fashion
     assert any("not verified" in m for m in logs)
     text = rep.write_report(p.out)["report"].read_text()
     assert f"| {cnn.id} | - |" in text and "Not verified:" in text
+
+
+def test_no_solver_is_a_clean_error_before_any_training(tmp_path, fashion, monkeypatch):
+    from robustspec.dsl.errors import MissingExtra
+    from robustspec.runtime import verify as verify_mod
+
+    def none(verifier):
+        raise MissingExtra("verify", "highspy", "complete verification (--verifier auto)")
+    monkeypatch.setattr(verify_mod, "pick_solver", none)
+    p = plan(tmp_path, fashion)
+    with pytest.raises(MissingExtra, match="verify"):
+        rp.run_grid([BASE], p, jobs=1, log=lambda m: None)
+    assert not rp.cell_dir(p.out, BASE).exists()
+
+
+def test_a_failed_verification_keeps_training_and_evaluation(tmp_path, fashion, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("solver crashed")
+    monkeypatch.setattr(rp, "verify_cell", broken)
+    p = plan(tmp_path, fashion)
+    status = rp.run_grid([BASE], p, jobs=1, log=lambda m: None)
+    assert "solver crashed" in status["failed"][BASE.id]
+    r = json.loads((rp.cell_dir(p.out, BASE) / "result.json").read_text())
+    assert "verification" not in r and set(r["attacks"]) == set(rp.ATTACKS)
+    assert not rp.cell_complete(p, BASE)  # the next run verifies it
+    assert BASE.id in rep.load_cells(p.out)

@@ -393,13 +393,16 @@ def test_evaluate_verifies_at_the_swept_parameter_even_when_it_is_not_eps():
     assert [row.constraint_satisfaction for row in r.rows] == [1.0, 0.0]  # 2 r vs 0.15
 
 
-def test_a_second_attack_on_the_verified_catches_a_false_proof(monkeypatch):
+@pytest.mark.parametrize("name, params, W", [("sr", {"delta": 0.05}, EYE),
+                                              ("lr", {"L": 1.5}, [[2, 0], [0, 2]])])
+def test_a_second_attack_on_the_verified_catches_a_false_proof(monkeypatch, name, params, W):
     """A solver that answers unsat where a counterexample exists (a bug) is caught by the
-    invariant's second attack, which the first attack (here made blind) would not."""
+    invariant's second attack, which the first attack (here made blind) would not; for LR the
+    auxiliary t is rebuilt from the point to measure the violation."""
     def lying(net, query, pre, lb, open_d, timeout, extra=0.0, ub=None):
         return Outcome("unsat", None, 0.01)
     monkeypatch.setattr(verify_mod, "SOLVERS", {"milp": lying})
-    p = prop("sr")
+    p = prop(name)
     real = p.search
     calls = []
 
@@ -411,17 +414,21 @@ def test_a_second_attack_on_the_verified_catches_a_false_proof(monkeypatch):
                 found.points[k] = kw["x0"].clone()
         return found
     monkeypatch.setattr(p, "search", blind_first)
-    net = affine_net(EYE, [0, 0])
+    net = affine_net(W, [0, 0])
     with pytest.raises(verify_mod.InvariantError, match="an attack found a counterexample"):
         verify(net, p, X0, Y0, eps=0.1, verifier="milp", timeout=1, progress=False,
-               params={"delta": 0.05}, bounds="interval")
+               params=params, bounds="interval")
     assert len(calls) == 2
 
 
 def test_the_models_mode_is_restored_and_limit_cuts_per_example_params():
     net = affine_net(EYE, [0, 0]).train()
+    net[2].eval()  # a frozen submodule stays frozen
     x0 = torch.tensor([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
     y0 = torch.zeros(3, dtype=torch.long)
     delta = torch.tensor([0.15, 0.05, 0.05])  # per example: verified, falsified, falsified
     r = verify(net, prop("sr"), x0, y0, eps=0.1, limit=2, progress=False, params={"delta": delta})
-    assert r.verdicts == ["verified", "falsified"] and net.training
+    assert r.verdicts == ["verified", "falsified"] and net.training and not net[2].training
+    r = verify(net, prop("sr"), x0, y0, eps=0.1, limit=2, progress=False,
+               params={"delta": [0.15, 0.05, 0.05]})  # a list per example is cut too
+    assert r.verdicts == ["verified", "falsified"]
