@@ -432,3 +432,21 @@ def test_the_models_mode_is_restored_and_limit_cuts_per_example_params():
     r = verify(net, prop("sr"), x0, y0, eps=0.1, limit=2, progress=False,
                params={"delta": [0.15, 0.05, 0.05]})  # a list per example is cut too
     assert r.verdicts == ["verified", "falsified"]
+
+
+@pytest.mark.parametrize("L, answer", [(3.0, "unsat"), (1.5, "sat")])
+def test_milp_on_a_network_without_hidden_layer(L, answer):
+    """LR on f(x) = 2x with no hidden layer: the inputs are the last activations, so a row
+    names an input column twice (through f and through |x - x0|); HiGHS refuses such a row, so
+    the encoding merges the two."""
+    net = nn.Sequential(nn.Linear(2, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(2 * torch.eye(2))
+        net[0].bias.zero_()
+    p = prop("lr")
+    q = verify_mod._double(build_query(p, net, x0=X0, y=Y0, params={"eps": 0.1, "L": L}))
+    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    pre = crown_preactivations(rn, q.lo, q.hi)
+    lb, ub = query_row_bounds(rn, q, "crown", pre, "both")
+    open_d = [d for d in range(len(q.disjuncts)) if bool(q.active[0, d])]
+    assert milp(rn, q, pre, lb, open_d, 10, ub=ub).status == answer
