@@ -164,20 +164,26 @@ def _highs(highspy, timeout: float, col_lo, col_hi, integer, rows):
         st = h.addRows(len(rows.lo), np.array(rows.lo), np.array(rows.hi), rows.nnz,
                        np.array(rows.starts, dtype=np.int32), np.concatenate(rows.idx),
                        np.concatenate(rows.val))
-        if st != highspy.HighsStatus.kOk:  # HiGHS refuses a malformed row and adds none
+        if st == highspy.HighsStatus.kError:  # HiGHS refuses a malformed row and adds none
+            # (a warning, e.g. for tiny coefficients it drops, still adds the rows)
             raise RuntimeError(f"HiGHS did not take the rows ({st}): a bug in the encoding")
     return h
 
 
-def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float
+def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
+                      start: np.ndarray | None = None, stop=None
                       ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Sound lower bounds of the query's rows `rows_wanted` (rows over the outputs alone, batch
     1), each minimised over the exact MILP encoding of the network: the optimum, or HiGHS's
     dual bound where its share of the time runs out. Certifies SCR's softmax threshold where
     the linear relaxation's margin bounds are too loose (sound, not complete). Also returns the
     inputs of the incumbents found (each row's best point so far): candidates for the caller to
-    replay as counterexamples, since a margin driven low is where the softmax threshold breaks."""
+    replay as counterexamples, since a margin driven low is where the softmax threshold breaks.
+    start: the rows' bounds so far (the lowest is minimised first: it weighs most in the softmax
+    certificate); stop(bounds) -> True ends the work early (certified); each row gets the time
+    left divided by the rows left."""
     highspy = _need("highspy", "MILP bounds")
+    t0 = time.perf_counter()
     inf = highspy.kHighsInf
     col_lo, col_hi, integer, rows, prev = _encode_network(inf, net, query, pre)
     WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
@@ -186,10 +192,15 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float
     S = highspy.HighsModelStatus
     out = np.full(len(rows_wanted), -np.inf)
     points = []
-    for k, r in enumerate(rows_wanted):
+    order = list(range(len(rows_wanted))) if start is None else list(np.argsort(start, kind="stable"))
+    for done, k in enumerate(order):
+        r = rows_wanted[k]
+        left = timeout - (time.perf_counter() - t0)
+        if left <= 0.05:
+            break
         # a fresh model per row: each run gets its own time limit whatever HiGHS's version
         # counts (older ones count an object's runs together)
-        h = _highs(highspy, timeout / max(1, len(rows_wanted)), col_lo, col_hi, integer, rows)
+        h = _highs(highspy, left / (len(order) - done), col_lo, col_hi, integer, rows)
         cost = np.zeros(nc)
         cost[prev] = cy[r] @ WL
         h.changeColsCost(nc, np.arange(nc, dtype=np.int32), cost)
@@ -205,6 +216,8 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float
             out[k] = info.objective_function_value + const
         if info.primal_solution_status == 2:  # a feasible incumbent
             points.append(np.array(h.getSolution().col_value[:net.inputs]))
+        if stop is not None and stop(out):
+            break
     return out, points
 
 
