@@ -279,10 +279,9 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
             elif status != S.kInfeasible:
                 return Outcome("error", None, time.perf_counter() - t0,
                                h.modelStatusToString(status))
-        if not later or later == pending or timeout - (time.perf_counter() - t0) <= 0.05:
-            pending = later
+        progressed, pending = len(later) < len(pending), later
+        if not pending or not progressed or timeout - (time.perf_counter() - t0) <= 0.05:
             break
-        pending = later
     return Outcome("timeout" if pending else "unsat", None, time.perf_counter() - t0)
 
 

@@ -250,11 +250,10 @@ def _staged(model, prop, x, y, args, params, verifier, solver_name, timeout, pro
             if not points:
                 return None
             pts = torch.cat([_replay_point(p, qd.example(i), query.shape, x.dtype) for p in points])
-            k = len(points)
-            one = {a: v[i:i + 1].expand((k,) + v.shape[1:]) for a, v in args.items()}
-            pk = {a: (v.expand((k,) + v.shape[1:]) if _per_example(params[a], B) is not None
-                      else v) for a, v in _params_at(params, i, B).items()}
-            bad = prop.check(model, params=pk, at={var: pts}, **one).violated
+            rows = torch.full((len(points),), i, dtype=torch.long)  # example i, once per point
+            one = {a: v[rows] for a, v in args.items()}
+            bad = prop.check(model, params=_params_rows(params, rows, B), at={var: pts},
+                             **one).violated
             hit = bad.nonzero().flatten()
             return pts[int(hit[0])] if len(hit) else None
 
@@ -276,12 +275,11 @@ def _staged(model, prop, x, y, args, params, verifier, solver_name, timeout, pro
         solve = SOLVERS.get(solver_name)
         bar = tqdm(total=len(open_idx), desc=f"{solver_name} eps={eps}", unit="pt", leave=False,
                    disable=not progress)
-        ipre = pre  # CROWN or interval pre-activation bounds, as computed above
 
         def one_example(i: int):
             qi = qd.example(i)
             open_d = [d for d in range(len(qd.disjuncts)) if not bool(refuted[i, d])]
-            pi = [(l_[i:i + 1], u_[i:i + 1]) for l_, u_ in ipre]
+            pi = [(l_[i:i + 1], u_[i:i + 1]) for l_, u_ in pre]  # CROWN or interval
             one = {k: v[i:i + 1] for k, v in args.items()}
             t_lb = time.perf_counter()
             lb_i, _ = query_row_bounds(net, qi, bounds, pi if bounds == "crown" else None, "lower")
@@ -427,8 +425,7 @@ def _softmax_by_milp(net, qd, pre, lb, ub, open_idx, bounds, timeout, jobs, time
         # the smallest margins first (they weigh most in sum exp(-margin)); stop once certified
         tight, points = milp_lower_bounds(net, qi, pi, want, timeout, start=base.numpy(),
                                           stop=certified)
-        lb_i = tightened(tight)
-        proved = bool(disjunct_refuted(qi, lb_i, ub_i).all())
+        proved = certified(tight)
         point = None if proved else replay(i, points)
         return proved, point, time.perf_counter() - t0
 
