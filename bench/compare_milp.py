@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import sys
 import time
@@ -43,7 +44,11 @@ def main(argv=None) -> int:
     sys.modules["old_verifiers"] = old  # dataclasses look their module up
     spec.loader.exec_module(old)
 
+    takes_ub = "ub" in inspect.signature(old.milp).parameters
+
     def old_milp(net, query, pre, lb, open_d, timeout, extra=0.0, ub=None):
+        if takes_ub:
+            return old.milp(net, query, pre, lb, open_d, timeout, extra, ub=ub)
         return old.milp(net, query, pre, lb, open_d, timeout, extra)
     new_solvers = V.SOLVERS
     data = load_dataset("fashion-mnist", "test", data_dir=args.data_dir)

@@ -93,12 +93,6 @@ class _Sparse:
         self.lo, self.hi, self.starts, self.idx, self.val = [], [], [], [], []
         self.nnz = 0
 
-    def copy(self) -> "_Sparse":
-        out = _Sparse()
-        out.lo, out.hi, out.starts = list(self.lo), list(self.hi), list(self.starts)
-        out.idx, out.val, out.nnz = list(self.idx), list(self.val), self.nnz
-        return out
-
     def add(self, cols: np.ndarray, vals: np.ndarray, lo: float, hi: float):
         if len(cols) != len(np.unique(cols)):  # a column twice (e.g. no hidden layer: the
             cols, inv = np.unique(cols, return_inverse=True)  # inputs are the last activations)
@@ -113,9 +107,42 @@ class _Sparse:
         self.hi.append(hi)
 
 
-def _encode_network(inf: float, net, query, pre):
+def _tail_map(net, pre) -> tuple[int, np.ndarray] | None:
+    """(K, M): K the last hidden layer with an unstable ReLU, M [outputs, width of K] the exact
+    linear map from K's activations to the outputs through the later layers, all of whose ReLUs
+    the bounds show stable (e.g. PaperMLP's inactive logit clamp). None without unstable ReLUs."""
+    K = None
+    for k in range(len(net.weights) - 1):
+        lk, uk = pre[k][0][0].double().numpy(), pre[k][1][0].double().numpy()
+        if np.any((lk < 0) & (uk > 0)):
+            K = k
+    if K is None:
+        return None
+    M = net.weights[-1].double().numpy()
+    for k in range(len(net.weights) - 2, K, -1):  # through the stable layers, last first
+        active = pre[k][0][0].double().numpy() >= 0
+        M = (M * active) @ net.weights[k].double().numpy()
+    return K, M
+
+
+def _one_sided(net, pre, coeffs: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """Which ReLUs of the last unstable layer need no binary for constraints `coeffs @ y >= ...`
+    ([rows, outputs]): those that every row wants small (coefficient <= 0 through the stable
+    tail). For them a >= max(0, z) is exact: lowering such an a to relu(z) keeps every row
+    satisfied and makes the network exact, so a solution of the relaxation is a counterexample
+    and infeasibility of the relaxation is infeasibility of the MILP. Fewer binaries, same answer."""
+    tail = _tail_map(net, pre)
+    if tail is None:
+        return None
+    K, M = tail
+    return K, np.all(coeffs @ M <= 0, axis=0)
+
+
+def _encode_network(inf: float, net, query, pre, one_sided=None):
     """The network as big-M MILP constraints over the query's input box (batch 1): column
-    bounds, integer columns, rows, and the columns of the last hidden layer's activations."""
+    bounds, integer columns, rows, and the columns of the last hidden layer's activations.
+    one_sided (K, mask): layer K's ReLUs under mask are encoded as a >= z, a >= 0 only (see
+    `_one_sided`)."""
     n = net.inputs
     col_lo, col_hi, integer = list(query.lo[0].double().numpy()), list(query.hi[0].double().numpy()), []
     rows = _Sparse()
@@ -125,6 +152,7 @@ def _encode_network(inf: float, net, query, pre):
         b = net.biases[k].double().numpy()
         lk = pre[k][0][0].double().numpy()
         uk = pre[k][1][0].double().numpy()
+        lower_only = one_sided[1] if one_sided is not None and one_sided[0] == k else None
         cols = []
         for j in range(W.shape[0]):
             a = len(col_lo)
@@ -138,11 +166,13 @@ def _encode_network(inf: float, net, query, pre):
             if lk[j] >= 0:  # a = W a_prev + b
                 rows.add(np.concatenate([[a], prev]), np.concatenate([[1.0], -W[j]]), b[j], b[j])
                 continue
+            rows.add(np.concatenate([[a], prev]), np.concatenate([[1.0], -W[j]]), b[j], inf)  # a >= z
+            if lower_only is not None and lower_only[j]:
+                continue  # a >= max(0, z): exact here (`_one_sided`)
             d = len(col_lo)
             col_lo.append(0.0)
             col_hi.append(1.0)
             integer.append(d)
-            rows.add(np.concatenate([[a], prev]), np.concatenate([[1.0], -W[j]]), b[j], inf)  # a >= z
             rows.add(np.array([a, d]), np.array([1.0, -uk[j]]), -inf, 0.0)  # a <= u d
             rows.add(np.concatenate([[a], prev, [d]]),  # a <= z - l (1 - d)
                      np.concatenate([[1.0], -W[j], [-lk[j]]]), -inf, b[j] - lk[j])
@@ -185,10 +215,8 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
     highspy = _need("highspy", "MILP bounds")
     t0 = time.perf_counter()
     inf = highspy.kHighsInf
-    col_lo, col_hi, integer, rows, prev = _encode_network(inf, net, query, pre)
     WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
     cy, c = query.cy[0].double().numpy(), query.c[0].double().numpy()
-    nc = len(col_lo)
     S = highspy.HighsModelStatus
     out = np.full(len(rows_wanted), -np.inf)
     points = []
@@ -199,7 +227,11 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
         if left <= 0.05:
             break
         # a fresh model per row: each run gets its own time limit whatever HiGHS's version
-        # counts (older ones count an object's runs together)
+        # counts (older ones count an object's runs together); minimising, the ReLUs the row
+        # wants small need no binary
+        col_lo, col_hi, integer, rows, prev = _encode_network(
+            inf, net, query, pre, _one_sided(net, pre, -cy[r:r + 1]))
+        nc = len(col_lo)
         h = _highs(highspy, left / (len(order) - done), col_lo, col_hi, integer, rows)
         cost = np.zeros(nc)
         cost[prev] = cy[r] @ WL
@@ -221,6 +253,52 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
     return out, points
 
 
+def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, timeout: float
+                       ) -> tuple[float, list[np.ndarray]]:
+    """A sound upper bound of sum_{j != i} exp(-g_j(x)) over the input box, g_j the softmax
+    atom's margins F_i - F_j (batch 1), by one MILP: exp(-g) is convex, so on g's range [lb_j,
+    ub_j] it lies below its chord, and the chords' sum is linear in the outputs; its maximum over
+    the exact network (HiGHS's dual bound where time runs out) bounds the sum from above. Unlike
+    the margins' separate minima this bounds them jointly (they are not all small at one x).
+    Returns the bound (inf when HiGHS proves nothing) and the incumbent's input, the point where
+    the softmax is likeliest to break, for the caller to replay."""
+    highspy = _need("highspy", "MILP softmax bounds")
+    inf = highspy.kHighsInf
+    label = int(atom.label[0])
+    js = [r for k, r in enumerate(atom.margins) if k != label]
+    cy, c = query.cy[0].double().numpy(), query.c[0].double().numpy()
+    lo, hi = lb[js], ub[js]
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        return np.inf, []
+    width = hi - lo
+    slope = np.where(width > 1e-12, (np.exp(-hi) - np.exp(-lo)) / np.maximum(width, 1e-300), 0.0)
+    # sum_j exp(-lo_j) + slope_j (g_j - lo_j), g_j = cy_j . y + c_j: maximise its y part
+    cost_y = slope @ cy[js]
+    const = float(np.sum(np.exp(-lo) + slope * (c[js] - lo)))
+    col_lo, col_hi, integer, rows, prev = _encode_network(inf, net, query, pre,
+                                                          _one_sided(net, pre, cost_y[None]))
+    WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
+    h = _highs(highspy, timeout, col_lo, col_hi, integer, rows)
+    nc = len(col_lo)
+    cost = np.zeros(nc)
+    cost[prev] = -(cost_y @ WL)  # HiGHS minimises
+    h.changeColsCost(nc, np.arange(nc, dtype=np.int32), cost)
+    h.run()
+    S = highspy.HighsModelStatus
+    status, info = h.getModelStatus(), h.getInfo()
+    upper = np.inf
+    if integer:
+        if status in (S.kOptimal, S.kTimeLimit, S.kInterrupt) and np.isfinite(info.mip_dual_bound):
+            upper = -info.mip_dual_bound
+    elif status == S.kOptimal:
+        upper = -info.objective_function_value
+    upper += const + float(cost_y @ bL)
+    points = []
+    if info.primal_solution_status == 2:
+        points.append(np.array(h.getSolution().col_value[:net.inputs]))
+    return float(upper), points
+
+
 def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 0.0,
          ub=None) -> Outcome:
     """HiGHS MILP: big-M ReLUs with the pre-activation bounds `pre` ([(l, u)] per layer, batch 1).
@@ -234,24 +312,26 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
     inf = highspy.kHighsInf
     cy, cx, ct, c, margin, low, need, common = _example_rows(query, lb, open_d, extra)
     n = net.inputs
-    col_lo, col_hi, integer, rows, prev = _encode_network(inf, net, query, pre)
     WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
-    aux0 = len(col_lo)
-    for a in range(query.n_aux):
-        col_lo.append(float(query.aux_lo[0, a]))
-        col_hi.append(float(query.aux_hi[0, a]))
 
-    def row_coeffs(r):
-        cols = [prev, np.arange(n)]
-        vals = [cy[r] @ WL, cx[r] if cx is not None else np.zeros(n)]
-        if ct is not None:
-            cols.append(aux0 + np.arange(query.n_aux))
-            vals.append(ct[r])
-        const = c[r] + cy[r] @ bL
-        return np.concatenate(cols), np.concatenate(vals), const
-    for r in common:
-        cols, vals, const = row_coeffs(r)
-        rows.add(cols, vals, margin[r] - const, inf)
+    def model_for(rs):
+        """The MILP of one disjunct: the network (the ReLUs all its rows want small without a
+        binary), the auxiliary columns, the common rows and the disjunct's rows."""
+        col_lo, col_hi, integer, rows, prev = _encode_network(
+            inf, net, query, pre, _one_sided(net, pre, cy[list(rs) + list(common)]))
+        aux0 = len(col_lo)
+        for a in range(query.n_aux):
+            col_lo.append(float(query.aux_lo[0, a]))
+            col_hi.append(float(query.aux_hi[0, a]))
+        for r in list(common) + list(rs):
+            cols = [prev, np.arange(n)]
+            vals = [cy[r] @ WL, cx[r] if cx is not None else np.zeros(n)]
+            if ct is not None:
+                cols.append(aux0 + np.arange(query.n_aux))
+                vals.append(ct[r])
+            const = c[r] + cy[r] @ bL
+            rows.add(np.concatenate(cols), np.concatenate(vals), margin[r] - const, inf)
+        return col_lo, col_hi, integer, rows
     if ub is not None and len(need) > 1:  # the likeliest counterexample first
         up = ub[0].double().numpy()
         need = sorted(need, key=lambda rs: -min(up[r] - margin[r] for r in rs))
@@ -264,11 +344,8 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
             if left <= 0.05:
                 later.extend(pending[k:])
                 break
-            mine = rows.copy()  # a fresh model per disjunct: no state carried between solves
-            for r in rs:
-                cols, vals, const = row_coeffs(r)
-                mine.add(cols, vals, margin[r] - const, inf)
-            h = _highs(highspy, left / (len(pending) - k), col_lo, col_hi, integer, mine)
+            # a fresh model per disjunct: no state carried between solves
+            h = _highs(highspy, left / (len(pending) - k), *model_for(rs))
             h.run()
             status = h.getModelStatus()
             if status == S.kOptimal:
@@ -373,4 +450,4 @@ SOLVERS: Registry = Registry("verifier", InputError)
 SOLVERS.register("milp", milp, help="HiGHS MILP, big-M ReLUs with the bound-propagation bounds")
 SOLVERS.register("marabou", marabou, help="Marabou (maraboupy) in-process")
 
-__all__ = ["Outcome", "milp", "marabou", "SOLVERS", "STRICT_MARGIN"]
+__all__ = ["Outcome", "milp", "milp_lower_bounds", "milp_softmax_upper", "marabou", "SOLVERS", "STRICT_MARGIN"]

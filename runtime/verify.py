@@ -403,7 +403,7 @@ def _softmax_by_milp(net, qd, pre, lb, ub, open_idx, bounds, timeout, jobs, time
 
     from tqdm.auto import tqdm
 
-    from .verifiers import milp_lower_bounds
+    from .verifiers import milp_lower_bounds, milp_softmax_upper
 
     rows = sorted({r for a in qd.softmax for r in a.margins})
 
@@ -422,10 +422,20 @@ def _softmax_by_milp(net, qd, pre, lb, ub, open_idx, bounds, timeout, jobs, time
 
         def certified(tight) -> bool:
             return bool(disjunct_refuted(qi, tightened(tight), ub_i).all())
-        # the smallest margins first (they weigh most in sum exp(-margin)); stop once certified
-        tight, points = milp_lower_bounds(net, qi, pi, want, timeout, start=base.numpy(),
-                                          stop=certified)
+        joint = _joint_softmax_atom(qi, tightened(base.numpy()), ub_i)
+        # the smallest margins first (they weigh most in sum exp(-margin)); stop once certified;
+        # half the time when the joint bound below gets the rest
+        tight, points = milp_lower_bounds(net, qi, pi, want, timeout / 2 if joint else timeout,
+                                          start=base.numpy(), stop=certified)
         proved = certified(tight)
+        left = timeout - (time.perf_counter() - t0)
+        if not proved and joint is not None and left > 0.05:
+            atom, strict = joint
+            upper, more = milp_softmax_upper(net, qi, pi, atom, tightened(tight)[0].numpy(),
+                                             ub_i[0].numpy(), left)
+            limit = float((1 - atom.threshold[0]) / atom.threshold[0])
+            proved = upper < limit or (strict and upper <= limit)
+            points = more + points
         point = None if proved else replay(i, points)
         return proved, point, time.perf_counter() - t0
 
@@ -446,6 +456,20 @@ def _softmax_by_milp(net, qd, pre, lb, ub, open_idx, bounds, timeout, jobs, time
                 left += 1
     bar.close()
     return left
+
+
+def _joint_softmax_atom(q, lb, ub):
+    """(atom, strict) when example q's only open disjunct is one softmax atom alone, asking for
+    softmax_i < r (SCR's negation): the case `milp_softmax_upper` bounds jointly. Else None."""
+    refuted = disjunct_refuted(q, lb, ub)[0]
+    open_d = [d for d in range(len(q.disjuncts)) if not bool(refuted[d])]
+    if len(open_d) != 1 or q.common:
+        return None
+    rows, soft = q.disjuncts[open_d[0]]
+    if rows or len(soft) != 1 or not q.softmax[soft[0]].below:
+        return None
+    atom = q.softmax[soft[0]]
+    return atom, bool(atom.strict)
 
 
 def _is_label_row(q, r: int) -> bool:
