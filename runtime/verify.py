@@ -424,9 +424,10 @@ def _softmax_by_milp(net, qd, pre, lb, ub, open_idx, bounds, timeout, jobs, time
             return bool(disjunct_refuted(qi, tightened(tight), ub_i).all())
         joint = _joint_softmax_atom(qi, tightened(base.numpy()), ub_i)
         # the smallest margins first (they weigh most in sum exp(-margin)); stop once certified;
-        # half the time when the joint bound below gets the rest
-        tight, points = milp_lower_bounds(net, qi, pi, want, timeout / 2 if joint else timeout,
-                                          start=base.numpy(), stop=certified)
+        # the joint bound below gets the time they leave (given half of it up front, it lost
+        # more proofs of margins than it gained: 14 -> 12 of 100 proved at eps 0.05, 10 s)
+        tight, points = milp_lower_bounds(net, qi, pi, want, timeout, start=base.numpy(),
+                                          stop=certified)
         proved = certified(tight)
         left = timeout - (time.perf_counter() - t0)
         if not proved and joint is not None and left > 0.05:
