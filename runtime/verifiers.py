@@ -23,6 +23,9 @@ from robustspec.compiler.registry import Registry
 from robustspec.dsl.errors import InputError, MissingExtra
 
 STRICT_MARGIN = 1e-5
+# HiGHS meets its constraints to 1e-7 (its feasibility tolerance), so an objective bound it
+# reports may be off by about that much: bounds handed on are widened by this, to stay sound
+BOUND_SLACK = 1e-6
 
 
 @dataclass
@@ -249,9 +252,9 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
         # upper bound within HiGHS's gap, so the dual bound is taken in every case
         if integer:
             if status in (S.kOptimal, S.kTimeLimit, S.kInterrupt) and np.isfinite(info.mip_dual_bound):
-                out[k] = info.mip_dual_bound + const
-        elif status == S.kOptimal:  # a pure LP (no unstable ReLU): its optimum is exact
-            out[k] = info.objective_function_value + const
+                out[k] = info.mip_dual_bound + const - BOUND_SLACK
+        elif status == S.kOptimal:  # a pure LP (no unstable ReLU): its optimum, to tolerance
+            out[k] = info.objective_function_value + const - BOUND_SLACK
         if info.primal_solution_status == 2:  # a feasible incumbent
             points.append(np.array(h.getSolution().col_value[:net.inputs]))
         if stop is not None and stop(out):
@@ -298,7 +301,7 @@ def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, ti
             upper = -info.mip_dual_bound
     elif status == S.kOptimal:
         upper = -info.objective_function_value
-    upper += const + float(cost_y @ bL)
+    upper += const + float(cost_y @ bL) + BOUND_SLACK
     points = []
     if info.primal_solution_status == 2:
         points.append(np.array(h.getSolution().col_value[:net.inputs]))

@@ -521,7 +521,8 @@ def test_one_sided_relus_are_those_the_rows_want_small_through_the_stable_clamp(
 def test_the_joint_softmax_bound_holds_at_every_sampled_input(seed, eps):
     """verifiers.milp_softmax_upper bounds sum_{j != y} exp(F_j - F_y) over the box by the
     margins' chords, jointly: no sampled input may exceed it, and it is never looser than the
-    separate bound sum_j exp(-lb_j) it starts from (the chords lie below exp(-lb_j))."""
+    separate bound sum_j exp(-lb_j) it starts from (the chords lie below exp(-lb_j)) but for
+    HiGHS's gap (1e-4 of its objective) and the slack added for its tolerances."""
     from robustspec.runtime.verifiers import milp_softmax_upper
     g = torch.Generator().manual_seed(seed)
     net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 4), Clamp(-100, 100)).eval()
@@ -537,7 +538,7 @@ def test_the_joint_softmax_bound_holds_at_every_sampled_input(seed, eps):
     atom = q.softmax[0]
     upper, points = milp_softmax_upper(rn, q, pre, atom, lb[0].numpy(), ub[0].numpy(), 20)
     others = [r for k, r in enumerate(atom.margins) if k != int(y0)]
-    assert upper <= float(torch.exp(-lb[0, others]).sum()) * (1 + 1e-9) + 1e-12
+    assert upper <= float(torch.exp(-lb[0, others]).sum()) * (1 + 1e-3) + 2 * verifiers.BOUND_SLACK
     xs = q.lo + (q.hi - q.lo) * torch.rand(4000, 3, generator=g, dtype=torch.float64)
     with torch.no_grad():
         out = rn(xs)
