@@ -24,8 +24,16 @@ from robustspec.dsl.errors import InputError, MissingExtra
 
 STRICT_MARGIN = 1e-5
 # HiGHS meets its constraints to 1e-7 (its feasibility tolerance), so an objective bound it
-# reports may be off by about that much: bounds handed on are widened by this, to stay sound
+# reports may be off by that times the objective's coefficients: bounds handed on are widened
+# by BOUND_SLACK per unit of the objective's scale (`_slack`), to stay sound
 BOUND_SLACK = 1e-6
+
+
+def _slack(cost: np.ndarray, col_lo, col_hi, const: float = 0.0) -> float:
+    """How much to widen a HiGHS objective bound: BOUND_SLACK times the objective's scale (its
+    coefficients times the largest column magnitude, and its constant)."""
+    big = max(1.0, float(np.max(np.abs(col_lo))), float(np.max(np.abs(col_hi))))
+    return BOUND_SLACK * (1.0 + float(np.abs(cost).sum()) * big + abs(const))
 
 
 @dataclass
@@ -132,9 +140,10 @@ def _tail_map(net, pre) -> tuple[int, np.ndarray] | None:
 def _one_sided(net, pre, coeffs: np.ndarray) -> tuple[int, np.ndarray] | None:
     """Which ReLUs of the last unstable layer need no binary for constraints `coeffs @ y >= ...`
     ([rows, outputs]): those that every row wants small (coefficient <= 0 through the stable
-    tail). For them a >= max(0, z) is exact: lowering such an a to relu(z) keeps every row
-    satisfied and makes the network exact, so a solution of the relaxation is a counterexample
-    and infeasibility of the relaxation is infeasibility of the MILP. Fewer binaries, same answer:
+    tail). Dropping constraints only relaxes the MILP, so its infeasibility proves the exact
+    one infeasible whatever the mask; the mask makes a feasible answer exact too: lowering such
+    an a to relu(z) keeps every row satisfied and makes the network exact, so the relaxation's
+    solution is a counterexample (replayed by the caller anyway). Fewer binaries, same answer:
     `milp`'s disjuncts decide faster (CR margin at eps 0.05, 10 s: 83 -> 89% of 100 points
     decided). Not used where a dual bound under a time limit is the result (see
     `milp_lower_bounds`)."""
@@ -233,6 +242,8 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
         left = timeout - (time.perf_counter() - t0)
         if left <= 0.05:
             break
+        if query.cx is not None and bool(query.cx[0][r].any()):
+            continue  # a row that reads the input too: only rows over the outputs are bounded
         # a fresh model per row: each run gets its own time limit whatever HiGHS's version
         # counts (older ones count an object's runs together). Every ReLU keeps its binary
         # here: the ReLUs the row wants small need none for the optimum (`_one_sided`), but
@@ -252,9 +263,9 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
         # upper bound within HiGHS's gap, so the dual bound is taken in every case
         if integer:
             if status in (S.kOptimal, S.kTimeLimit, S.kInterrupt) and np.isfinite(info.mip_dual_bound):
-                out[k] = info.mip_dual_bound + const - BOUND_SLACK
+                out[k] = info.mip_dual_bound + const - _slack(cost, col_lo, col_hi, const)
         elif status == S.kOptimal:  # a pure LP (no unstable ReLU): its optimum, to tolerance
-            out[k] = info.objective_function_value + const - BOUND_SLACK
+            out[k] = info.objective_function_value + const - _slack(cost, col_lo, col_hi, const)
         if info.primal_solution_status == 2:  # a feasible incumbent
             points.append(np.array(h.getSolution().col_value[:net.inputs]))
         if stop is not None and stop(out):
@@ -269,15 +280,19 @@ def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, ti
     ub_j] it lies below its chord, and the chords' sum is linear in the outputs; its maximum over
     the exact network (HiGHS's dual bound where time runs out) bounds the sum from above. Unlike
     the margins' separate minima this bounds them jointly (they are not all small at one x).
-    Returns the bound (inf when HiGHS proves nothing) and the incumbent's input, the point where
-    the softmax is likeliest to break, for the caller to replay."""
+    Returns the bound (inf when HiGHS proves nothing) and the incumbent's input (the chords'
+    maximiser: a candidate, not necessarily where the softmax is lowest) for the caller to
+    replay. The atom's own class `label` (the softmax's index i) is left out of the sum."""
     highspy = _need("highspy", "MILP softmax bounds")
     inf = highspy.kHighsInf
     label = int(atom.label[0])
     js = [r for k, r in enumerate(atom.margins) if k != label]
     cy, c = query.cy[0].double().numpy(), query.c[0].double().numpy()
     lo, hi = lb[js], ub[js]
-    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))) or np.any(lo < -50) \
+            or (query.cx is not None and bool(query.cx[0][js].any())):
+        # unbounded margins, exp(-lo) beyond any useful certificate (the threshold is a sum of
+        # at most ~1e22 then), or margins that read the input too: not bounded here
         return np.inf, []
     width = hi - lo
     slope = np.where(width > 1e-12, (np.exp(-hi) - np.exp(-lo)) / np.maximum(width, 1e-300), 0.0)
@@ -301,7 +316,8 @@ def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, ti
             upper = -info.mip_dual_bound
     elif status == S.kOptimal:
         upper = -info.objective_function_value
-    upper += const + float(cost_y @ bL) + BOUND_SLACK
+    const += float(cost_y @ bL)
+    upper += const + _slack(cost, col_lo, col_hi, const)
     points = []
     if info.primal_solution_status == 2:
         points.append(np.array(h.getSolution().col_value[:net.inputs]))

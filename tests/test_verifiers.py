@@ -6,6 +6,7 @@ that is unstable around x = 0.5 (relu(x - 0.5) - relu(0.5 - x) + 0.5 = x), so th
 propagation relaxes and the MILP needs binaries, and end in the project's Clamp."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -182,8 +183,9 @@ def test_milp_marabou_and_bounds_never_contradict(seed, eps, name):
     for solver in (milp, marabou):
         out = solver(rn, q, pre, lb, open_d, 10)
         status = out.status
-        if status == "sat":
-            x = torch.tensor(out.x, dtype=torch.float32).reshape(1, 3)
+        if status == "sat":  # clipped into the box as verify's replay does (Marabou's points
+            # can lie 1e-11 outside it, where valid(x) fails and nothing is violated)
+            x = verify_mod._replay_point(out.x, q, (3,), torch.float32)
             if bool(p.check(net, x0=x0, y=y0, params=params, at=x).violated[0]):
                 status = "counterexample"  # replayed by the exact checker
             else:  # a tie within the solver's tolerance: some row within 1e-4 of zero
@@ -538,7 +540,7 @@ def test_the_joint_softmax_bound_holds_at_every_sampled_input(seed, eps):
     atom = q.softmax[0]
     upper, points = milp_softmax_upper(rn, q, pre, atom, lb[0].numpy(), ub[0].numpy(), 20)
     others = [r for k, r in enumerate(atom.margins) if k != int(y0)]
-    assert upper <= float(torch.exp(-lb[0, others]).sum()) * (1 + 1e-3) + 2 * verifiers.BOUND_SLACK
+    assert upper <= float(torch.exp(-lb[0, others]).sum()) * (1 + 1e-3) + 1e-4
     xs = q.lo + (q.hi - q.lo) * torch.rand(4000, 3, generator=g, dtype=torch.float64)
     with torch.no_grad():
         out = rn(xs)
@@ -548,16 +550,54 @@ def test_the_joint_softmax_bound_holds_at_every_sampled_input(seed, eps):
 
 
 def test_scr_proved_jointly_where_the_margins_minimised_apart_do_not_suffice():
-    """F = (0, 3x - 3.5, 3.5 - 3x - 3.5 + 3) on x in [0, 1], label 0: each margin reaches 0.5,
-    at opposite ends, so the separate certificate is 2 exp(-0.5) = 1.21 > (1 - 0.52) / 0.52 =
-    0.92; jointly the sum is at most exp(-0.5) + exp(-3.5) = 0.64 (worked by hand), so the
-    point holds and only the joint bound proves it."""
+    """F = (0, 3x - 3.5, -2x - 0.5) on x in [0, 1], label 0: the margins g1 = 3.5 - 3x and
+    g2 = 2x + 0.5 reach 0.5 at opposite ends, so the separate certificate is 2 exp(-0.5) = 1.21
+    > (1 - 0.52) / 0.52 = 0.92. Jointly (worked by hand): the chords are exact at the ends and
+    linear in x between, so their sum peaks at x = 1 with exp(-0.5) + exp(-2.5) = 0.6886 (at
+    x = 0: exp(-3.5) + exp(-0.5) = 0.6368): the point holds and only the joint bound proves it."""
+    from robustspec.runtime.verifiers import milp_softmax_upper
     net = nn.Sequential(nn.Linear(1, 3)).eval()
     with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[0.0], [3.0], [-3.0]]))
+        net[0].weight.copy_(torch.tensor([[0.0], [3.0], [-2.0]]))
         net[0].bias.copy_(torch.tensor([0.0, -3.5, -0.5]))
     x0, y0 = torch.tensor([[0.5]]), torch.tensor([0])
     by_bounds = verify(net, prop("scr"), x0, y0, eps=0.5, verifier="bounds", progress=False)
     by_milp = verify(net, prop("scr"), x0, y0, eps=0.5, verifier="milp", timeout=10, progress=False)
     assert by_bounds.verdicts == ["unknown"]
     assert by_milp.verdicts == ["verified"] and by_milp.decided_by == ["milp"]
+    q = verify_mod._double(build_query(prop("scr"), net, x0=x0, y=y0, params={"eps": 0.5}))
+    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    pre = crown_preactivations(rn, q.lo, q.hi)
+    lb, ub = query_row_bounds(rn, q, "crown", pre, "both")
+    upper, points = milp_softmax_upper(rn, q, pre, q.softmax[0], lb[0].numpy(), ub[0].numpy(), 10)
+    assert upper == pytest.approx(math.exp(-0.5) + math.exp(-2.5), abs=1e-4)
+    assert points[0] == pytest.approx([1.0])  # the chords' maximiser
+
+
+@settings(max_examples=12, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), eps=st.floats(0.02, 0.4), name=st.sampled_from(["lr", "cr_margin", "sr"]))
+def test_one_sided_relus_leave_the_milp_answer_unchanged(seed, eps, name):
+    """milp with the one-sided ReLUs (verifiers._one_sided, LR's common rows included) answers
+    as the full big-M MILP does: unsat against unsat, sat against sat, on random networks."""
+    g = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 3), Clamp(-100, 100)).eval()
+    with torch.no_grad():
+        for p_ in net.parameters():
+            p_.copy_(torch.randn(p_.shape, generator=g))
+    x0 = torch.rand(1, 3, generator=g)
+    params = {"eps": eps, **({"delta": 0.5} if name == "sr" else {}), **({"L": 1.0} if name == "lr" else {})}
+    q = verify_mod._double(build_query(prop(name), net, x0=x0, y=net(x0).argmax(1), params=params))
+    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    pre = crown_preactivations(rn, q.lo, q.hi)
+    lb, ub = query_row_bounds(rn, q, "crown", pre, "both")
+    open_d = [d for d in range(len(q.disjuncts)) if not bool(disjunct_refuted(q, lb, ub)[0, d])]
+    one_sided = verifiers._one_sided
+    answers = []
+    for mask in (one_sided, lambda *a, **k: None):
+        verifiers._one_sided = mask
+        try:
+            answers.append(milp(rn, q, pre, lb, open_d, 10, ub=ub).status)
+        finally:
+            verifiers._one_sided = one_sided
+    assert answers[0] == answers[1] and answers[0] in ("sat", "unsat"), answers
