@@ -217,8 +217,8 @@ def _highs(highspy, timeout: float, col_lo, col_hi, integer, rows):
 
 
 def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
-                      start: np.ndarray | None = None, stop=None
-                      ) -> tuple[np.ndarray, list[np.ndarray]]:
+                      start: np.ndarray | None = None, stop=None,
+                      weights: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """Sound lower bounds of the query's rows `rows_wanted` (rows over the outputs alone, batch
     1), each minimised over the exact MILP encoding of the network: the optimum, or HiGHS's
     dual bound where its share of the time runs out. Certifies SCR's softmax threshold where
@@ -227,7 +227,9 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
     replay as counterexamples, since a margin driven low is where the softmax threshold breaks.
     start: the rows' bounds so far (the lowest is minimised first: it weighs most in the softmax
     certificate); stop(bounds) -> True ends the work early (certified); each row gets the time
-    left divided by the rows left."""
+    left divided by the rows left, or, with `weights` (how much each row's bound matters, e.g.
+    its exp(-start) in the softmax sum), the time left in proportion to its weight among the
+    rows left."""
     highspy = _need("highspy", "MILP bounds")
     t0 = time.perf_counter()
     inf = highspy.kHighsInf
@@ -252,7 +254,12 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
         # the optimum, is what SCR's certificate uses
         col_lo, col_hi, integer, rows, prev = _encode_network(inf, net, query, pre)
         nc = len(col_lo)
-        h = _highs(highspy, left / (len(order) - done), col_lo, col_hi, integer, rows)
+        if weights is None:
+            share = 1.0 / (len(order) - done)
+        else:
+            rest = float(np.sum(weights[order[done:]]))
+            share = float(weights[k]) / rest if rest > 0 else 1.0 / (len(order) - done)
+        h = _highs(highspy, left * share, col_lo, col_hi, integer, rows)
         cost = np.zeros(nc)
         cost[prev] = cy[r] @ WL
         h.changeColsCost(nc, np.arange(nc, dtype=np.int32), cost)

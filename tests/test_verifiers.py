@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -601,3 +602,28 @@ def test_one_sided_relus_leave_the_milp_answer_unchanged(seed, eps, name):
         finally:
             verifiers._one_sided = one_sided
     assert answers[0] == answers[1] and answers[0] in ("sat", "unsat"), answers
+
+
+def test_margin_bounds_with_time_weights_bound_every_row_as_without():
+    """milp_lower_bounds(weights=...) only shares the time differently: with time to spare every
+    row gets its optimum, a weight of 0 included, the same as with equal shares, and no sampled
+    input goes below it."""
+    from robustspec.runtime.verifiers import milp_lower_bounds
+    g = torch.Generator().manual_seed(3)
+    net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 4), Clamp(-100, 100)).eval()
+    with torch.no_grad():
+        for p_ in net.parameters():
+            p_.copy_(torch.randn(p_.shape, generator=g))
+    x0 = torch.rand(1, 3, generator=g)
+    q = verify_mod._double(build_query(prop("scr"), net, x0=x0, y=net(x0).argmax(1),
+                                       params={"eps": 0.3}))
+    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    pre = crown_preactivations(rn, q.lo, q.hi)
+    rows = [r for r in q.softmax[0].margins if not verify_mod._is_label_row(q, r)]
+    equal, _ = milp_lower_bounds(rn, q, pre, rows, 20)
+    weighted, _ = milp_lower_bounds(rn, q, pre, rows, 20, weights=np.array([0.0, 1.0, 5.0]))
+    assert np.all(np.isfinite(equal)) and weighted == pytest.approx(equal, abs=1e-6)
+    xs = q.lo + (q.hi - q.lo) * torch.rand(4000, 3, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        values = q.row_values(rn(xs), xs)[:, rows]
+    assert np.all(values.min(0).values.numpy() >= weighted - 1e-9)
