@@ -1,0 +1,68 @@
+"""SCR's MILP margin time: equal shares (as before) against shares in proportion to each
+margin's weight exp(-lb) in the softmax sum (runtime/verify.py), alternating in one process on
+the first 100 test points at eps 0.05.
+
+    .venv/bin/python bench/compare_scr_shares.py --timeout 10 --model baseline=/tmp/h4runs/baseline/last.pt \
+        --model sr=/tmp/h4runs/sr/last.pt --out bench/results/verify_scr_time_shares_10s.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT")
+    ap.add_argument("--points", type=int, default=100)
+    ap.add_argument("--eps", type=float, default=0.05)
+    ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    from robustspec.compiler import compile_spec
+    from robustspec.runtime import verifiers
+    from robustspec.runtime.data import load_dataset
+    from robustspec.runtime.training import model_from_checkpoint
+    from robustspec.runtime.verify import verify
+
+    data = load_dataset("fashion-mnist", "test", data_dir=args.data_dir)
+    x, y = data.x[:args.points], data.y[:args.points]
+    prop = compile_spec(ROOT / "specs" / "strong_classification_robustness.spec")["scr"]
+    weighted = verifiers.milp_lower_bounds
+
+    def equal(*a, **k):
+        k.pop("weights", None)
+        return weighted(*a, **k)
+    rows = []
+    for item in args.model:
+        name, _, path = item.partition("=")
+        model, _, _ = model_from_checkpoint(path)
+        for which, fn in (("equal", equal), ("weighted", weighted)):
+            verifiers.milp_lower_bounds = fn  # verify imports it from the module at each call
+            try:
+                t0 = time.perf_counter()
+                r = verify(model, prop, x, y, eps=args.eps, verifier="milp", timeout=args.timeout,
+                           progress=False)
+            finally:
+                verifiers.milp_lower_bounds = weighted
+            c = r.counts()
+            row = {"model": name, "time shares": which, **c, "decided": 1 - c["unknown"] / len(x),
+                   "complete_s": round(sum(r.times["complete"]), 1),
+                   "wall_s": round(time.perf_counter() - t0, 1)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
