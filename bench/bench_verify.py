@@ -12,16 +12,12 @@ of points decided within the timeout each. Points: the first N of the test split
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SPECS = {"sr": "standard_robustness", "cr_margin": "classification_robustness",
-         "scr": "strong_classification_robustness", "lr": "lipschitz_robustness"}
+from verify_common import DATA_DIR, emit, first_test_points, load_property
 
 
 def main(argv=None) -> int:
@@ -32,20 +28,16 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--props", default="sr,cr_margin,scr")
     ap.add_argument("--verifier", default="auto")
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data-dir", default=DATA_DIR)
     ap.add_argument("--first", type=int, default=0, help="skip this many test points first")
     ap.add_argument("--out", default=None, help="JSON file for the rows")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from robustspec.compiler import compile_spec
-    from robustspec.runtime.data import load_dataset
     from robustspec.runtime.training import model_from_checkpoint
     from robustspec.runtime.verify import verify
 
-    data = load_dataset("fashion-mnist", "test", data_dir=args.data_dir)
-    sl = slice(args.first, args.first + args.points)
-    x, y = data.x[sl], data.y[sl]
+    x, y = first_test_points(args.data_dir, args.points, args.first)
     rows = []
     for spec_model in args.model:
         mname, _, path = spec_model.partition("=")
@@ -53,7 +45,7 @@ def main(argv=None) -> int:
         with torch.no_grad():
             acc = float((model(x).argmax(1) == y).float().mean())
         for pname in args.props.split(","):
-            prop = compile_spec(ROOT / "specs" / f"{SPECS[pname]}.spec")[pname]
+            prop = load_property(pname)
             for eps in [float(e) for e in args.eps.split(",")]:
                 t0 = time.perf_counter()
                 r = verify(model, prop, x, y, eps=eps, verifier=args.verifier,
@@ -78,11 +70,7 @@ def main(argv=None) -> int:
                        "by_bounds": sum(1 for d in r.decided_by if d == "bounds"),
                        "by_solver": sum(1 for d in r.decided_by if d not in ("attack", "bounds", "")),
                        "wall_s": round(wall, 1), "verifier": r.verifier}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if args.out:
-                    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                    Path(args.out).write_text(json.dumps(rows, indent=1))
+                emit(rows, row, args.out)
     print()
     print("| model | property | eps | verified | falsified | unknown | boundary | decided | "
           "security | satisfaction | gap | attack s/pt | bounds pts/s | complete s/open pt |")

@@ -11,16 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SPECS = {"sr": "standard_robustness", "cr_margin": "classification_robustness",
-         "scr": "strong_classification_robustness", "lr": "lipschitz_robustness"}
+from verify_common import DATA_DIR, emit, first_test_points, load_property
 
 
 def main(argv=None) -> int:
@@ -30,13 +26,11 @@ def main(argv=None) -> int:
     ap.add_argument("--props", default="sr:0.06,cr_margin:0.05")
     ap.add_argument("--points", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=10.0)
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data-dir", default=DATA_DIR)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from robustspec.compiler import compile_spec
     from robustspec.runtime import verify as V
-    from robustspec.runtime.data import load_dataset
     from robustspec.runtime.training import model_from_checkpoint
 
     spec = importlib.util.spec_from_file_location("old_verifiers", args.old)
@@ -51,13 +45,12 @@ def main(argv=None) -> int:
             return old.milp(net, query, pre, lb, open_d, timeout, extra, ub=ub)
         return old.milp(net, query, pre, lb, open_d, timeout, extra)
     new_solvers = V.SOLVERS
-    data = load_dataset("fashion-mnist", "test", data_dir=args.data_dir)
-    x, y = data.x[:args.points], data.y[:args.points]
+    x, y = first_test_points(args.data_dir, args.points)
     model, _, _ = model_from_checkpoint(args.model)
     rows = []
     for item in args.props.split(","):
         pname, eps = item.split(":")
-        prop = compile_spec(ROOT / "specs" / f"{SPECS[pname]}.spec")[pname]
+        prop = load_property(pname)
         for which, solvers in (("old", {"milp": old_milp}), ("new", new_solvers)):
             V.SOLVERS = solvers
             t0 = time.perf_counter()
@@ -70,10 +63,7 @@ def main(argv=None) -> int:
                    "decided": 1 - c["unknown"] / len(r.verdicts),
                    "complete_s": round(sum(r.times["complete"]), 1),
                    "wall_s": round(time.perf_counter() - t0, 1)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+            emit(rows, row, args.out)
     return 0
 
 

@@ -8,13 +8,11 @@ the first 100 test points at eps 0.05.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from verify_common import DATA_DIR, emit, first_test_points, load_property
 
 
 def main(argv=None) -> int:
@@ -23,19 +21,16 @@ def main(argv=None) -> int:
     ap.add_argument("--points", type=int, default=100)
     ap.add_argument("--eps", type=float, default=0.05)
     ap.add_argument("--timeout", type=float, default=10.0)
-    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data-dir", default=DATA_DIR)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from robustspec.compiler import compile_spec
     from robustspec.runtime import verifiers
-    from robustspec.runtime.data import load_dataset
     from robustspec.runtime.training import model_from_checkpoint
     from robustspec.runtime.verify import verify
 
-    data = load_dataset("fashion-mnist", "test", data_dir=args.data_dir)
-    x, y = data.x[:args.points], data.y[:args.points]
-    prop = compile_spec(ROOT / "specs" / "strong_classification_robustness.spec")["scr"]
+    x, y = first_test_points(args.data_dir, args.points)
+    prop = load_property("scr")
     weighted = verifiers.milp_lower_bounds
 
     def equal(*a, **k):
@@ -57,10 +52,7 @@ def main(argv=None) -> int:
             row = {"model": name, "time shares": which, **c, "decided": 1 - c["unknown"] / len(x),
                    "complete_s": round(sum(r.times["complete"]), 1),
                    "wall_s": round(time.perf_counter() - t0, 1)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+            emit(rows, row, args.out)
     return 0
 
 

@@ -216,6 +216,34 @@ def _highs(highspy, timeout: float, col_lo, col_hi, integer, rows):
     return h
 
 
+def _minimise(highspy, net, encoding, cost_last: np.ndarray, const: float, timeout: float
+              ) -> tuple[float, np.ndarray | None]:
+    """Minimise cost_last . a + const over the MILP `encoding` (_encode_network's, `a` its last
+    activations): the proved lower bound (-inf when HiGHS proves none), widened by `_slack`,
+    and the incumbent's input (None without one). With integer columns the "optimal" objective
+    is the incumbent, an upper bound within HiGHS's gap, so the dual bound is taken in every
+    case; a pure LP (no unstable ReLU) gives its optimum, to tolerance."""
+    col_lo, col_hi, integer, rows, prev = encoding
+    S = highspy.HighsModelStatus
+    h = _highs(highspy, timeout, col_lo, col_hi, integer, rows)
+    nc = len(col_lo)
+    cost = np.zeros(nc)
+    cost[prev] = cost_last
+    h.changeColsCost(nc, np.arange(nc, dtype=np.int32), cost)
+    h.run()
+    status, info = h.getModelStatus(), h.getInfo()
+    bound = -np.inf
+    if integer:
+        if status in (S.kOptimal, S.kTimeLimit, S.kInterrupt) and np.isfinite(info.mip_dual_bound):
+            bound = info.mip_dual_bound
+    elif status == S.kOptimal:
+        bound = info.objective_function_value
+    bound += const - _slack(cost, col_lo, col_hi, const)
+    point = np.array(h.getSolution().col_value[:net.inputs]) \
+        if info.primal_solution_status == 2 else None  # a feasible incumbent
+    return float(bound), point
+
+
 def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
                       start: np.ndarray | None = None, stop=None,
                       weights: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -232,10 +260,13 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
     rows left."""
     highspy = _need("highspy", "MILP bounds")
     t0 = time.perf_counter()
-    inf = highspy.kHighsInf
     WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
     cy, c = query.cy[0].double().numpy(), query.c[0].double().numpy()
-    S = highspy.HighsModelStatus
+    # Every ReLU keeps its binary here: the ReLUs a row wants small need none for the optimum
+    # (`_one_sided`), but HiGHS's cuts on them raise the dual bound a short time limit leaves
+    # (margin 5 of test point 34 at eps 0.05: 1.78 with them, 1.20 without, at 1-4 s): the
+    # bound, not the optimum, is what SCR's certificate uses
+    encoding = _encode_network(highspy.kHighsInf, net, query, pre)
     out = np.full(len(rows_wanted), -np.inf)
     points = []
     order = list(range(len(rows_wanted))) if start is None else list(np.argsort(start, kind="stable"))
@@ -246,35 +277,17 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
             break
         if query.cx is not None and bool(query.cx[0][r].any()):
             continue  # a row that reads the input too: only rows over the outputs are bounded
-        # a fresh model per row: each run gets its own time limit whatever HiGHS's version
-        # counts (older ones count an object's runs together). Every ReLU keeps its binary
-        # here: the ReLUs the row wants small need none for the optimum (`_one_sided`), but
-        # HiGHS's cuts on them raise the dual bound a short time limit leaves (margin 5 of
-        # test point 34 at eps 0.05: 1.78 with them, 1.20 without, at 1-4 s): the bound, not
-        # the optimum, is what SCR's certificate uses
-        col_lo, col_hi, integer, rows, prev = _encode_network(inf, net, query, pre)
-        nc = len(col_lo)
         if weights is None:
             share = 1.0 / (len(order) - done)
         else:
             rest = float(np.sum(weights[order[done:]]))
             share = float(weights[k]) / rest if rest > 0 else 1.0 / (len(order) - done)
-        h = _highs(highspy, left * share, col_lo, col_hi, integer, rows)
-        cost = np.zeros(nc)
-        cost[prev] = cy[r] @ WL
-        h.changeColsCost(nc, np.arange(nc, dtype=np.int32), cost)
-        h.run()
-        status, info = h.getModelStatus(), h.getInfo()
-        const = float(c[r] + cy[r] @ bL)
-        # the proved bound: with integer columns the "optimal" objective is the incumbent, an
-        # upper bound within HiGHS's gap, so the dual bound is taken in every case
-        if integer:
-            if status in (S.kOptimal, S.kTimeLimit, S.kInterrupt) and np.isfinite(info.mip_dual_bound):
-                out[k] = info.mip_dual_bound + const - _slack(cost, col_lo, col_hi, const)
-        elif status == S.kOptimal:  # a pure LP (no unstable ReLU): its optimum, to tolerance
-            out[k] = info.objective_function_value + const - _slack(cost, col_lo, col_hi, const)
-        if info.primal_solution_status == 2:  # a feasible incumbent
-            points.append(np.array(h.getSolution().col_value[:net.inputs]))
+        # a fresh model per row: each run gets its own time limit whatever HiGHS's version
+        # counts (older ones count an object's runs together)
+        out[k], point = _minimise(highspy, net, encoding, cy[r] @ WL, float(c[r] + cy[r] @ bL),
+                                  left * share)
+        if point is not None:
+            points.append(point)
         if stop is not None and stop(out):
             break
     return out, points
@@ -291,7 +304,6 @@ def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, ti
     maximiser: a candidate, not necessarily where the softmax is lowest) for the caller to
     replay. The atom's own class `label` (the softmax's index i) is left out of the sum."""
     highspy = _need("highspy", "MILP softmax bounds")
-    inf = highspy.kHighsInf
     label = int(atom.label[0])
     js = [r for k, r in enumerate(atom.margins) if k != label]
     cy, c = query.cy[0].double().numpy(), query.c[0].double().numpy()
@@ -306,29 +318,12 @@ def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, ti
     # sum_j exp(-lo_j) + slope_j (g_j - lo_j), g_j = cy_j . y + c_j: maximise its y part
     cost_y = slope @ cy[js]
     const = float(np.sum(np.exp(-lo) + slope * (c[js] - lo)))
-    # every ReLU with its binary, as in `milp_lower_bounds` (a dual bound is what counts)
-    col_lo, col_hi, integer, rows, prev = _encode_network(inf, net, query, pre)
+    # every ReLU with its binary, as in `milp_lower_bounds` (a dual bound is what counts);
+    # the maximum is minus the minimum of the negated sum
     WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
-    h = _highs(highspy, timeout, col_lo, col_hi, integer, rows)
-    nc = len(col_lo)
-    cost = np.zeros(nc)
-    cost[prev] = -(cost_y @ WL)  # HiGHS minimises
-    h.changeColsCost(nc, np.arange(nc, dtype=np.int32), cost)
-    h.run()
-    S = highspy.HighsModelStatus
-    status, info = h.getModelStatus(), h.getInfo()
-    upper = np.inf
-    if integer:
-        if status in (S.kOptimal, S.kTimeLimit, S.kInterrupt) and np.isfinite(info.mip_dual_bound):
-            upper = -info.mip_dual_bound
-    elif status == S.kOptimal:
-        upper = -info.objective_function_value
-    const += float(cost_y @ bL)
-    upper += const + _slack(cost, col_lo, col_hi, const)
-    points = []
-    if info.primal_solution_status == 2:
-        points.append(np.array(h.getSolution().col_value[:net.inputs]))
-    return float(upper), points
+    lowest, point = _minimise(highspy, net, _encode_network(highspy.kHighsInf, net, query, pre),
+                              -(cost_y @ WL), -(const + float(cost_y @ bL)), timeout)
+    return -lowest, [] if point is None else [point]
 
 
 def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 0.0,

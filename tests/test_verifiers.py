@@ -34,6 +34,15 @@ def prop(name):
     return compile_spec(SPECS / f"{PROPS[name]}.spec")[name]
 
 
+def random_net(g: torch.Generator, *layers, scale: float = 1.0) -> nn.Sequential:
+    """nn.Sequential(*layers) in eval mode, every parameter scale * N(0, 1) drawn from g."""
+    net = nn.Sequential(*layers).eval()
+    with torch.no_grad():
+        for p_ in net.parameters():
+            p_.copy_(scale * torch.randn(p_.shape, generator=g))
+    return net
+
+
 def affine_net(W, b) -> nn.Sequential:
     W, b = torch.as_tensor(W, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
     m, n = W.shape
@@ -166,10 +175,7 @@ def test_results_table_and_files(tmp_path):
 @given(seed=st.integers(0, 10_000), eps=st.floats(0.02, 0.4), name=st.sampled_from(["sr", "cr_margin"]))
 def test_milp_marabou_and_bounds_never_contradict(seed, eps, name):
     g = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 3), Clamp(-100, 100)).eval()
-    with torch.no_grad():
-        for p_ in net.parameters():
-            p_.copy_(torch.randn(p_.shape, generator=g))
+    net = random_net(g, nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 3), Clamp(-100, 100))
     x0 = torch.rand(1, 3, generator=g)
     y0 = net(x0).argmax(1)
     p = prop(name)
@@ -464,10 +470,7 @@ def test_one_sided_relus_give_the_same_optimum_as_the_full_milp(seed, eps, deep)
     import highspy
     g = torch.Generator().manual_seed(seed)
     hidden = [nn.Linear(3, 6), nn.ReLU()] + ([nn.Linear(6, 5), nn.ReLU()] if deep else [])
-    net = nn.Sequential(*hidden, nn.Linear(5 if deep else 6, 3), Clamp(-100, 100)).eval()
-    with torch.no_grad():
-        for p_ in net.parameters():
-            p_.copy_(torch.randn(p_.shape, generator=g))
+    net = random_net(g, *hidden, nn.Linear(5 if deep else 6, 3), Clamp(-100, 100))
     x0 = torch.rand(1, 3, generator=g)
     q = verify_mod._double(build_query(prop("cr_margin"), net, x0=x0, y=net(x0).argmax(1),
                                        params={"eps": eps}))
@@ -528,10 +531,7 @@ def test_the_joint_softmax_bound_holds_at_every_sampled_input(seed, eps):
     HiGHS's gap (1e-4 of its objective) and the slack added for its tolerances."""
     from robustspec.runtime.verifiers import milp_softmax_upper
     g = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 4), Clamp(-100, 100)).eval()
-    with torch.no_grad():
-        for p_ in net.parameters():
-            p_.copy_(2 * torch.randn(p_.shape, generator=g))
+    net = random_net(g, nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 4), Clamp(-100, 100), scale=2.0)
     x0 = torch.rand(1, 3, generator=g)
     y0 = net(x0).argmax(1)
     q = verify_mod._double(build_query(prop("scr"), net, x0=x0, y=y0, params={"eps": eps}))
@@ -582,10 +582,7 @@ def test_one_sided_relus_leave_the_milp_answer_unchanged(seed, eps, name):
     """milp with the one-sided ReLUs (verifiers._one_sided, LR's common rows included) answers
     as the full big-M MILP does: unsat against unsat, sat against sat, on random networks."""
     g = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 3), Clamp(-100, 100)).eval()
-    with torch.no_grad():
-        for p_ in net.parameters():
-            p_.copy_(torch.randn(p_.shape, generator=g))
+    net = random_net(g, nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 3), Clamp(-100, 100))
     x0 = torch.rand(1, 3, generator=g)
     params = {"eps": eps, **({"delta": 0.5} if name == "sr" else {}), **({"L": 1.0} if name == "lr" else {})}
     q = verify_mod._double(build_query(prop(name), net, x0=x0, y=net(x0).argmax(1), params=params))
@@ -610,10 +607,7 @@ def test_margin_bounds_with_time_weights_bound_every_row_as_without():
     input goes below it."""
     from robustspec.runtime.verifiers import milp_lower_bounds
     g = torch.Generator().manual_seed(3)
-    net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 4), Clamp(-100, 100)).eval()
-    with torch.no_grad():
-        for p_ in net.parameters():
-            p_.copy_(torch.randn(p_.shape, generator=g))
+    net = random_net(g, nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 4), Clamp(-100, 100))
     x0 = torch.rand(1, 3, generator=g)
     q = verify_mod._double(build_query(prop("scr"), net, x0=x0, y=net(x0).argmax(1),
                                        params={"eps": 0.3}))
