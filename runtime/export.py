@@ -8,11 +8,19 @@ Marabou reads); 2.0 declares the network and tensors X[0,i] / Y[0,j] (what VNN-C
 The ONNX network is the affine/ReLU chain of runtime/bounds.py (Gemm and Relu only): the clamp
 of the logits is written exactly as two ReLUs, since Marabou's ONNX reader has no Clip.
 Numbers are written with repr of a Python float (round-trip exact; never numpy's repr).
+
+Every file has the form most verifiers take: a box over the inputs X and linear rows over the
+outputs Y with unit coefficients (Marabou's 1.0 reader takes no `(* c v)` inside a sum). A query
+that needs more (rows reading the input, LR's auxiliary variable t, coefficients other than +-1)
+is exported with a network that carries what the rows need to its outputs (`Layout`): t becomes
+an extra input beside the image, and the outputs after f(x) are the scaled copies c * v of the
+pixels, t and outputs the rows use (linear maps beside the network, joined by a Concat).
 """
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,83 +53,196 @@ def relu_module(net: ReluNet) -> nn.Sequential:
     return nn.Sequential(*layers).eval()
 
 
-def export_onnx(net: ReluNet, path: str | Path) -> Path:
-    """The network as ONNX, input 'X' [1, n] and output 'Y' [1, m]."""
+def export_onnx(net: ReluNet, path: str | Path, layout: "Layout | None" = None) -> Path:
+    """The network as ONNX, input 'X' [1, n] and output 'Y' [1, m] (with a layout: its inputs
+    and outputs, see `Layout.module`)."""
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise MissingExtra("verify", "onnx", "ONNX export") from None
     path = Path(path)
-    mod = relu_module(net)
+    mod = relu_module(net) if layout is None else layout.module(net)
+    n = net.inputs if layout is None else layout.inputs
     tmp = path.with_name(f".{path.name}.tmp")
     import warnings
     with warnings.catch_warnings():  # the TorchScript exporter: Gemm/Relu, what Marabou reads
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(mod, (torch.zeros(1, net.inputs),), str(tmp), input_names=["X"],
+        torch.onnx.export(mod, (torch.zeros(1, n),), str(tmp), input_names=["X"],
                           output_names=["Y"], dynamo=False)
     tmp.replace(path)
     return path
-
-
-def _linear(coefs: list[tuple[float, str]]) -> str:
-    terms = [name if c == 1.0 else f"(* {_num(c)} {name})" for c, name in coefs]
-    if not terms:
-        return "0.0"
-    return terms[0] if len(terms) == 1 else f"(+ {' '.join(terms)})"
 
 
 def _sum(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"(+ {' '.join(names)})"
 
 
-def _row_text(q: Query, r: int, xname, yname, version: int) -> str | bool:
-    """The row `g > 0` (or >= 0) as an atom; True/False when it has no variables. With unit
-    coefficients (every spec here) it is written `(>= P (+ N c))`, sums of variables on each
-    side: Marabou's 1.0 reader takes no `(* c v)` inside a sum."""
-    cy = q.cy[0, r].tolist()
-    cx = q.cx[0, r].tolist() if q.cx is not None else []
-    coefs = [(c, yname(j)) for j, c in enumerate(cy) if c != 0]
-    coefs += [(c, xname(i)) for i, c in enumerate(cx) if c != 0]
+@dataclass(frozen=True)
+class Layout:
+    """What the exported network takes and gives. Inputs: the image's n values, then the
+    query's auxiliary variables. Outputs: f(x) (m), then `extra`, each (kind, index, scale) the
+    value scale * v of the variable v = y[index] ("y"), x[index] ("x") or t[index] ("t"): every
+    coefficient of every row is then +-1 on one output (`plain`: no extra outputs and no
+    auxiliary inputs, the network itself)."""
+
+    n: int
+    m: int
+    n_aux: int
+    extra: tuple = ()
+
+    @property
+    def plain(self) -> bool:
+        return not self.extra and not self.n_aux
+
+    @property
+    def inputs(self) -> int:
+        return self.n + self.n_aux
+
+    @property
+    def outputs(self) -> int:
+        return self.m + len(self.extra)
+
+    def terms(self, q: Query, r: int, k: int = 0) -> list[tuple[float, int]]:
+        """Row r of example k as (sign, output index) pairs."""
+        out = []
+        for kind, coefs in (("y", q.cy), ("x", q.cx), ("t", q.ct)):
+            if coefs is None:
+                continue
+            row = coefs[min(k, coefs.shape[0] - 1), r].tolist()
+            for i, c in enumerate(row):
+                if c == 0:
+                    continue
+                if kind == "y" and abs(c) == 1.0:
+                    out.append((c, i))
+                else:
+                    out.append((1.0 if c > 0 else -1.0,
+                                self.m + self.extra.index((kind, i, abs(c)))))
+        return out
+
+    @classmethod
+    def of(cls, q: Query) -> "Layout":
+        """The layout that states every row of every example of q with unit coefficients."""
+        extra = {}
+        rows = sorted(set(q.common) | {r for rs, _ in q.disjuncts for r in rs})
+        for kind, coefs in (("y", q.cy), ("x", q.cx), ("t", q.ct)):
+            if coefs is None:
+                continue
+            for b, r, i in torch.nonzero(coefs[:, rows], as_tuple=False).tolist():
+                c = abs(float(coefs[b, rows[r], i]))
+                if kind != "y" or c != 1.0:
+                    extra.setdefault((kind, i, c), None)
+        return cls(q.inputs, q.outputs, q.n_aux, tuple(sorted(extra)))
+
+    def module(self, net: ReluNet) -> nn.Module:
+        """The exported network: net's chain (relu_module) reading the image part of the inputs,
+        beside two linear maps giving the extra outputs, joined by one Concat: the copies of
+        inputs and t from the inputs, the scaled copies of outputs from the outputs."""
+        f = relu_module(net)
+        if self.plain:
+            return f
+        first = f[0]
+        with torch.no_grad():  # the auxiliary inputs enter f with weight 0
+            wide = nn.Linear(self.inputs, first.out_features)
+            wide.weight.copy_(torch.cat([first.weight, first.weight.new_zeros(
+                first.out_features, self.n_aux)], 1))
+            wide.bias.copy_(first.bias)
+        f[0] = wide
+        from_in = [(e, i if k == "x" else self.n + i, s)
+                   for e, (k, i, s) in enumerate(self.extra) if k != "y"]
+        from_out = [(e, i, s) for e, (k, i, s) in enumerate(self.extra) if k == "y"]
+        # Layout.of sorts the extras by kind: t and x (from the inputs) before y (from f)
+        assert [e for e, *_ in from_in + from_out] == list(range(len(self.extra)))
+        return _Carried(f, _selection(self.inputs, from_in), _selection(self.m, from_out))
+
+    def describe(self) -> str:
+        """The variables' meaning, for the files' header."""
+        if self.plain:
+            return ""
+        names = {"y": "Y_{}", "x": "X_{}", "t": "t_{}"}
+        parts = [f"Y_{self.m + e} = {_num(s)} * {names[k].format(i)}" if s != 1.0
+                 else f"Y_{self.m + e} = {names[k].format(i)}"
+                 for e, (k, i, s) in enumerate(self.extra)]
+        aux = ", ".join(f"X_{self.n + a} = t_{a}" for a in range(self.n_aux))
+        head = (f"inputs X_0..X_{self.n - 1}: the image" + (f"; {aux} (auxiliary)" if aux else "")
+                + f"; outputs Y_0..Y_{self.m - 1}: the network's")
+        return head + "\nextra outputs (Y_j the network's output j): " + ", ".join(parts)
+
+
+def _selection(width: int, picks: list) -> nn.Linear | None:
+    """A linear map whose output k is scale * input i, for each (_, i, scale) of picks."""
+    if not picks:
+        return None
+    lin = nn.Linear(width, len(picks))
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.zero_()
+        for k, (_e, i, scale) in enumerate(picks):
+            lin.weight[k, i] = scale
+    return lin
+
+
+class _Carried(nn.Module):
+    """f's outputs, then the extra outputs: Gemm/Relu, two Gemms and a Concat in ONNX."""
+
+    def __init__(self, f: nn.Module, from_in: nn.Linear | None, from_out: nn.Linear | None):
+        super().__init__()
+        self.f, self.from_in, self.from_out = f, from_in, from_out
+
+    def forward(self, X):
+        y = self.f(X)
+        parts = [y]
+        if self.from_in is not None:
+            parts.append(self.from_in(X))
+        if self.from_out is not None:
+            parts.append(self.from_out(y))
+        return torch.cat(parts, 1)
+
+
+def _row_text(q: Query, r: int, layout: Layout, xname, yname, version: int) -> str | bool:
+    """The row `g > 0` (or >= 0) over the layout's outputs, written `(>= P (+ N c))`: sums of
+    outputs with unit coefficients on each side. True/False when it has no variables. In 1.0
+    (which has no >) a strict row is written g >= STRICT_MARGIN, as the in-process solvers pose
+    it: otherwise a tie, such as x = x0 for LR, would read as a counterexample."""
+    from .verifiers import STRICT_MARGIN
+    terms = layout.terms(q, r)
     const = float(q.c[0, r])
-    strict = bool(q.strict[r]) and version == 2
-    if not coefs:
-        return const > 0 if q.strict[r] else const >= 0
-    ge, le = (">", "<") if strict else (">=", "<=")
-    if all(abs(c) == 1.0 for c, _ in coefs):
-        pos = [v for c, v in coefs if c > 0]
-        neg = [v for c, v in coefs if c < 0]
-        if pos and neg:
-            rhs = neg + ([_num(-const)] if const != 0 else [])
-            return f"({ge} {_sum(pos)} {_sum(rhs)})"
-        if pos:
-            return f"({ge} {_sum(pos)} {_num(-const)})"
-        return f"({le} {_sum(neg)} {_num(const)})"
-    return f"({ge} {_linear(coefs)} {_num(-const)})"
+    strict = bool(q.strict[r])
+    if not terms:
+        return const > 0 if strict else const >= 0
+    if strict and version == 1:
+        const -= STRICT_MARGIN
+    ge, le = (">", "<") if strict and version == 2 else (">=", "<=")
+    pos = [yname(j) for c, j in terms if c > 0]
+    neg = [yname(j) for c, j in terms if c < 0]
+    if pos and neg:
+        rhs = neg + ([_num(-const)] if const != 0 else [])
+        return f"({ge} {_sum(pos)} {_sum(rhs)})"
+    if pos:
+        return f"({ge} {_sum(pos)} {_num(-const)})"
+    return f"({le} {_sum(neg)} {_num(const)})"
 
 
 def _expressible(q: Query) -> None:
-    if q.n_aux:
-        raise InputError(f"'{q.prop}' needs an auxiliary variable (a norm of the input on the "
-                         "side that must stay small, as in LR), which VNN-LIB cannot declare; "
-                         "verify it in-process with `robustspec verify`")
     if q.softmax:
         raise InputError(f"'{q.prop}' has a softmax threshold, which is not linear: VNN-LIB "
                          "cannot state it; verify it in-process with `robustspec verify`")
 
 
-def vnnlib_text(q: Query, version: int, comment: str = "") -> str:
-    """One example's query (batch 1) as a VNN-LIB file. Version 1.0 writes strict rows with
-    >= (the 1.0 tools take only <= and >=): there a tie is a sat answer, a boundary case."""
+def vnnlib_text(q: Query, version: int, comment: str = "", layout: Layout | None = None) -> str:
+    """One example's query (batch 1) as a VNN-LIB file over the network `layout.network(net)`
+    (the layout of q alone by default; `export` passes the batch's, so one network serves every
+    file). Version 1.0 (no >) writes strict rows as g >= STRICT_MARGIN (see `_row_text`)."""
     if q.batch != 1:
         raise InputError("vnnlib_text takes one example's query (query.example(i))")
     _expressible(q)
-    n, m = q.inputs, q.outputs
+    layout = Layout.of(q) if layout is None else layout
+    n, m = layout.inputs, layout.outputs
     if version == 1:
         xname, yname = (lambda i: f"X_{i}"), (lambda j: f"Y_{j}")
     else:
         xname, yname = (lambda i: f"X[0,{i}]"), (lambda j: f"Y[0,{j}]")
     out = io.StringIO()
-    for line in comment.splitlines():
+    for line in (comment + "\n" + layout.describe()).strip().splitlines():
         out.write(f"; {line}\n")
     if version == 1:
         for i in range(n):
@@ -132,13 +253,14 @@ def vnnlib_text(q: Query, version: int, comment: str = "") -> str:
         out.write("(vnnlib-version <2.0>)\n")
         out.write(f"(declare-network N\n  (declare-input X float32 [1,{n}])\n"
                   f"  (declare-output Y float32 [1,{m}])\n)\n")
-    lo, hi = q.lo[0].tolist(), q.hi[0].tolist()
+    lo = q.lo[0].tolist() + q.aux_lo[0].tolist()
+    hi = q.hi[0].tolist() + q.aux_hi[0].tolist()
     for i in range(n):
         out.write(f"(assert (<= {xname(i)} {_num(hi[i])}))\n")
         out.write(f"(assert (>= {xname(i)} {_num(lo[i])}))\n")
     texts = {}
     for r in set(q.common) | {r for rows, _ in q.disjuncts for r in rows}:
-        texts[r] = _row_text(q, r, xname, yname, version)
+        texts[r] = _row_text(q, r, layout, xname, yname, version)
     for r in q.common:
         if texts[r] is False:
             return out.getvalue() + f"(assert (<= {xname(0)} -1.0))\n(assert (>= {xname(0)} 1.0))\n"
@@ -174,11 +296,12 @@ def export(model, prop, x: torch.Tensor, y: torch.Tensor | None, out: str | Path
     args = property_args(prop, x, y) if y is not None else {prop.args[0][0]: x}
     q = build_query(prop, model, params=params, **args)
     _expressible(q)
+    layout = Layout.of(q)  # one network for every example's file
     net = ReluNet.from_module(model, q.shape)
     out = Path(out)
     (out / "onnx").mkdir(parents=True, exist_ok=True)
     (out / "vnnlib").mkdir(parents=True, exist_ok=True)
-    onnx_path = export_onnx(net, out / "onnx" / "model.onnx")
+    onnx_path = export_onnx(net, out / "onnx" / "model.onnx", layout)
     version = 1 if fmt == "vnnlib1" else 2
     indices = list(range(q.batch)) if indices is None else indices
     rows, files = [], []
@@ -187,7 +310,7 @@ def export(model, prop, x: torch.Tensor, y: torch.Tensor | None, out: str | Path
         comment = (f"robustspec export: property {prop.name} of {prop.spec_name}, example "
                    f"{indices[k]}, parameters {', '.join(f'{a}={_num(v)}' for a, v in sorted({**prop.params, **params}.items()) if _isnum(v))}\n"
                    "sat means a counterexample (the negated property)")
-        text = vnnlib_text(q.example(k), version, comment)
+        text = vnnlib_text(q.example(k), version, comment, layout)
         p = out / "vnnlib" / name
         atomic_write_text(p, text)
         files.append(p)
@@ -206,4 +329,4 @@ def _isnum(v) -> bool:
         return False
 
 
-__all__ = ["export", "export_onnx", "vnnlib_text", "relu_module", "FORMATS"]
+__all__ = ["export", "export_onnx", "vnnlib_text", "relu_module", "Layout", "FORMATS"]

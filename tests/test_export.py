@@ -30,7 +30,10 @@ def _setup(seed=0):
 
 CASES = [("standard_robustness", "sr", {"delta": 0.2}, 0.1),
          ("classification_robustness", "cr_margin", {}, 0.05),
-         ("classification_robustness", "cr_margin", {}, 0.3)]
+         ("classification_robustness", "cr_margin", {}, 0.3),
+         # LR: its auxiliary t an extra input, the rows over the outputs [f(x), t, L t, x]
+         ("lipschitz_robustness", "lr", {"L": 0.5}, 0.05),
+         ("lipschitz_robustness", "lr", {"L": 2.0}, 0.3)]
 
 
 @pytest.mark.parametrize("spec,name,params,eps", CASES)
@@ -54,14 +57,15 @@ def test_marabou_on_exported_vnnlib1_agrees_with_the_pipeline(tmp_path, spec, na
 
 
 def test_both_answers_occur_among_the_cases(tmp_path):
-    """The agreement test above is not vacuous: these cases include both verdicts."""
+    """The agreement test above is not vacuous: its cases include both verdicts, for LR too."""
     net, x, y = _setup()
-    seen = set()
+    seen = {}
     for spec, name, params, eps in CASES:
         p = compile_spec(SPECS / f"{spec}.spec")[name]
-        seen |= set(verify(net, p, x, y, eps=eps, verifier="milp", progress=False,
-                           params=params).verdicts)
-    assert {"verified", "falsified"} <= seen
+        seen.setdefault(name, set()).update(verify(net, p, x, y, eps=eps, verifier="milp",
+                                                   progress=False, params=params).verdicts)
+    assert {"verified", "falsified"} <= seen["lr"]
+    assert {"verified", "falsified"} <= seen["sr"] | seen["cr_margin"]
 
 
 def test_vnnlib2_files_parse_and_state_the_box(tmp_path):
@@ -100,10 +104,46 @@ def test_onnx_network_computes_the_model(tmp_path):
     assert "Clip" not in ops and "Relu" in ops
 
 
-@pytest.mark.parametrize("spec,name,word", [("lipschitz_robustness", "lr", "auxiliary"),
-                                            ("strong_classification_robustness", "scr", "softmax")])
-def test_what_vnnlib_cannot_state_is_refused(tmp_path, spec, name, word):
+def test_what_vnnlib_cannot_state_is_refused(tmp_path):
     net, x, y = _setup()
-    p = compile_spec(SPECS / f"{spec}.spec")[name]
-    with pytest.raises(InputError, match=word):
+    p = compile_spec(SPECS / "strong_classification_robustness.spec")["scr"]
+    with pytest.raises(InputError, match="softmax"):
         export(net, p, x, y, tmp_path, eps=0.1)
+
+
+@pytest.mark.parametrize("hidden", [True, False])
+def test_lr_network_carries_its_inputs_and_t_to_the_outputs(tmp_path, hidden):
+    """LR's exported network takes [x, t] and gives f(x), then t, L t and every pixel (the
+    rows' variables with unit coefficients), exactly, on inputs of either sign."""
+    import onnxruntime as ort
+
+    torch.manual_seed(1)
+    net = PaperMLP(12, 6, 3).eval() if hidden else torch.nn.Sequential(torch.nn.Linear(12, 3))
+    x = torch.rand(4, 12)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    p = compile_spec(SPECS / "lipschitz_robustness.spec")["lr"]
+    out = export(net, p, x, y, tmp_path, eps=0.1, params={"L": 3.0})
+    sess = ort.InferenceSession(str(out["onnx"]))
+    probe = torch.cat([torch.rand(5, 12) * 4 - 2, torch.rand(5, 1) - 0.5], 1)  # [x, t]
+    got = torch.cat([torch.tensor(sess.run(None, {"X": row.numpy()})[0]) for row in probe.split(1)])
+    with torch.no_grad():
+        want = torch.cat([net(probe[:, :12]), probe[:, 12:], 3.0 * probe[:, 12:], probe[:, :12]], 1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    text = out["vnnlib"][0].read_text()
+    assert "(* " not in text and "Y_4 = 3.0 * t_0" in text
+    import re
+    t_hi = float(re.search(r"\(assert \(<= X_12 ([0-9.e-]+)\)\)", text).group(1))
+    assert 0.1 <= t_hi < 0.1 + 1e-6 and "(assert (>= X_12 0.0))" in text  # t's box: [0, eps]
+
+
+def test_lr_vnnlib2_parses(tmp_path):
+    import vnnlib
+
+    net, x, y = _setup()
+    p = compile_spec(SPECS / "lipschitz_robustness.spec")["lr"]
+    out = export(net, p, x, y, tmp_path, fmt="vnnlib2", eps=0.05)
+    q = vnnlib.parse_query_file(str(out["vnnlib"][0]))
+    text = [str(a) for a in q.assertions]
+    assert len(text) == 2 * 13 + 2 * 12 + 1  # the box of [x, t], t's rows, the negated body
+    assert text[-1].startswith("(assert (or") and "(> " in text[-1]
