@@ -216,19 +216,22 @@ def _highs(highspy, timeout: float, col_lo, col_hi, integer, rows):
     return h
 
 
-def _minimise(highspy, net, encoding, cost_last: np.ndarray, const: float, timeout: float
-              ) -> tuple[float, np.ndarray | None]:
+def _minimise(highspy, net, encoding, cost_last: np.ndarray, const: float, timeout: float,
+              cost_cols: dict | None = None) -> tuple[float, np.ndarray | None]:
     """Minimise cost_last . a + const over the MILP `encoding` (_encode_network's, `a` its last
     activations): the proved lower bound (-inf when HiGHS proves none), widened by `_slack`,
     and the incumbent's input (None without one). With integer columns the "optimal" objective
     is the incumbent, an upper bound within HiGHS's gap, so the dual bound is taken in every
-    case; a pure LP (no unstable ReLU) gives its optimum, to tolerance."""
+    case; a pure LP (no unstable ReLU) gives its optimum, to tolerance. cost_cols: costs of
+    columns added after the network's (column -> cost)."""
     col_lo, col_hi, integer, rows, prev = encoding
     S = highspy.HighsModelStatus
     h = _highs(highspy, timeout, col_lo, col_hi, integer, rows)
     nc = len(col_lo)
     cost = np.zeros(nc)
     cost[prev] = cost_last
+    for col, v in (cost_cols or {}).items():
+        cost[col] += v
     h.changeColsCost(nc, np.arange(nc, dtype=np.int32), cost)
     h.run()
     status, info = h.getModelStatus(), h.getInfo()
@@ -293,16 +296,32 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
     return out, points
 
 
-def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, timeout: float
-                       ) -> tuple[float, list[np.ndarray]]:
+SOFTMAX_SEGMENTS = 6  # pieces of exp(-g) per margin in `milp_softmax_upper`
+
+
+def _breakpoints(lo: float, hi: float, k: int) -> np.ndarray:
+    """k pieces on [lo, hi], each twice as wide as the one before: exp(-g) bends most at lo,
+    where the margins of a point near the threshold are."""
+    widths = 2.0 ** np.arange(k)
+    return lo + (hi - lo) * np.concatenate([[0.0], np.cumsum(widths)]) / widths.sum()
+
+
+def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, timeout: float,
+                       segments: int = SOFTMAX_SEGMENTS) -> tuple[float, list[np.ndarray]]:
     """A sound upper bound of sum_{j != i} exp(-g_j(x)) over the input box, g_j the softmax
     atom's margins F_i - F_j (batch 1), by one MILP: exp(-g) is convex, so on g's range [lb_j,
-    ub_j] it lies below its chord, and the chords' sum is linear in the outputs; its maximum over
-    the exact network (HiGHS's dual bound where time runs out) bounds the sum from above. Unlike
-    the margins' separate minima this bounds them jointly (they are not all small at one x).
-    Returns the bound (inf when HiGHS proves nothing) and the incumbent's input (the chords'
-    maximiser: a candidate, not necessarily where the softmax is lowest) for the caller to
-    replay. The atom's own class `label` (the softmax's index i) is left out of the sum."""
+    ub_j] it lies below its piecewise-linear interpolation at `segments` + 1 breakpoints
+    (`_breakpoints`; one segment: the chord), and the maximum of the interpolations' sum over
+    the exact network (HiGHS's dual bound where time runs out) bounds the sum from above.
+    Unlike the margins' separate minima this bounds them jointly (they are not all small at one
+    x). The interpolation is the incremental form: g_j = lb_j + sum_k d_jk, 0 <= d_jk <= w_k,
+    filled in order by binaries (d_jk >= w_k b_jk, d_j,k+1 <= w_k+1 b_jk); its LP relaxation is
+    the chord, each branch tightens it (the SR-trained FASHION MLP's open SCR points at eps 0.05,
+    30 s: 1.17 / 6.67 / 3.52 against the chord's 1.92 / 15.5 / 5.47, docs/verification.md).
+    Margins whose exp(-lb_j) is below 1e-9 of the sum enter as that constant. Returns the bound
+    (inf when HiGHS proves nothing) and the incumbent's input (the maximiser so far: a
+    candidate, not necessarily where the softmax is lowest) for the caller to replay. The
+    atom's own class `label` (the softmax's index i) is left out of the sum."""
     highspy = _need("highspy", "MILP softmax bounds")
     label = int(atom.label[0])
     js = [r for k, r in enumerate(atom.margins) if k != label]
@@ -313,16 +332,38 @@ def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, ti
         # unbounded margins, exp(-lo) beyond any useful certificate (the threshold is a sum of
         # at most ~1e22 then), or margins that read the input too: not bounded here
         return np.inf, []
-    width = hi - lo
-    slope = np.where(width > 1e-12, (np.exp(-hi) - np.exp(-lo)) / np.maximum(width, 1e-300), 0.0)
-    # sum_j exp(-lo_j) + slope_j (g_j - lo_j), g_j = cy_j . y + c_j: maximise its y part
-    cost_y = slope @ cy[js]
-    const = float(np.sum(np.exp(-lo) + slope * (c[js] - lo)))
-    # every ReLU with its binary, as in `milp_lower_bounds` (a dual bound is what counts);
-    # the maximum is minus the minimum of the negated sum
+    inf = highspy.kHighsInf
+    # every ReLU with its binary, as in `milp_lower_bounds` (a dual bound is what counts)
+    encoding = _encode_network(inf, net, query, pre)
+    col_lo, col_hi, integer, rows, prev = encoding
     WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
-    lowest, point = _minimise(highspy, net, _encode_network(highspy.kHighsInf, net, query, pre),
-                              -(cost_y @ WL), -(const + float(cost_y @ bL)), timeout)
+    top = float(np.sum(np.exp(-lo)))
+    const, gains = 0.0, {}  # the maximised sum: const + sum of gains[col] * col
+    for j, r in enumerate(js):
+        const += float(np.exp(-lo[j]))
+        if np.exp(-lo[j]) < 1e-9 * top or hi[j] - lo[j] <= 1e-12:
+            continue  # at most exp(-lo_j): a constant
+        bp = _breakpoints(float(lo[j]), float(hi[j]), segments)
+        w = np.diff(bp)
+        slope = (np.exp(-bp[1:]) - np.exp(-bp[:-1])) / np.maximum(w, 1e-300)
+        d0 = len(col_lo)
+        col_lo.extend([0.0] * len(w))
+        col_hi.extend(w.tolist())
+        gains.update({d0 + k: float(slope[k]) for k in range(len(w))})
+        b0 = len(col_lo)
+        for k in range(len(w) - 1):  # fill piece k before piece k + 1
+            col_lo.append(0.0)
+            col_hi.append(1.0)
+            integer.append(b0 + k)
+            rows.add(np.array([d0 + k, b0 + k]), np.array([1.0, -w[k]]), 0.0, inf)
+            rows.add(np.array([d0 + k + 1, b0 + k]), np.array([1.0, -w[k + 1]]), -inf, 0.0)
+        # g_j = cy_j . (WL a + bL) + c_j = lo_j + sum_k d_jk
+        rest = float(lo[j] - c[r] - cy[r] @ bL)
+        rows.add(np.concatenate([prev, d0 + np.arange(len(w))]),
+                 np.concatenate([cy[r] @ WL, -np.ones(len(w))]), rest, rest)
+    # the maximum is minus the minimum of the negated sum
+    lowest, point = _minimise(highspy, net, encoding, np.zeros(len(prev)), -const, timeout,
+                              {col: -g for col, g in gains.items()})
     return -lowest, [] if point is None else [point]
 
 

@@ -575,6 +575,37 @@ def test_scr_proved_jointly_where_the_margins_minimised_apart_do_not_suffice():
     assert points[0] == pytest.approx([1.0])  # the chords' maximiser
 
 
+def test_scr_proved_by_pieces_where_the_chords_do_not_suffice():
+    """F = (0, -(0.5 + 4|x - 0.5|), -(0.5 + 2x)) on x in [0, 1], label 0: the margins g1 in
+    [0.5, 2.5] (least at x = 0.5) and g2 = 0.5 + 2x. Worked by hand: exp(-g1) + exp(-g2)
+    rises up to x = 0.5 (derivative 4 exp(-g1) - 2 exp(-g2) > 0) and falls after it, so its
+    maximum is exp(-0.5) + exp(-1.5) = 0.8297 < (1 - 0.52) / 0.52 = 0.9231: the point holds.
+    The chords cannot show it: at x = 0.5 g2's chord is exp(-0.5) + (exp(-2.5) - exp(-0.5)) / 2
+    = 0.3444 (the true 0.2231), a sum of 0.9509; six pieces give 0.831."""
+    from robustspec.runtime.verifiers import milp_softmax_upper
+    net = nn.Sequential(nn.Linear(1, 3), nn.ReLU(), nn.Linear(3, 3)).eval()
+    with torch.no_grad():  # h = (relu(x - 0.5), relu(0.5 - x), relu(x))
+        net[0].weight.copy_(torch.tensor([[1.0], [-1.0], [1.0]]))
+        net[0].bias.copy_(torch.tensor([-0.5, 0.5, 0.0]))
+        net[2].weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [-4.0, -4.0, 0.0], [0.0, 0.0, -2.0]]))
+        net[2].bias.copy_(torch.tensor([0.0, -0.5, -0.5]))
+    x0, y0 = torch.tensor([[0.5]]), torch.tensor([0])
+    q = verify_mod._double(build_query(prop("scr"), net, x0=x0, y=y0, params={"eps": 0.5}))
+    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    pre = crown_preactivations(rn, q.lo, q.hi)
+    lb, ub = query_row_bounds(rn, q, "crown", pre, "both")
+    atom = q.softmax[0]
+    chords, _ = milp_softmax_upper(rn, q, pre, atom, lb[0].numpy(), ub[0].numpy(), 10, segments=1)
+    pieces, _ = milp_softmax_upper(rn, q, pre, atom, lb[0].numpy(), ub[0].numpy(), 10)
+    truth = math.exp(-0.5) + math.exp(-1.5)
+    assert chords == pytest.approx(0.9509, abs=1e-3)
+    assert truth <= pieces < 0.832
+    assert verify(net, prop("scr"), x0, y0, eps=0.5, verifier="bounds",
+                  progress=False).verdicts == ["unknown"]
+    assert verify(net, prop("scr"), x0, y0, eps=0.5, verifier="milp", timeout=10,
+                  progress=False).verdicts == ["verified"]
+
+
 @settings(max_examples=12, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), eps=st.floats(0.02, 0.4), name=st.sampled_from(["lr", "cr_margin", "sr"]))
