@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -102,21 +103,23 @@ class Layout:
     def outputs(self) -> int:
         return self.m + len(self.extra)
 
-    def terms(self, q: Query, r: int, k: int = 0) -> list[tuple[float, int]]:
-        """Row r of example k as (sign, output index) pairs."""
+    @cached_property
+    def _output_of(self) -> dict:
+        return {key: self.m + e for e, key in enumerate(self.extra)}
+
+    def terms(self, q: Query, r: int) -> list[tuple[float, int]]:
+        """Row r of q (one example's query) as (sign, output index) pairs."""
         out = []
         for kind, coefs in (("y", q.cy), ("x", q.cx), ("t", q.ct)):
             if coefs is None:
                 continue
-            row = coefs[min(k, coefs.shape[0] - 1), r].tolist()
-            for i, c in enumerate(row):
+            for i, c in enumerate(coefs[0, r].tolist()):
                 if c == 0:
                     continue
                 if kind == "y" and abs(c) == 1.0:
                     out.append((c, i))
                 else:
-                    out.append((1.0 if c > 0 else -1.0,
-                                self.m + self.extra.index((kind, i, abs(c)))))
+                    out.append((1.0 if c > 0 else -1.0, self._output_of[(kind, i, abs(c))]))
         return out
 
     @classmethod
