@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from robustspec.compiler.query import Query, build_query
+from robustspec.dsl.diagnostics import NO_SPAN, Diagnostic, SpecError
 from robustspec.dsl.errors import InputError, MissingExtra
 
 from .bounds import ReluNet
@@ -226,9 +227,13 @@ def _row_text(q: Query, r: int, layout: Layout, xname, yname, version: int) -> s
 
 
 def _expressible(q: Query) -> None:
+    """VNN-LIB states linear rows only: a softmax threshold is refused at the operator."""
     if q.softmax:
-        raise InputError(f"'{q.prop}' has a softmax threshold, which is not linear: VNN-LIB "
-                         "cannot state it; verify it in-process with `robustspec verify`")
+        raise SpecError([Diagnostic(
+            "error", f"cannot export '{q.prop}' to VNN-LIB: a softmax threshold is not linear",
+            q.softmax[0].span or NO_SPAN,
+            hint="verify it in process with `robustspec verify` (certified from MILP margin "
+                 "bounds, falsified by attack)")])
 
 
 def vnnlib_text(q: Query, version: int, comment: str = "", layout: Layout | None = None) -> str:

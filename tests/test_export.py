@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from robustspec.compiler import compile_spec
-from robustspec.dsl.errors import InputError
+from robustspec.dsl.diagnostics import SpecError
 from robustspec.runtime.export import export
 from robustspec.runtime.models import PaperMLP
 from robustspec.runtime.verify import verify
@@ -104,11 +104,16 @@ def test_onnx_network_computes_the_model(tmp_path):
     assert "Clip" not in ops and "Relu" in ops
 
 
-def test_what_vnnlib_cannot_state_is_refused(tmp_path):
+def test_what_vnnlib_cannot_state_is_refused_at_the_operator(tmp_path):
     net, x, y = _setup()
     p = compile_spec(SPECS / "strong_classification_robustness.spec")["scr"]
-    with pytest.raises(InputError, match="softmax"):
+    with pytest.raises(SpecError, match="softmax threshold is not linear") as err:
         export(net, p, x, y, tmp_path, eps=0.1)
+    text = str(err.value)
+    line = next(n for n, t in enumerate((SPECS / "strong_classification_robustness.spec")
+                                        .read_text().split("\n"), 1) if "softmax(" in t and not t.startswith("#"))
+    assert f"strong_classification_robustness.spec:{line}:" in text
+    assert "^" in text and "hint: verify it in process" in text
 
 
 @pytest.mark.parametrize("hidden", [True, False])
