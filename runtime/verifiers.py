@@ -27,6 +27,12 @@ STRICT_MARGIN = 1e-5
 # reports may be off by that times the objective's coefficients: bounds handed on are widened
 # by BOUND_SLACK per unit of the objective's scale (`_slack`), to stay sound
 BOUND_SLACK = 1e-6
+# HiGHS's feasibility tolerance for queries with auxiliary variables (LR's t >= +-(x_i - x0_i),
+# one row per pixel). At its default 1e-7 a solution may leave t's ball by 1e-7 in every pixel,
+# which moves the outputs by up to 1e-7 times the network's row sums (hundreds for the FASHION
+# MLP): more than STRICT_MARGIN, so a tie near x = x0 passed for a counterexample and every LR
+# point ended `boundary`. At 1e-9 that error is below the margin (docs/verification.md).
+AUX_FEASIBILITY_TOLERANCE = 1e-9
 
 
 def _slack(cost: np.ndarray, col_lo, col_hi, const: float = 0.0) -> float:
@@ -196,12 +202,15 @@ def _encode_network(inf: float, net, query, pre, one_sided=None):
     return col_lo, col_hi, integer, rows, prev
 
 
-def _highs(highspy, timeout: float, col_lo, col_hi, integer, rows):
+def _highs(highspy, timeout: float, col_lo, col_hi, integer, rows, tolerance: float | None = None):
     with _quiet_stdout():  # HiGHS prints its banner on the C stdout
         h = highspy.Highs()
     h.silent()
     h.setOptionValue("time_limit", float(max(timeout, 0.1)))
     h.setOptionValue("threads", 1)
+    if tolerance is not None:  # see AUX_FEASIBILITY_TOLERANCE
+        h.setOptionValue("primal_feasibility_tolerance", tolerance)
+        h.setOptionValue("mip_feasibility_tolerance", tolerance)
     h.addVars(len(col_lo), np.array(col_lo), np.array(col_hi))
     if integer:
         h.changeColsIntegrality(len(integer), np.array(integer, dtype=np.int32),
@@ -381,6 +390,7 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
     cy, cx, ct, c, margin, low, need, common = _example_rows(query, lb, open_d, extra)
     n = net.inputs
     WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
+    tolerance = AUX_FEASIBILITY_TOLERANCE if query.n_aux else None
 
     def model_for(rs):
         """The MILP of one disjunct: the network (the ReLUs all its rows want small without a
@@ -413,7 +423,7 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
                 later.extend(pending[k:])
                 break
             # a fresh model per disjunct: no state carried between solves
-            h = _highs(highspy, left / (len(pending) - k), *model_for(rs))
+            h = _highs(highspy, left / (len(pending) - k), *model_for(rs), tolerance=tolerance)
             h.run()
             status = h.getModelStatus()
             if status == S.kOptimal:

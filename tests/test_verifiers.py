@@ -21,7 +21,7 @@ from robustspec.compiler.query import build_query
 from robustspec.runtime import verifiers
 from robustspec.runtime import verify as verify_mod
 from robustspec.runtime.bounds import ReluNet, crown_preactivations, disjunct_refuted, query_row_bounds
-from robustspec.runtime.models import Clamp
+from robustspec.runtime.models import Clamp, PaperMLP
 from robustspec.runtime.verifiers import Outcome, marabou, milp
 from robustspec.runtime.verify import save, table, verify
 
@@ -441,6 +441,34 @@ def test_the_models_mode_is_restored_and_limit_cuts_per_example_params():
     r = verify(net, prop("sr"), x0, y0, eps=0.1, limit=2, progress=False,
                params={"delta": [0.15, 0.05, 0.05]})  # a list per example is cut too
     assert r.verdicts == ["verified", "falsified"]
+
+
+def test_lr_holding_with_many_inputs_is_verified_not_a_tolerance_tie(monkeypatch):
+    """PaperMLP(400, 20, 3), weights scaled by 3: its L-inf Lipschitz constant is at most the
+    largest row sum of |W2| |W1| (about 209), so LR holds with L = 1000 on every ball. With
+    HiGHS's default feasibility tolerance 1e-7 the 400 rows t >= +-(x_i - x0_i) let x leave
+    t's ball by 1e-7 per input, enough at t ~ 0 to beat the strict margin 1e-5: the MILP
+    answered sat at a tie and the point ended `boundary` (the first example did, measured).
+    At AUX_FEASIBILITY_TOLERANCE both are verified."""
+    torch.manual_seed(0)
+    net = PaperMLP(400, 20, 3).eval()
+    lin = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for m in lin:
+            m.weight.mul_(3.0)
+    lipschitz = float((lin[1].weight.abs() @ lin[0].weight.abs()).sum(1).max())
+    assert lipschitz < 1000
+    x0 = torch.rand(2, 400)
+    y0 = net(x0).argmax(1)
+    r = verify(net, prop("lr"), x0, y0, eps=0.05, params={"L": 1000.0}, verifier="milp",
+               timeout=20, progress=False)
+    assert r.verdicts == ["verified", "verified"]
+    # HiGHS's default tolerance (HiGHS 1.x: the first example `boundary`, measured): a tie is
+    # never claimed as a counterexample, whatever the tolerance
+    monkeypatch.setattr(verifiers, "AUX_FEASIBILITY_TOLERANCE", None)
+    r = verify(net, prop("lr"), x0, y0, eps=0.05, params={"L": 1000.0}, verifier="milp",
+               timeout=20, progress=False)
+    assert "falsified" not in r.verdicts
 
 
 @pytest.mark.parametrize("L, answer", [(3.0, "unsat"), (1.5, "sat")])
