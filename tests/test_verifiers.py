@@ -456,7 +456,7 @@ def test_lr_holding_with_many_inputs_is_verified_not_a_tolerance_tie(monkeypatch
     with torch.no_grad():
         for m in lin:
             m.weight.mul_(3.0)
-    lipschitz = float((lin[1].weight.abs() @ lin[0].weight.abs()).sum(1).max())
+        lipschitz = float((lin[1].weight.abs() @ lin[0].weight.abs()).sum(1).max())
     assert lipschitz < 1000
     x0 = torch.rand(2, 400)
     y0 = net(x0).argmax(1)
