@@ -5,8 +5,9 @@ verification competition's (VNN-COMP) benchmarks, so any verifier can be pointed
 VNN-LIB states the NEGATION of the property (sat = a counterexample): the input box, then
 `(assert (or (and ...) ...))` over the outputs. Version 1.0 declares scalars X_i / Y_j (what
 Marabou reads); 2.0 declares the network and tensors X[0,i] / Y[0,j] (what VNN-COMP uses now).
-The ONNX network is the affine/ReLU chain of runtime/bounds.py (Gemm and Relu only): the clamp
-of the logits is written exactly as two ReLUs, since Marabou's ONNX reader has no Clip.
+The ONNX network is the affine/ReLU chain of runtime/bounds.py (Gemm and Relu; a Concat too where
+a `Layout` adds outputs, below): the clamp of the logits is written exactly as two ReLUs, since
+Marabou's ONNX reader has no Clip.
 Numbers are written with repr of a Python float (round-trip exact; never numpy's repr).
 
 Every file has the form most verifiers take: a box over the inputs X and linear rows over the
@@ -33,6 +34,7 @@ from robustspec.dsl.errors import InputError, MissingExtra
 
 from .bounds import ReluNet
 from .files import atomic_write_text
+from .verifiers import STRICT_MARGIN
 
 FORMATS = ("vnnlib1", "vnnlib2")
 
@@ -207,7 +209,6 @@ def _row_text(q: Query, r: int, layout: Layout, xname, yname, version: int) -> s
     outputs with unit coefficients on each side. True/False when it has no variables. In 1.0
     (which has no >) a strict row is written g >= STRICT_MARGIN, as the in-process solvers pose
     it: otherwise a tie, such as x = x0 for LR, would read as a counterexample."""
-    from .verifiers import STRICT_MARGIN
     terms = layout.terms(q, r)
     const = float(q.c[0, r])
     strict = bool(q.strict[r])
@@ -237,7 +238,7 @@ def _expressible(q: Query) -> None:
 
 
 def vnnlib_text(q: Query, version: int, comment: str = "", layout: Layout | None = None) -> str:
-    """One example's query (batch 1) as a VNN-LIB file over the network `layout.network(net)`
+    """One example's query (batch 1) as a VNN-LIB file over the network `layout.module(net)`
     (the layout of q alone by default; `export` passes the batch's, so one network serves every
     file). Version 1.0 (no >) writes strict rows as g >= STRICT_MARGIN (see `_row_text`)."""
     if q.batch != 1:
