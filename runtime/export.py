@@ -160,18 +160,18 @@ class Layout:
         assert [e for e, *_ in from_in + from_out] == list(range(len(self.extra)))
         return _Carried(f, _selection(self.inputs, from_in), _selection(self.m, from_out))
 
-    def describe(self) -> str:
-        """The variables' meaning, for the files' header."""
+    def describe(self, xname, yname) -> str:
+        """The variables' meaning, for the files' header (names as the file writes them)."""
         if self.plain:
             return ""
-        names = {"y": "Y_{}", "x": "X_{}", "t": "t_{}"}
-        parts = [f"Y_{self.m + e} = {_num(s)} * {names[k].format(i)}" if s != 1.0
-                 else f"Y_{self.m + e} = {names[k].format(i)}"
+        names = {"y": yname, "x": xname, "t": lambda a: f"t_{a}"}
+        parts = [f"{yname(self.m + e)} = " + (f"{_num(s)} * " if s != 1.0 else "") + names[k](i)
                  for e, (k, i, s) in enumerate(self.extra)]
-        aux = ", ".join(f"X_{self.n + a} = t_{a}" for a in range(self.n_aux))
-        head = (f"inputs X_0..X_{self.n - 1}: the image" + (f"; {aux} (auxiliary)" if aux else "")
-                + f"; outputs Y_0..Y_{self.m - 1}: the network's")
-        return head + "\nextra outputs (Y_j the network's output j): " + ", ".join(parts)
+        aux = ", ".join(f"{xname(self.n + a)} = t_{a}" for a in range(self.n_aux))
+        head = (f"inputs {xname(0)}..{xname(self.n - 1)}: the image"
+                + (f"; {aux} (auxiliary)" if aux else "")
+                + f"; outputs {yname(0)}..{yname(self.m - 1)}: the network's")
+        return head + f"\nextra outputs ({yname(0)}.. the network's outputs): " + ", ".join(parts)
 
 
 def _selection(width: int, picks: list) -> nn.Linear | None:
@@ -251,7 +251,7 @@ def vnnlib_text(q: Query, version: int, comment: str = "", layout: Layout | None
     else:
         xname, yname = (lambda i: f"X[0,{i}]"), (lambda j: f"Y[0,{j}]")
     out = io.StringIO()
-    for line in (comment + "\n" + layout.describe()).strip().splitlines():
+    for line in (comment + "\n" + layout.describe(xname, yname)).strip().splitlines():
         out.write(f"; {line}\n")
     if version == 1:
         for i in range(n):
