@@ -17,31 +17,24 @@ import time
 
 import torch
 
-from verify_common import DATA_DIR, emit, first_test_points, load_property
+from verify_common import add_common_arguments, emit, first_test_points, load_property, named_models
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT")
-    ap.add_argument("--points", type=int, default=100)
+    add_common_arguments(ap, points=100, timeout=30.0)
     ap.add_argument("--eps", default="0.01,0.05,0.1")
-    ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--props", default="sr,cr_margin,scr")
     ap.add_argument("--verifier", default="auto")
-    ap.add_argument("--data-dir", default=DATA_DIR)
     ap.add_argument("--first", type=int, default=0, help="skip this many test points first")
-    ap.add_argument("--out", default=None, help="JSON file for the rows")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from robustspec.runtime.training import model_from_checkpoint
     from robustspec.runtime.verify import verify
 
     x, y = first_test_points(args.data_dir, args.points, args.first)
     rows = []
-    for spec_model in args.model:
-        mname, _, path = spec_model.partition("=")
-        model, _ck, _info = model_from_checkpoint(path)
+    for mname, model in named_models(args.model):
         with torch.no_grad():
             acc = float((model(x).argmax(1) == y).float().mean())
         for pname in args.props.split(","):

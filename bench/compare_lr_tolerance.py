@@ -13,31 +13,24 @@ import time
 
 import torch
 
-from verify_common import DATA_DIR, emit, first_test_points, load_property
+from verify_common import add_common_arguments, emit, first_test_points, load_property, named_models
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT")
-    ap.add_argument("--points", type=int, default=30)
+    add_common_arguments(ap, points=30, timeout=10.0)
     ap.add_argument("--eps", default="0.02")
     ap.add_argument("--L", default="10,1000")
-    ap.add_argument("--timeout", type=float, default=10.0)
-    ap.add_argument("--data-dir", default=DATA_DIR)
-    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     from robustspec.runtime import verifiers
-    from robustspec.runtime.training import model_from_checkpoint
     from robustspec.runtime.verify import verify
 
     x, y = first_test_points(args.data_dir, args.points)
     prop = load_property("lr")
     new = verifiers.AUX_FEASIBILITY_TOLERANCE
     rows = []
-    for spec_model in args.model:
-        mname, _, path = spec_model.partition("=")
-        model, _ck, _info = model_from_checkpoint(path)
+    for mname, model in named_models(args.model):
         for L in [float(v) for v in args.L.split(",")]:
             for eps in [float(e) for e in args.eps.split(",")]:
                 for label, tol in (("1e-7 (HiGHS default)", None), (repr(new), new)):

@@ -12,21 +12,16 @@ import time
 
 import torch
 
-from verify_common import DATA_DIR, emit, first_test_points, load_property
+from verify_common import add_common_arguments, emit, first_test_points, load_property, named_models
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT")
-    ap.add_argument("--points", type=int, default=100)
+    add_common_arguments(ap, points=100, timeout=10.0)
     ap.add_argument("--eps", type=float, default=0.05)
-    ap.add_argument("--timeout", type=float, default=10.0)
-    ap.add_argument("--data-dir", default=DATA_DIR)
-    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     from robustspec.runtime import verifiers
-    from robustspec.runtime.training import model_from_checkpoint
     from robustspec.runtime.verify import verify
 
     x, y = first_test_points(args.data_dir, args.points)
@@ -37,9 +32,7 @@ def main(argv=None) -> int:
         k.pop("weights", None)
         return weighted(*a, **k)
     rows = []
-    for item in args.model:
-        name, _, path = item.partition("=")
-        model, _, _ = model_from_checkpoint(path)
+    for name, model in named_models(args.model):
         for which, fn in (("equal", equal), ("weighted", weighted)):
             verifiers.milp_lower_bounds = fn  # verify imports it from the module at each call
             try:

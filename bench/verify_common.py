@@ -17,6 +17,23 @@ def load_property(name: str):
     return compile_spec(ROOT / "specs" / f"{SPECS[name]}.spec")[name]
 
 
+def add_common_arguments(ap, points: int, timeout: float) -> None:
+    """The options every verifier benchmark takes: named checkpoints, points, timeout, data, out."""
+    ap.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT")
+    ap.add_argument("--points", type=int, default=points)
+    ap.add_argument("--timeout", type=float, default=timeout)
+    ap.add_argument("--data-dir", default=DATA_DIR)
+    ap.add_argument("--out", default=None, help="JSON file for the rows")
+
+
+def named_models(items: list[str]):
+    """(name, model) for each NAME=CHECKPOINT of --model."""
+    from robustspec.runtime.training import model_from_checkpoint
+    for item in items:
+        name, _, path = item.partition("=")
+        yield name, model_from_checkpoint(path)[0]
+
+
 def first_test_points(data_dir: str, n: int, skip: int = 0):
     """n Fashion-MNIST test images and labels, from the test split's start (after `skip`)."""
     from robustspec.runtime.data import load_dataset
