@@ -63,9 +63,12 @@ def test_verdict_fields(at_root, data):
 @pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: p.stem)
 def test_compile_is_fast(path):
     compile_spec(path)  # the first compile may build the parser
-    t = time.perf_counter()
-    compile_spec(path)
-    assert time.perf_counter() - t < 0.05
+    times = []
+    for _ in range(5):  # the best of 5: one stall of a loaded machine is not the compiler's time
+        t = time.perf_counter()
+        compile_spec(path)
+        times.append(time.perf_counter() - t)
+    assert min(times) < 0.05, times
 
 
 @pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: p.stem)
