@@ -344,7 +344,7 @@ def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, ti
     inf = highspy.kHighsInf
     # every ReLU with its binary, as in `milp_lower_bounds` (a dual bound is what counts)
     encoding = _encode_network(inf, net, query, pre)
-    col_lo, col_hi, integer, rows, prev = encoding
+    col_lo, col_hi, integer, rows, prev = encoding  # the pieces are appended to these
     WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
     top = float(np.sum(np.exp(-lo)))
     const, gains = 0.0, {}  # the maximised sum: const + sum of gains[col] * col
