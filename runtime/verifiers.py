@@ -326,7 +326,7 @@ def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, ti
     x). The interpolation is the incremental form: g_j = lb_j + sum_k d_jk, 0 <= d_jk <= w_k,
     filled in order by binaries (d_jk >= w_k b_jk, d_j,k+1 <= w_k+1 b_jk); its LP relaxation is
     the chord, each branch tightens it (the SR-trained FASHION MLP's open SCR points at eps 0.05,
-    30 s: 1.17 / 6.67 / 3.52 against the chord's 1.92 / 15.5 / 5.47, docs/verification.md).
+    30 s: 1.13 / 3.60 / 1.32 against the chords' 1.92 / 16.7 / 5.47, docs/verification.md).
     Margins whose exp(-lb_j) is below 1e-9 of the sum enter as that constant. Returns the bound
     (inf when HiGHS proves nothing) and the incumbent's input (the maximiser so far: a
     candidate, not necessarily where the softmax is lowest) for the caller to replay. The

@@ -4,6 +4,7 @@ agrees with the in-process pipeline; the ONNX network computes the model's outpu
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +138,6 @@ def test_lr_network_carries_its_inputs_and_t_to_the_outputs(tmp_path, hidden):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     text = out["vnnlib"][0].read_text()
     assert "(* " not in text and "Y_4 = 3.0 * t_0" in text
-    import re
     t_hi = float(re.search(r"\(assert \(<= X_12 ([0-9.e-]+)\)\)", text).group(1))
     assert 0.1 <= t_hi < 0.1 + 1e-6 and "(assert (>= X_12 0.0))" in text  # t's box: [0, eps]
 
