@@ -405,6 +405,9 @@ def _worker(cell: Cell, plan: Plan) -> dict:
 # the CNN ~15x slower); only for the first time estimate, then calibrated on finished cells
 _RATE = {"baseline": 23000, "augment-uniform": 9700, "augment-fgsm": 7200,
          "adversarial": 6100, "constraint": 5600}
+# LR's objective adds norm_inf(x - x0) over the input at every search step: its steps took
+# 1.26x SR's (bench/bench_training_speed.py, 50 PGD steps, 2026-12-04)
+_SLOWER = {"constraint-lr": 1.26}
 
 
 def estimate_seconds(cell: Cell, plan: Plan) -> float:
@@ -423,9 +426,15 @@ def estimate_seconds(cell: Cell, plan: Plan) -> float:
     trainer = REGIMES[cell.regime].trainer
     rate = _RATE[trainer] * (12 / (b.train_steps + 2) if trainer in ("adversarial", "constraint")
                              else 1.0)
-    train_s = epochs * n_train * slow / rate
+    train_s = epochs * n_train * slow * _SLOWER.get(cell.regime, 1.0) / rate
     eval_s = 0.026 * n_test * slow * (b.eval_steps + b.samples / 2) / 100 * len(b.eps) / 6
     return train_s + eval_s + verify_s
+
+
+def longest_first(cells: list[Cell], estimate: dict[Cell, float]) -> list[Cell]:
+    """The order cells start in when several run at once: longest first, so the long cells
+    overlap and the short ones fill the gaps at the end (equal estimates keep their order)."""
+    return sorted(cells, key=lambda c: -estimate[c])
 
 
 def check_folder(plan: Plan) -> None:
@@ -507,6 +516,8 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
         for model in sorted({c.model for c in todo if c.dataset == ds}):
             load_data(Cell(ds, "baseline", model), plan)
     estimate = {c: estimate_seconds(c, plan) for c in todo}
+    if jobs > 1:
+        todo = longest_first(todo, estimate)
     log(f"{len(todo)} cell(s) to run with {jobs} job(s) x {plan.threads} thread(s), budget "
         f"{plan.budget.name}; first estimate {_fmt(sum(estimate.values()) / jobs)}")
     done, failed = [], {}

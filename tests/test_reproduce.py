@@ -483,3 +483,17 @@ def test_a_failed_verification_keeps_training_and_evaluation(tmp_path, fashion, 
     assert "verification" not in r and set(r["attacks"]) == set(rp.ATTACKS)
     assert not rp.cell_complete(p, BASE)  # the next run verifies it
     assert BASE.id in rep.load_cells(p.out)
+
+
+def test_cells_start_longest_first_with_several_jobs(tmp_path):
+    """With --jobs N the long PGD cells start first, LR's (the dearest step) before SR's,
+    and the cheap regimes fill the end; equal estimates keep the grid's order."""
+    p = rp.Plan(rp.BUDGETS["paper"], str(tmp_path / "out"), str(tmp_path))
+    cells = [rp.Cell("fashion-mnist", r) for r in rp.REGIMES]
+    est = {c: rp.estimate_seconds(c, p) for c in cells}
+    order = [c.regime for c in rp.longest_first(cells, est)]
+    assert order[0] == "constraint-lr"
+    assert order[-3:] == ["augment-fgsm", "augment-uniform", "baseline"]
+    pgd = [r for r in rp.REGIMES if r.startswith(("adversarial", "constraint")) and r != "constraint-lr"]
+    assert sorted(order[1:1 + len(pgd)]) == sorted(pgd)
+    assert est[rp.Cell("fashion-mnist", "constraint-lr")] > est[SR] > est[BASE]
