@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import heapq
 import json
 import os
 import sys
@@ -274,9 +275,12 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
                       info, progress=False, device=plan.device)
 
     started = time.time()
+    first: list[int] = []  # the first epoch this run trained (a resumed cell starts late)
 
     def on_epoch(s):
-        _status(folder, phase="train", epoch=s.epoch, epochs=epochs, started=started)
+        first[:] = first or [s.epoch]
+        _status(folder, phase="train", epoch=s.epoch, epochs=epochs, started=started,
+                from_epoch=first[0] - 1)
         if log:
             log(f"  {cell.id}: epoch {s.epoch}/{epochs}, loss {s.loss:.4f}, train accuracy "
                 f"{s.accuracy:.3f}, {s.examples_per_s:.0f} ex/s")
@@ -410,12 +414,13 @@ _RATE = {"baseline": 23000, "augment-uniform": 9700, "augment-fgsm": 7200,
 _SLOWER = {"constraint-lr": 1.26}
 
 
-def estimate_seconds(cell: Cell, plan: Plan) -> float:
+def estimate_parts(cell: Cell, plan: Plan) -> dict[str, float]:
+    """Rough seconds of the cell's training, evaluation and verification on one free core."""
     b = plan.budget
     verify_s = (0.0 if cell.model == "cnn" else  # the CNN is refused (max-pooling)
                 len(ATTACKS) * len(b.verify_eps) * b.verify_points * 0.3 * b.verify_timeout)
     if (cell_dir(plan.out, cell) / "result.json").exists():  # trained and evaluated: verify only
-        return verify_s
+        return {"train": 0.0, "evaluate": 0.0, "verify": verify_s}
     slow = (15.0 if cell.model == "cnn" else 1.0) * (3.0 if cell.dataset == "gtsrb" else 1.0)
     n_train = {"fashion-mnist": 60000, "gtsrb": 14670}[cell.dataset]
     n_test = {"fashion-mnist": 10000, "gtsrb": 4770}[cell.dataset]
@@ -428,7 +433,44 @@ def estimate_seconds(cell: Cell, plan: Plan) -> float:
                              else 1.0)
     train_s = epochs * n_train * slow * _SLOWER.get(cell.regime, 1.0) / rate
     eval_s = 0.026 * n_test * slow * (b.eval_steps + b.samples / 2) / 100 * len(b.eps) / 6
-    return train_s + eval_s + verify_s
+    return {"train": train_s, "evaluate": eval_s, "verify": verify_s}
+
+
+def estimate_seconds(cell: Cell, plan: Plan) -> float:
+    return sum(estimate_parts(cell, plan).values())
+
+
+def cell_time_left(status: dict | None, parts: dict[str, float], scale: float,
+                   now: float) -> float:
+    """Seconds a running cell has left: its training at its own epoch rate in this run, its
+    evaluation and verification from the (scaled) estimates, by the share of attacks left."""
+    if not status:
+        return scale * sum(parts.values())
+    names = list(ATTACKS)
+    i = names.index(status["attack"]) if status.get("attack") in names else 0
+    left = (len(names) - i) / len(names)
+    if status.get("phase") == "verify":
+        return scale * parts["verify"] * left
+    if status.get("phase") == "evaluate":
+        return scale * (parts["evaluate"] * left + parts["verify"])
+    after = scale * (parts["evaluate"] + parts["verify"])
+    trained = status.get("epoch", 0) - status.get("from_epoch", 0)  # epochs done in this run
+    if trained > 0:
+        per_epoch = (status["time"] - status["started"]) / trained
+        return max(per_epoch * (status["epochs"] - status["epoch"]) - (now - status["time"]),
+                   0.0) + after
+    return max(scale * parts["train"] - (now - status.get("started", now)), 0.0) + after
+
+
+def grid_time_left(running: list[float], queued: list[float], jobs: int) -> float:
+    """When the grid ends: each running cell holds a worker for its time left, and the queued
+    cells go, in their order, to whichever worker frees first."""
+    workers = sorted(running)[-jobs:] if running else []
+    workers += [0.0] * (jobs - len(workers))
+    heapq.heapify(workers)
+    for s in queued:
+        heapq.heappush(workers, heapq.heappop(workers) + s)
+    return max(workers)
 
 
 def longest_first(cells: list[Cell], estimate: dict[Cell, float]) -> list[Cell]:
@@ -476,12 +518,30 @@ def _fmt(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _read_status(out, cell: Cell) -> dict | None:
+    try:
+        s = json.loads((cell_dir(out, cell) / "status.json").read_text())
+        return s if isinstance(s, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
 def _status_time(out, cell: Cell) -> float:
     """When the cell last reported (0: never, or not readable); older than the grid: stale."""
     try:
-        return float(json.loads((cell_dir(out, cell) / "status.json").read_text())["time"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float((_read_status(out, cell) or {})["time"])
+    except (KeyError, TypeError, ValueError):
         return 0.0
+
+
+def _training_scale(status: dict, parts: dict) -> float:
+    """Measured / estimated seconds per epoch of the cells training now (1 before any epoch)."""
+    ratios = []
+    for c, s in status.items():
+        trained = (s or {}).get("epoch", 0) - (s or {}).get("from_epoch", 0)
+        if s and s.get("phase") == "train" and trained > 0 and parts[c]["train"] > 0:
+            ratios.append((s["time"] - s["started"]) / trained / (parts[c]["train"] / s["epochs"]))
+    return sum(ratios) / len(ratios) if ratios else 1.0
 
 
 def _running_line(cell: Cell, plan: Plan) -> str:
@@ -515,20 +575,26 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
     for ds in sorted({c.dataset for c in todo}):
         for model in sorted({c.model for c in todo if c.dataset == ds}):
             load_data(Cell(ds, "baseline", model), plan)
-    estimate = {c: estimate_seconds(c, plan) for c in todo}
+    parts = {c: estimate_parts(c, plan) for c in todo}
+    estimate = {c: sum(parts[c].values()) for c in todo}
     if jobs > 1:
         todo = longest_first(todo, estimate)
     log(f"{len(todo)} cell(s) to run with {jobs} job(s) x {plan.threads} thread(s), budget "
-        f"{plan.budget.name}; first estimate {_fmt(sum(estimate.values()) / jobs)}")
+        f"{plan.budget.name}; first estimate "
+        f"{_fmt(grid_time_left([], [estimate[c] for c in todo], jobs))}")
     done, failed = [], {}
     spent, predicted = 0.0, 0.0  # calibration: measured / estimated over finished cells
 
-    def eta(remaining):
-        """The first estimates scaled by measured / estimated seconds of the finished cells
-        (each cell timed on its own, so concurrent cells do not inflate it); a running cell
-        counts whole, so this errs long."""
-        scale = spent / predicted if predicted else 1.0
-        return _fmt(scale * sum(estimate[c] for c in remaining) / jobs)
+    def eta(remaining, running=()):
+        """Time left: running cells by their own progress (cell_time_left), queued ones by the
+        first estimates scaled by measured / estimated seconds of the finished cells (each
+        timed on its own), or before any finished, by the running cells' training rate."""
+        now = time.time()
+        status = {c: _read_status(out, c) for c in running}
+        scale = spent / predicted if predicted else _training_scale(status, parts)
+        left = [cell_time_left(status[c], parts[c], scale, now) for c in running]
+        queued = [scale * estimate[c] for c in remaining if c not in status]
+        return _fmt(grid_time_left(left, queued, jobs))
 
     t_grid = time.time()
     if jobs == 1:
@@ -582,7 +648,7 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
                     log(f"[{len(done) + len(failed)}/{len(todo)} finished, "
                         f"{_fmt(time.time() - t_grid)}] running: "
                         + ", ".join(_running_line(c, plan) for c in running)
-                        + f"; time left about {eta(remaining)}")
+                        + f"; time left about {eta(remaining, running)}")
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise

@@ -150,9 +150,15 @@ def test_killed_cell_resumes_from_its_checkpoint(tmp_path, fashion, monkeypatch)
         resumed_epochs.extend(h["epoch"] for h in self.history)
         return out
     monkeypatch.setattr(Trainer, "fit", fit)
+    statuses = []
+    real_status = rp._status
+    monkeypatch.setattr(rp, "_status", lambda folder, **f: statuses.append(f) or real_status(folder, **f))
     r = rp.run_cell(SR, p)
     want = json.loads((rp.cell_dir(ref.out, SR) / "result.json").read_text())
     assert resumed_epochs == [1, 2]
+    # the progress display times the resumed run by the epochs it trained itself (one)
+    trained = [(f["epoch"], f["from_epoch"]) for f in statuses if f["phase"] == "train" and f["epoch"]]
+    assert trained == [(2, 1)]
     # the resumed run reaches the uninterrupted run's weights and numbers
     a = load_checkpoint(folder / "train" / "last.pt")["model"]
     b = load_checkpoint(rp.cell_dir(ref.out, SR) / "train" / "last.pt")["model"]
@@ -497,3 +503,34 @@ def test_cells_start_longest_first_with_several_jobs(tmp_path):
     pgd = [r for r in rp.REGIMES if r.startswith(("adversarial", "constraint")) and r != "constraint-lr"]
     assert sorted(order[1:1 + len(pgd)]) == sorted(pgd)
     assert est[rp.Cell("fashion-mnist", "constraint-lr")] > est[SR] > est[BASE]
+
+
+def test_time_left_of_running_cells_and_of_the_grid():
+    """Worked by hand: a running cell's training goes at its own epoch rate in this run, its
+    evaluation and verification by the (scaled) estimates and the share of attacks left; the
+    grid ends when the last worker does, queued cells going to the first worker free."""
+    parts = {"train": 1000.0, "evaluate": 100.0, "verify": 200.0}
+    train = {"phase": "train", "epoch": 10, "from_epoch": 0, "epochs": 100, "started": 0.0,
+             "time": 50.0}  # 5 s per epoch
+    assert rp.cell_time_left(train, parts, 1.0, now=50.0) == 5 * 90 + 300
+    assert rp.cell_time_left(train, parts, 1.0, now=60.0) == 5 * 90 - 10 + 300
+    resumed = {**train, "epoch": 50, "from_epoch": 40}  # 10 epochs this run in 50 s
+    assert rp.cell_time_left(resumed, parts, 1.0, now=50.0) == 5 * 50 + 300
+    fresh = {**train, "epoch": 0, "time": 0.0}  # no epoch yet: the estimate, less the time spent
+    assert rp.cell_time_left(fresh, parts, 1.0, now=100.0) == 900 + 300
+    names = list(rp.ATTACKS)
+    evaluating = {"phase": "evaluate", "attack": names[1], "started": 0.0, "time": 0.0}
+    assert rp.cell_time_left(evaluating, parts, 1.0, now=0.0) == pytest.approx(
+        100 * (len(names) - 1) / len(names) + 200)
+    verifying = {"phase": "verify", "attack": names[0], "started": 0.0, "time": 0.0}
+    assert rp.cell_time_left(verifying, parts, 2.0, now=0.0) == 400
+    assert rp.cell_time_left(None, parts, 2.0, now=0.0) == 2 * 1300
+    # two workers free after 40 and 100 s; 50 goes to the first (90), 30 to it again (120),
+    # 20 to the second (120)
+    assert rp.grid_time_left([100.0, 40.0], [50.0, 30.0, 20.0], jobs=2) == 120
+    assert rp.grid_time_left([], [50.0, 30.0, 20.0], jobs=1) == 100
+    assert rp.grid_time_left([], [50.0, 30.0, 20.0], jobs=3) == 50
+    # before any cell finishes, queued cells are scaled by the running cells' training rate
+    cell = rp.Cell("fashion-mnist", "constraint-sr")
+    assert rp._training_scale({cell: train}, {cell: parts}) == 0.5  # 5 s per epoch, 10 estimated
+    assert rp._training_scale({cell: fresh}, {cell: parts}) == 1.0
