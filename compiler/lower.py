@@ -231,6 +231,7 @@ class Lowering:
         # one closure per (node, depth): a shared subterm (e.g. both sides of a nested `<=>`)
         # compiles once, so compiling is linear in the formula's DAG size, not its tree size
         self._memo: dict[tuple[int, int, bool], Fn] = {}
+        self._reads_index_memo: dict[int, bool] = {}
 
     def term(self, n: N, depth: int) -> Fn:
         key = (id(n), depth, False)
@@ -245,6 +246,14 @@ class Lowering:
         if fn is None:
             fn = self._memo[key] = self._formula(n, depth)
         return fn
+
+    def _reads_index(self, n: N) -> bool:
+        """Does the term read an index variable (the `j` of `forall j in classes`)?"""
+        r = self._reads_index_memo.get(id(n))
+        if r is None:
+            r = (n.op == "var" and n.attr[1] == "index") or any(self._reads_index(a) for a in n.args)
+            self._reads_index_memo[id(n)] = r
+        return r
 
     # ------------------------------------------------------------ caching wrapper
     def _cached(self, n: N, depth: int, fn: Fn) -> Fn:
@@ -305,6 +314,12 @@ class Lowering:
                 return align(ctx.vals[name], 0, depth)
             return var
         if op == "apply":
+            if depth and not self._reads_index(n.args[0]):
+                # f(x) under `forall j` with x free of j: the network runs at depth 0 (one
+                # cache entry, shared with any f(x) outside the quantifier) and its output
+                # gains the index axes of size 1, as x would have
+                at_top = self.term(n, 0)
+                return lambda ctx: align(at_top(ctx), 0, depth)
             x_fn = self.term(n.args[0], depth)
             net_name = n.attr
             # f(x0) of a property argument x0: an output the caller handed in is used as it is

@@ -146,6 +146,62 @@ def test_index_by_a_class_variable_is_the_gather_it_replaces():
     assert shifted.loss(model, x0=x0, search=PGD(steps=2)).ndim == 0
 
 
+BOTH_DEPTHS = """
+network f : Tensor -> Tensor
+param delta : Real = 0.5
+property both(x0 : Tensor, y : Label) =
+  forall x . norm_inf(x - x0) <= 0.1 and 0 <= x <= 1 =>
+    f(x)[y] >= -delta and forall j in classes . abs(f(x)[j] - f(x0)[j]) <= delta
+"""
+
+
+def test_a_network_outside_the_index_runs_once_for_every_depth(monkeypatch):
+    """f(x) under `forall j` with x free of j runs at depth 0, shared with f(x) outside the
+    quantifier: one network run per step where there were two. Against the run at the
+    quantifier's depth (the hoisting turned off): where f(x) is only under the quantifier,
+    the same bits throughout; where it is at both depths, the same losses and verdicts, and
+    weight gradients equal up to rounding (f(x)'s two gradients are summed before one backward
+    pass through the network instead of after two)."""
+    from robustspec.compiler.lower import Lowering
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.Tanh(), nn.Linear(5, 4))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4)
+    calls = []
+    model[1].register_forward_pre_hook(lambda mod, inp: calls.append(inp[0].shape[0]))
+    x0 = torch.rand(16, 12, generator=torch.Generator().manual_seed(3))
+    y = torch.randint(0, 4, (16,), generator=torch.Generator().manual_seed(4))
+
+    def run(spec, name):
+        prop = compile_spec(spec)[name]  # compiled afresh: the lowering decides then
+        args = {"x0": x0, "y": y} if name == "both" else {"x0": x0}
+        model.zero_grad()
+        calls.clear()
+        loss = prop.loss(model, **args, search=PGD(steps=3, step_size=0.02, early_stop=False),
+                         generator=torch.Generator().manual_seed(5), reduction="none")
+        loss.sum().backward()
+        runs = len(calls)
+        found = prop.search(model, **args, search=PGD(steps=3, step_size=0.02),
+                            generator=torch.Generator().manual_seed(6))
+        holds = prop.holds(model, **args).float()
+        return runs, [loss.detach(), found["x"], holds], _grads(model)
+    hoisted = {k: run(spec, k) for spec, k in ((BOTH_DEPTHS, "both"), (PER_CLASS, "per_class"))}
+    monkeypatch.setattr(Lowering, "_reads_index", lambda self, n: True)  # as before: per depth
+    before = {k: run(spec, k) for spec, k in ((BOTH_DEPTHS, "both"), (PER_CLASS, "per_class"))}
+    for k in hoisted:
+        assert float(hoisted[k][1][0].sum()) > 0  # violated: the gradients are not all zero
+        assert all(bitwise_equal(a, b) for a, b in zip(hoisted[k][1], before[k][1])), k
+    assert all(bitwise_equal(a, b) for a, b in zip(hoisted["per_class"][2], before["per_class"][2]))
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+               for a, b in zip(hoisted["both"][2], before["both"][2]))
+    # f(x) once instead of twice at each of the 3 steps, at the search's last point and in
+    # the loss at the point found
+    assert before["both"][0] - hoisted["both"][0] == 3 + 1 + 1
+    assert before["per_class"][0] == hoisted["per_class"][0]
+
+
 def test_search_of_one_quantifier_returns_the_points_of_the_full_walk():
     """search() no longer evaluates the body of a lone quantifier at its points: the points
     and objectives are those of walking the formula (the quantifier's handler)."""
