@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .files import atomic_write_text
 
-# Table 2 of the paper (test accuracy, %), GUIDE.md section 3
+# Table 2 of the paper (test accuracy, %)
 PAPER_TABLE2 = {
     "baseline": {"fashion-mnist": 88.2, "gtsrb": 92.4},
     "augment-uniform": {"fashion-mnist": 88.6, "gtsrb": 92.8},
@@ -376,7 +376,10 @@ def figures(cells: dict, out: Path) -> list[tuple[str, str, Path]]:
                   out / "fig-e4-scr-fashion-mnist.png",
                   "Robustness against SCR Attack (FASHION): small vs bigger network")
         if p:
-            made.append(("11", "FASHION: SCR attack, the paper's MLP (left) and the CNN (right)", p))
+            cnn = any(f"fashion-mnist/cnn-{r}" in cells for r, _ in e4)
+            made.append(("11", "FASHION: SCR attack, the paper's MLP (left) and the CNN (right)"
+                          + ("" if cnn else "; no CNN cell is in this folder, so the right panel "
+                             "is empty"), p))
     return made
 
 
@@ -423,7 +426,9 @@ def _satisfaction_section(cells: dict, order: list[str]) -> list[str]:
                 n = max(1, row["points"])
                 cellv.append(f"{100 * row['verified'] / n:.0f} / {100 * (1 - row['falsified'] / n):.0f}")
             L.append(f"| {cid} | " + " | ".join(cellv) + " |")
-        refused = sorted({r["refused"] for _, r in rows if isinstance(r, dict)})
+        # the reason without the command-line hint meant for `robustspec verify` users
+        refused = sorted({r["refused"].split("; verify a network without them")[0]
+                          for _, r in rows if isinstance(r, dict)})
         L += [""] + [f"Not verified: {why}" for why in refused] + ([""] if refused else [])
     return L
 
@@ -460,15 +465,15 @@ def write_report(out: str | Path) -> dict[str, Path]:
           f"{', '.join(DATASET_NAMES.get(d, d) for d in datasets)}."]
     if missing:
         L.append("**Missing cells** (not run yet, or failed): " + ", ".join(missing) + ".")
+    side = settings.get("gtsrb", {}).get("size", 48)
+    gtsrb = ("" if "gtsrb" not in datasets else
+             f" GTSRB: grayscale {side}x{side} (resized from the images in the data folder), "
+             "classes 0-9 (the loader's default: the eight speed limits, end of speed limit 80 "
+             "and no passing; the paper says only '10 classes', not which).")
     L += ["", "Networks: the paper's MLP (Linear(n,100), ReLU, Linear(100,10), clamp +-100) for "
           "every cell but E4's, whose stand-in for Fischer et al.'s 18-layer CNN is "
           "robustspec's SmallCNN (2 conv layers 16/32 channels with max-pooling, Linear(1568,128), "
-          "Linear(128,10), clamp; ~207k parameters against the MLP's ~80k). GTSRB: grayscale "
-          f"{settings.get('gtsrb', {}).get('size', 48)}x{settings.get('gtsrb', {}).get('size', 48)}, "
-          "classes 0-9 (the loader's default: the eight speed limits, end of speed limit 80 and "
-          "no passing; the paper and the notes on its authors' code in GUIDE.md say only '10 "
-          "classes', not which); the shared copy of "
-          "GTSRB holds 32x32 images, so 48x48 is an upsampling of them.",
+          "Linear(128,10), clamp; ~207k parameters against the MLP's ~80k)." + gtsrb,
           "", "Attacks: SR, SCR and LR from specs/, plus SCR-authors "
           "(specs/strong_classification_robustness_authors.spec: the raw score of y >= log 0.3, "
           "eta ignored, as in the authors' code). Adversarial training takes cross-entropy at the "
