@@ -8,6 +8,7 @@ rules stated numerically (CLAIM_RULES); a claim whose cells are missing says whi
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -437,6 +438,14 @@ def _pct(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def _runs(out: Path) -> list[dict]:
+    try:
+        runs = json.loads((out / "runs.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+
+
 def write_report(out: str | Path) -> dict[str, Path]:
     """Write OUT/report.md, OUT/results.json and the figures from the cells present."""
     from .reproduce import BUDGETS, E4_REGIMES, REGIMES, grid
@@ -579,6 +588,21 @@ def write_report(out: str | Path) -> dict[str, Path]:
                      f"{ev:.0f} | {'-' if ver is None else f'{ver:.0f}'} | "
                      f"{r.get('threads', '?')} |")
     L.append("")
+    runs = _runs(out)
+    if runs:
+        L += ["## Runs of this folder", "", "Each `robustspec reproduce` run that trained or "
+              "evaluated cells here (DIR/runs.json): its wall time from the first cell to the "
+              "last, with every cell it finished.", "",
+              "| started (UTC) | wall time | jobs x threads | budget | cells finished | failed |",
+              "|---|---|---|---|---|---|"]
+        for r in runs:
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.get("started", 0)))
+            sec = int(r.get("seconds", 0))
+            L.append(f"| {when} | {sec // 3600}h {sec // 60 % 60:02d}m {sec % 60:02d}s | "
+                     f"{r.get('jobs', '?')} x {r.get('threads', '?')} | {r.get('budget', '?')} | "
+                     f"{len(r.get('done', []))}: {', '.join(r.get('done', [])) or '-'} | "
+                     f"{', '.join(r.get('failed', [])) or '-'} |")
+        L.append("")
 
     report = atomic_write_text(out / "report.md", "\n".join(L))
     results = {"settings": settings, "cells": cells, "missing_cells": missing,
@@ -586,7 +610,7 @@ def write_report(out: str | Path) -> dict[str, Path]:
                "claims": [vars(c) for c in claims], "claim_rules": CLAIM_RULES,
                "thresholds": {"tol": TOL, "help": HELP, "close": CLOSE, "acc_cost": ACC_COST},
                "figures": [{"figure": n, "caption": c, "file": p.name} for n, c, p in figs],
-               "e4_regimes": list(E4_REGIMES)}
+               "e4_regimes": list(E4_REGIMES), "runs": runs}
     rpath = atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     return {"report": report, "results": rpath}
 

@@ -654,7 +654,22 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
             raise
         pool.shutdown()
     log(f"grid finished in {_fmt(time.time() - t_grid)}: {len(done)} done, {len(failed)} failed")
+    record_run(out, {"started": t_grid, "seconds": time.time() - t_grid, "jobs": jobs,
+                     "threads": plan.threads, "budget": plan.budget.name, "done": done,
+                     "failed": sorted(failed)})
     return {"done": done, "skipped": skipped, "failed": failed}
+
+
+def record_run(out: Path, run: dict) -> None:
+    """Append one grid run (when, how long, jobs x threads, the cells it finished) to
+    DIR/runs.json, so the report can say what each run of the folder took."""
+    path = out / "runs.json"
+    try:
+        runs = json.loads(path.read_text())
+        runs = runs if isinstance(runs, list) else []
+    except (OSError, ValueError):
+        runs = []
+    atomic_write_text(path, json.dumps(runs + [run], indent=1))
 
 
 # ------------------------------------------------------------------ the command

@@ -74,6 +74,11 @@ def test_smoke_grid_runs_and_writes_results_and_report(tmp_path, fashion):
     assert f"| Baseline | {acc:.1f} | 88.2 | {acc - 88.2:+.1f} |" in text
     assert "**Missing cells**" in text and "MISSING" in text
     assert (Path(p.out) / "fig-network-constraint-sr-fashion-mnist.png").stat().st_size > 1000
+    # the run itself: its wall time, jobs x threads and cells, in runs.json and the report
+    (run,) = results["runs"]
+    assert run["done"] == [BASE.id, SR.id] and run["jobs"] == 1 and run["budget"] == "smoke"
+    assert 0 < run["seconds"] < 3600 and "## Runs of this folder" in text
+    assert f"| 1 x {p.threads} | smoke | 2: {BASE.id}, {SR.id} | - |" in text
 
     # constraint satisfaction beside security, on the budget's first test images
     smoke = rp.BUDGETS["smoke"]
