@@ -534,14 +534,15 @@ def _status_time(out, cell: Cell) -> float:
         return 0.0
 
 
-def _training_scale(status: dict, parts: dict) -> float:
-    """Measured / estimated seconds per epoch of the cells training now (1 before any epoch)."""
+def _training_scale(status: dict, parts: dict, before: float = 1.0) -> float:
+    """Measured / estimated seconds per epoch of the cells training now (`before` when none
+    has trained an epoch in this run)."""
     ratios = []
     for c, s in status.items():
         trained = (s or {}).get("epoch", 0) - (s or {}).get("from_epoch", 0)
         if s and s.get("phase") == "train" and trained > 0 and parts[c]["train"] > 0:
             ratios.append((s["time"] - s["started"]) / trained / (parts[c]["train"] / s["epochs"]))
-    return sum(ratios) / len(ratios) if ratios else 1.0
+    return sum(ratios) / len(ratios) if ratios else before
 
 
 def _running_line(cell: Cell, plan: Plan) -> str:
@@ -584,14 +585,17 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
         f"{_fmt(grid_time_left([], [estimate[c] for c in todo], jobs))}")
     done, failed = [], {}
     spent, predicted = 0.0, 0.0  # calibration: measured / estimated over finished cells
+    trained_scale = [1.0]  # the last scale the running cells' training gave
 
     def eta(remaining, running=()):
         """Time left: running cells by their own progress (cell_time_left), queued ones by the
         first estimates scaled by measured / estimated seconds of the finished cells (each
-        timed on its own), or before any finished, by the running cells' training rate."""
+        timed on its own), or before any finished, by the running cells' training rate (the
+        last one seen, while none is training)."""
         now = time.time()
         status = {c: _read_status(out, c) for c in running}
-        scale = spent / predicted if predicted else _training_scale(status, parts)
+        trained_scale[0] = _training_scale(status, parts, trained_scale[0])
+        scale = spent / predicted if predicted else trained_scale[0]
         left = [cell_time_left(status[c], parts[c], scale, now) for c in running]
         queued = [scale * estimate[c] for c in remaining if c not in status]
         return _fmt(grid_time_left(left, queued, jobs))

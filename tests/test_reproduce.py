@@ -539,3 +539,4 @@ def test_time_left_of_running_cells_and_of_the_grid():
     cell = rp.Cell("fashion-mnist", "constraint-sr")
     assert rp._training_scale({cell: train}, {cell: parts}) == 0.5  # 5 s per epoch, 10 estimated
     assert rp._training_scale({cell: fresh}, {cell: parts}) == 1.0
+    assert rp._training_scale({cell: evaluating}, {cell: parts}, before=0.5) == 0.5  # kept
