@@ -651,7 +651,8 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
                 if remaining:
                     log(f"[{len(done) + len(failed)}/{len(todo)} finished, "
                         f"{_fmt(time.time() - t_grid)}] running: "
-                        + ", ".join(_running_line(c, plan) for c in running)
+                        + (", ".join(_running_line(c, plan) for c in running)
+                           or "the next cells, starting")
                         + f"; time left about {eta(remaining, running)}")
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
