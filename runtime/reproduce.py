@@ -404,24 +404,27 @@ def _worker(cell: Cell, plan: Plan) -> dict:
 
 # ------------------------------------------------------------------ the grid
 
-# rough seconds per cell on one free core (measured on this 2-core machine, Fashion-MNIST MLP:
-# 23k ex/s baseline, 9.7k RU, 7.2k FGSM, 6.1k adversarial, 5.6k constraint with 10 PGD steps;
-# the CNN ~15x slower); only for the first time estimate, then calibrated on finished cells
-_RATE = {"baseline": 23000, "augment-uniform": 9700, "augment-fgsm": 7200,
-         "adversarial": 6100, "constraint": 5600}
-# LR's objective adds norm_inf(x - x0) over the input at every search step: its steps took
-# 1.26x SR's (bench/bench_training_speed.py, 50 PGD steps, 2026-12-04)
-_SLOWER = {"constraint-lr": 1.26}
+# rough seconds per cell on one core, measured on this 2-core machine (two cells at a time,
+# one thread each; docs/reproduction/README.md, 4-5 December 2026): examples/s of the
+# Fashion-MNIST MLP with 10 PGD steps where a regime searches (scaled by 12 / (steps + 2)
+# for other step counts); GTSRB 48x48 ~2.4x and the CNN ~24x slower; evaluation ~0.016 s per
+# test image for the 4 attacks; verification ~0.15 of the timeout per query. Only the first
+# estimate: a run then scales it by its own cells' rates.
+_RATE = {"baseline": 95000, "augment-uniform": 22000, "augment-fgsm": 15000,
+         "adversarial": 10000, "constraint": 9500}
+# LR's objective adds norm_inf(x - x0) over the input at every search step: its cells trained
+# at 1/1.14 (quick) and 1/1.20 (paper) of SR's rate
+_SLOWER = {"constraint-lr": 1.2}
 
 
 def estimate_parts(cell: Cell, plan: Plan) -> dict[str, float]:
     """Rough seconds of the cell's training, evaluation and verification on one free core."""
     b = plan.budget
     verify_s = (0.0 if cell.model == "cnn" else  # the CNN is refused (max-pooling)
-                len(ATTACKS) * len(b.verify_eps) * b.verify_points * 0.3 * b.verify_timeout)
+                len(ATTACKS) * len(b.verify_eps) * b.verify_points * 0.15 * b.verify_timeout)
     if (cell_dir(plan.out, cell) / "result.json").exists():  # trained and evaluated: verify only
         return {"train": 0.0, "evaluate": 0.0, "verify": verify_s}
-    slow = (15.0 if cell.model == "cnn" else 1.0) * (3.0 if cell.dataset == "gtsrb" else 1.0)
+    slow = (24.0 if cell.model == "cnn" else 1.0) * (2.4 if cell.dataset == "gtsrb" else 1.0)
     n_train = {"fashion-mnist": 60000, "gtsrb": 14670}[cell.dataset]
     n_test = {"fashion-mnist": 10000, "gtsrb": 4770}[cell.dataset]
     limit = b.cnn_train_limit if cell.model == "cnn" else b.train_limit
@@ -432,7 +435,7 @@ def estimate_parts(cell: Cell, plan: Plan) -> dict[str, float]:
     rate = _RATE[trainer] * (12 / (b.train_steps + 2) if trainer in ("adversarial", "constraint")
                              else 1.0)
     train_s = epochs * n_train * slow * _SLOWER.get(cell.regime, 1.0) / rate
-    eval_s = 0.026 * n_test * slow * (b.eval_steps + b.samples / 2) / 100 * len(b.eps) / 6
+    eval_s = 0.016 * n_test * slow * (b.eval_steps + b.samples / 2) / 100 * len(b.eps) / 6
     return {"train": train_s, "evaluate": eval_s, "verify": verify_s}
 
 
