@@ -529,12 +529,12 @@ def _read_status(out, cell: Cell) -> dict | None:
         return None
 
 
-def _status_time(out, cell: Cell) -> float:
-    """When the cell last reported (0: never, or not readable); older than the grid: stale."""
+def _reported_since(s: dict | None, t: float) -> bool:
+    """Has the cell reported since time t (a status older than the grid is stale)?"""
     try:
-        return float((_read_status(out, cell) or {})["time"])
+        return float(s["time"]) >= t
     except (KeyError, TypeError, ValueError):
-        return 0.0
+        return False
 
 
 def _training_scale(status: dict, parts: dict, before: float = 1.0) -> float:
@@ -548,13 +548,12 @@ def _training_scale(status: dict, parts: dict, before: float = 1.0) -> float:
     return sum(ratios) / len(ratios) if ratios else before
 
 
-def _running_line(cell: Cell, plan: Plan) -> str:
+def _running_line(cell: Cell, s: dict | None) -> str:
     try:
-        s = json.loads((cell_dir(plan.out, cell) / "status.json").read_text())
         what = (f"epoch {s['epoch']}/{s['epochs']}" if s["phase"] == "train"
                 else f"{'verifying' if s['phase'] == 'verify' else 'evaluating'} {s['attack']}"
                 ) + f", {_fmt(time.time() - s['started'])}"
-    except (OSError, ValueError, KeyError):
+    except (KeyError, TypeError):
         what = "starting"
     return f"{cell.id} ({what})"
 
@@ -590,16 +589,16 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
     spent, predicted = 0.0, 0.0  # calibration: measured / estimated over finished cells
     trained_scale = [1.0]  # the last scale the running cells' training gave
 
-    def eta(remaining, running=()):
+    def eta(remaining, status=None):
         """Time left: running cells by their own progress (cell_time_left), queued ones by the
         first estimates scaled by measured / estimated seconds of the finished cells (each
         timed on its own), or before any finished, by the running cells' training rate (the
         last one seen, while none is training)."""
         now = time.time()
-        status = {c: _read_status(out, c) for c in running}
+        status = status or {}  # running cell -> its status.json
         trained_scale[0] = _training_scale(status, parts, trained_scale[0])
         scale = spent / predicted if predicted else trained_scale[0]
-        left = [cell_time_left(status[c], parts[c], scale, now) for c in running]
+        left = [cell_time_left(s, parts[c], scale, now) for c, s in status.items()]
         queued = [scale * estimate[c] for c in remaining if c not in status]
         return _fmt(grid_time_left(left, queued, jobs))
 
@@ -650,11 +649,12 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
                     log(f"  {cell.id} done in {_fmt(r['seconds'])}: clean accuracy "
                         f"{100 * r['clean_accuracy']:.1f}%")
                 remaining = [futures[f][0] for f in pending]
-                running = [c for c in remaining if _status_time(out, c) >= t_grid]
+                status = {c: _read_status(out, c) for c in remaining}  # one read per poll
+                running = {c: s for c, s in status.items() if _reported_since(s, t_grid)}
                 if remaining:
                     log(f"[{len(done) + len(failed)}/{len(todo)} finished, "
                         f"{_fmt(time.time() - t_grid)}] running: "
-                        + (", ".join(_running_line(c, plan) for c in running)
+                        + (", ".join(_running_line(c, s) for c, s in running.items())
                            or "the next cells, starting")
                         + f"; time left about {eta(remaining, running)}")
         except KeyboardInterrupt:
