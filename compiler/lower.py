@@ -21,6 +21,7 @@ import torch
 from robustspec.dsl.diagnostics import Diagnostic, SpecError
 from robustspec.dsl.errors import InputError
 
+from . import native
 from .ir import CONT_QUANT, IDX_QUANT, N
 from .logics import Logic
 from .logics.boolean import BOOLEAN
@@ -158,21 +159,43 @@ class _NormInf(torch.autograd.Function):
         return mask.mul_(scale).mul_(v.sgn()), None
 
 
-# below this many elements torch's own ops are faster than the Function's Python (measured:
-# 120 against 143 us at [128, 128], 158 / 159 at [128, 256], 251 / 211 at [128, 512])
+# below this many elements torch's own ops are faster than _NormInf's Python (measured:
+# 120 against 143 us at [128, 128], 158 / 159 at [128, 256], 251 / 211 at [128, 512]); the
+# native kernel is faster at every size (38 against 66 us at [128, 10], 95 against 392 at
+# [128, 784], forward and backward, bench/probe_norm_inf_passes.py)
 _NORM_INF_FUSED_FROM = 1 << 15
 
 
 def _norm_inf(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """norm_inf over the value axes: the fused form where a gradient will be taken of a
-    large tensor (e.g. LR's norm_inf(x - x0) of a batch of images)."""
+    """norm_inf over the value axes. Where a gradient will be taken: the native kernel
+    (compiler/native.py) on CPU, else the fused form for large tensors (e.g. LR's
+    norm_inf(x - x0) of a batch of images); all give torch's own values and gradient bits."""
     if v.requires_grad and torch.is_grad_enabled() and v.is_floating_point() \
-            and v.numel() >= _NORM_INF_FUSED_FROM \
             and dims == tuple(range(v.ndim - len(dims), v.ndim)) \
             and math.prod(v.shape[d] for d in dims) * torch.finfo(v.dtype).eps <= 2:
         # (the float count of ties is exact: at most 2 / eps values per norm)
-        return _NormInf.apply(v, dims)
+        if v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64) and dims:
+            kernel = native.norm_inf()
+            if kernel is not None:
+                return kernel(v, len(dims))
+        if v.numel() >= _NORM_INF_FUSED_FROM:
+            return _NormInf.apply(v, dims)
     return v.abs().amax(dims)
+
+
+def _norm_inf_of_difference(a: torch.Tensor, b: torch.Tensor, depth: int):
+    """norm_inf(a - b) over the value axes in one native kernel (no a - b written), where a
+    gradient will be taken and a and b are CPU floats of one shape; None elsewhere (the caller
+    then takes norm_inf of the difference)."""
+    if not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)) \
+            or a.shape != b.shape or a.dtype != b.dtype or a.device.type != "cpu" \
+            or b.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64):
+        return None
+    dims = _value_dims(a, depth)
+    if not dims or math.prod(a.shape[d] for d in dims) * torch.finfo(a.dtype).eps > 2:
+        return None
+    kernel = native.norm_inf_of_difference()
+    return None if kernel is None else kernel(a, b, len(dims))
 
 
 def _value_dims(v: torch.Tensor, depth: int) -> tuple[int, ...]:
@@ -385,8 +408,17 @@ class Lowering:
                     sq = v.square().sum(d)
                     return torch.where(sq > 0, sq.clamp_min(1e-30).sqrt(), torch.zeros_like(sq))
             scalar = {"norm_inf": torch.abs, "norm_1": torch.abs, "norm_2": torch.abs}.get(op, lambda v: v)
+            difference = None  # norm_inf(a - b): one native kernel where it applies
+            if op == "norm_inf" and n.args[0].op == "sub":
+                difference = (self.term(n.args[0].args[0], depth),
+                              self.term(n.args[0].args[1], depth))
 
             def reduce(ctx: Ctx):
+                if difference is not None and torch.is_grad_enabled():
+                    a, b, _ = _same_rank(difference[0](ctx), difference[1](ctx), depth)
+                    out = _norm_inf_of_difference(a, b, depth)
+                    if out is not None:
+                        return out
                 v = a_fn(ctx)
                 dims = _value_dims(v, depth)
                 return red(v, dims) if dims else scalar(v)

@@ -1,13 +1,14 @@
-"""norm_inf with a gradient runs through lower._NormInf, a fused form of torch's
-abs().amax(): the same values and the same gradient bits as torch's own, ties, zero rows,
-NaN and infinities included, and so the same search points for LR."""
+"""norm_inf with a gradient runs through the native kernel (compiler/native.py, C++) on CPU, or
+lower._NormInf (a fused form of torch's abs().amax()) where the kernel is unavailable: each gives
+the same values and the same gradient bits as torch's own, ties, zero rows, NaN and infinities
+included, and so the same search points for LR."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from robustspec.compiler import PGD, compile_spec
-from robustspec.compiler import lower
+from robustspec.compiler import lower, native
 from robustspec.compiler.lower import _NormInf, _norm_inf
 from robustspec.runtime.models import PaperMLP
 
@@ -18,6 +19,25 @@ BITS = {torch.float32: torch.int32, torch.float64: torch.int64}
 def same_bits(a, b):
     return a.shape == b.shape and a.dtype == b.dtype and bool(
         ((a.view(BITS[a.dtype]) == b.view(BITS[b.dtype])) | (a.isnan() & b.isnan())).all())
+
+
+@pytest.fixture(params=["native", "fused"])
+def impl(request, monkeypatch):
+    """Each test runs once with the native kernel and once with _NormInf (the kernel off)."""
+    monkeypatch.setattr(lower, "_NORM_INF_FUSED_FROM", 1)  # small tensors here
+    if request.param == "native":
+        if native.norm_inf() is None:
+            pytest.skip(f"the native kernel is unavailable here: {native.status()}")
+    else:
+        monkeypatch.setattr(native, "norm_inf", lambda: None)
+        monkeypatch.setattr(native, "norm_inf_of_difference", lambda: None)
+    return request.param
+
+
+@pytest.fixture
+def built():
+    if native.norm_inf() is None:
+        pytest.skip(f"the native kernel is unavailable here: {native.status()}")
 
 
 def plain(v, dims):
@@ -31,8 +51,7 @@ def grads(fn, v, dims, g):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_norm_inf_is_torch_bit_for_bit(dtype, monkeypatch):
-    monkeypatch.setattr(lower, "_NORM_INF_FUSED_FROM", 1)  # small tensors here
+def test_fused_norm_inf_is_torch_bit_for_bit(dtype, impl):
     gen = torch.Generator().manual_seed(0)
     v = (torch.rand(7, 2, 3, 4, generator=gen, dtype=dtype) - 0.5).round(decimals=1)  # ties
     v[1] = 0.0  # all tie at 0: gradient 0
@@ -50,22 +69,64 @@ def test_fused_norm_inf_is_torch_bit_for_bit(dtype, monkeypatch):
         assert same_bits(got_v, want_v) and same_bits(got_g, want_g), dims
 
 
-def test_the_fused_form_is_used_only_where_a_gradient_is_taken(monkeypatch):
-    monkeypatch.setattr(lower, "_NORM_INF_FUSED_FROM", 1)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grad_of", ["a", "b", "both"])
+def test_the_difference_kernel_is_torchs_sub_abs_amax_bit_for_bit(dtype, grad_of, built):
+    """norm_inf(a - b) in one kernel: the values and both operands' gradients are torch's."""
+    gen = torch.Generator().manual_seed(4)
+    a = (torch.rand(6, 3, 5, generator=gen, dtype=dtype) - 0.5).round(decimals=1)
+    b = (torch.rand(6, 3, 5, generator=gen, dtype=dtype) - 0.5).round(decimals=1)  # ties
+    b[1] = a[1]  # a zero row
+    a[2, 0, 0] = float("nan")
+    a[3, 1, 1], b[3, 1, 1] = float("inf"), 1.0
+    a[4, 2, 2], b[4, 2, 2] = float("inf"), float("inf")  # inf - inf = NaN
+    g = torch.randn(6, 3, generator=gen, dtype=dtype)
+
+    def run(fn):
+        la, lb = a.clone().requires_grad_(grad_of != "b"), b.clone().requires_grad_(grad_of != "a")
+        out = fn(la * 1, lb * 1)
+        wrt = [t for t in (la, lb) if t.requires_grad]
+        return [out.detach()] + list(torch.autograd.grad(out, wrt, g))
+    kernel = native.norm_inf_of_difference()
+    got = run(lambda x, y: kernel(x, y, 1))
+    want = run(lambda x, y: (x - y).abs().amax(2))
+    assert len(got) == len(want) and all(same_bits(p, q) for p, q in zip(got, want))
+    with pytest.raises(RuntimeError, match="differ in shape"):
+        kernel(a, b[:, :1], 1)
+
+
+def test_the_difference_form_is_taken_only_where_it_applies(built):
+    a = torch.rand(4, 7, requires_grad=True)
+    name = lower._norm_inf_of_difference(a * 1, torch.rand(4, 7), 0).grad_fn.name()
+    assert "NativeNormInfOfDifference" in name
+    assert lower._norm_inf_of_difference(a * 1, torch.rand(1, 7), 0) is None  # broadcasts
+    assert lower._norm_inf_of_difference(a * 1, torch.rand(4, 7).double(), 0) is None
+    assert lower._norm_inf_of_difference(a.detach(), torch.rand(4, 7), 0) is None  # no gradient
+    with torch.no_grad():
+        assert lower._norm_inf_of_difference(a, torch.rand(4, 7), 0) is None
+    assert lower._norm_inf_of_difference(a * 1, torch.rand(4, 7), 1) is None  # no value axes
+
+
+def test_the_fused_form_is_used_only_where_a_gradient_is_taken(impl, monkeypatch):
+    name = "NativeNormInf" if impl == "native" else "_NormInfBackward"
     v = torch.rand(3, 5, requires_grad=True)
     big = torch.rand(2, 1 << 15, requires_grad=True)
-    assert _norm_inf(big * 1, (1,)).grad_fn.name().endswith("_NormInfBackward")
-    assert _norm_inf(v * 1, (1,)).grad_fn.name().endswith("_NormInfBackward")
+    assert name in _norm_inf(big * 1, (1,)).grad_fn.name()
+    assert name in _norm_inf(v * 1, (1,)).grad_fn.name()
     with torch.no_grad():
         assert _norm_inf(v * 1, (1,)).grad_fn is None
     assert _norm_inf(v.detach(), (1,)).grad_fn is None
-    monkeypatch.undo()
-    assert _norm_inf(v * 1, (1,)).grad_fn.name() == "AmaxBackward0"  # small: torch's ops
-    assert _norm_inf(big * 1, (1,)).grad_fn.name().endswith("_NormInfBackward")
+    assert _norm_inf(v.double() * 1, (1,)).grad_fn is not None
+    monkeypatch.setattr(lower, "_NORM_INF_FUSED_FROM", 1 << 15)
+    small = _norm_inf(v * 1, (1,)).grad_fn.name()
+    # small tensors: the native kernel (faster at every size) or else torch's ops
+    assert small == ("torch::autograd::CppNode<(anonymous namespace)::NativeNormInf>"
+                     if impl == "native" else "AmaxBackward0")
+    assert name in _norm_inf(big * 1, (1,)).grad_fn.name()
+    assert _norm_inf(v.half() * 1, (1,)).grad_fn.name() == "AmaxBackward0"  # no kernel: torch
 
 
-def test_lr_search_and_loss_are_the_same_as_with_torchs_norm(monkeypatch):
-    monkeypatch.setattr(lower, "_NORM_INF_FUSED_FROM", 1)
+def test_lr_search_and_loss_are_the_same_as_with_torchs_norm(impl, monkeypatch):
     torch.manual_seed(1)
     m = PaperMLP(20, hidden=16, classes=5)
     x, y = torch.rand(9, 20), torch.randint(0, 5, (9,))
@@ -80,7 +141,12 @@ def test_lr_search_and_loss_are_the_same_as_with_torchs_norm(monkeypatch):
         loss.mean().backward()
         return found["x"], loss.detach(), [p.grad.clone() for p in m.parameters()]
     calls = []
-    monkeypatch.setattr(_NormInf, "apply", lambda *a: calls.append(1) or _apply(*a))
+    if impl == "native":  # LR's norm_inf(x - x0) and norm_inf(f(x) - f(x0)): the difference form
+        kernel = native.norm_inf_of_difference()
+        monkeypatch.setattr(native, "norm_inf_of_difference",
+                            lambda: lambda *a: calls.append(1) or kernel(*a))
+    else:
+        monkeypatch.setattr(_NormInf, "apply", lambda *a: calls.append(1) or _apply(*a))
     new = run()
     assert calls  # the fused form ran
     monkeypatch.setattr(lower, "_norm_inf", plain)
@@ -90,9 +156,8 @@ def test_lr_search_and_loss_are_the_same_as_with_torchs_norm(monkeypatch):
     assert all(same_bits(a, b) for a, b in zip(new[2], old[2]))
 
 
-def test_a_second_derivative_is_torchs(monkeypatch):
+def test_a_second_derivative_is_torchs(impl):
     """create_graph=True (e.g. a gradient penalty): the gradient of the gradient agrees."""
-    monkeypatch.setattr(lower, "_NORM_INF_FUSED_FROM", 1)
     gen = torch.Generator().manual_seed(3)
     v = torch.randn(4, 6, generator=gen, dtype=torch.float64)
     w = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -103,3 +168,23 @@ def test_a_second_derivative_is_torchs(monkeypatch):
         (g,) = torch.autograd.grad((out * w).sum(), leaf, create_graph=True)
         return torch.autograd.grad(g.square().sum(), w)[0]
     assert same_bits(second(_norm_inf), second(plain))
+
+
+def test_without_the_kernel_torchs_ops_serve_and_say_why_once(monkeypatch):
+    monkeypatch.setattr(native, "_state", {})
+
+    def broken():
+        raise RuntimeError("Error building extension\ng++: not found")
+    monkeypatch.setattr(native, "_build", broken)
+    v = torch.rand(4, 3, 8, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match=r"could not be built \(g\+\+: not found\).*ROBUSTSPEC_NATIVE=0"):
+        got = grads(_norm_inf, v.detach(), (1, 2), torch.ones(4))
+    assert same_bits(got[1], grads(plain, v.detach(), (1, 2), torch.ones(4))[1])
+    assert native.norm_inf() is None and native.status() == "unavailable: g++: not found"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, not at every call
+        assert native.norm_inf() is None
+    monkeypatch.setenv("ROBUSTSPEC_NATIVE", "0")
+    monkeypatch.setattr(native, "_state", {})
+    assert native.norm_inf() is None and native.status().startswith("off")
