@@ -151,6 +151,31 @@ def test_loss_searches_in_eval_mode_but_evaluates_in_the_models_mode(dspec):
     assert m.lin.weight.grad is not None
 
 
+def test_eval_mode_leaves_a_network_in_eval_mode_alone_and_restores_a_training_one():
+    from robustspec.compiler.quantifiers import eval_mode
+    calls = []
+
+    class Counting(torch.nn.Sequential):
+        def train(self, mode=True):
+            calls.append(mode)
+            return super().train(mode)
+    m = Counting(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5))
+    m.eval()
+    calls.clear()
+    with eval_mode({"f": m}):
+        assert not m.training and not m[1].training
+    assert calls == []  # nothing in training mode: no walk over the modules
+    m.train()
+    calls.clear()
+    with eval_mode({"f": m}):
+        assert not m.training and not m[1].training
+    assert calls == [False, True] and m.training and m[1].training
+    m.eval()
+    m[1].train()  # one submodule in training mode is enough to switch
+    with eval_mode({"f": m}):
+        assert not m[1].training
+
+
 # ---------------------------------------------------------------- restarts
 def sr_objective(model, x, x0, delta):
     """The forall's search objective: the DL2 loss of the negated body `n > delta`."""
