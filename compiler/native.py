@@ -1,15 +1,17 @@
-"""Native CPU kernels, built once per machine with torch's C++ extension loader (g++, ninja).
+"""Native CPU kernels (native_kernels.cpp), built once per machine with torch's C++ extension
+loader (g++, ninja).
 
-Why: on a small network a PGD step costs about a millisecond, and LR's `norm_inf(x - x0)` took a
-fifth of it in torch's own ops: 7 full-size passes and ~20 dispatched ops for a maximum and its
-gradient. One C++ kernel does it in one read forward and one read and one write backward, with
-torch's gradient bit for bit (tests/test_speed_norm.py), so results do not depend on whether it
-was built.
+Why: on a small network a PGD step costs about a millisecond, and a small op a few microseconds
+of dispatch whatever it computes. LR's `norm_inf(x - x0)` took a fifth of the step in torch's
+own ops (7 full-size passes and ~20 ops for a maximum and its gradient), and DL2's `exists` over
+a finite quantifier (a product) 16 ops for a [batch, 10] product and its gradient. Each kernel
+does the same in one call, with torch's values and gradients bit for bit
+(tests/test_native.py), so results do not depend on whether the kernels were built.
 
-Where it cannot be built (no compiler or ninja, a read-only cache) or `ROBUSTSPEC_NATIVE=0` is
-set, `norm_inf()` returns None and callers keep torch's ops; a failed build warns once, saying why.
-The build (about 20 s) lands in `$ROBUSTSPEC_CACHE` (default `~/.cache/robustspec`), keyed by the
-source, torch's version and the flags, and later processes load it in well under a second.
+Where they cannot be built (no compiler or ninja, a read-only cache) or `ROBUSTSPEC_NATIVE=0` is
+set, the accessors return None and callers keep torch's ops; a failed build warns once, saying
+why. The build (about 20 s) lands in `$ROBUSTSPEC_CACHE` (default `~/.cache/robustspec`), keyed
+by the source, torch's version, the CPU and the flags; later processes load it in about a second.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Callable, Optional
 
 import torch
 
-_SOURCE = Path(__file__).with_name("native_norm_inf.cpp")
+_SOURCE = Path(__file__).with_name("native_kernels.cpp")
 # -march=native: the loops vectorise with this CPU's instructions (without it the kernel was
 # 3x slower than torch's ops here); the cache key holds the CPU's flags, so a cache shared by
 # different machines does not load code built for another CPU
@@ -80,7 +82,7 @@ def _build():
     build.mkdir(parents=True, exist_ok=True)
     name = f"robustspec_native_{key}"
     if not any(build.glob(f"{name}*.so")):
-        print("robustspec: building the native norm_inf kernel for this machine, once "
+        print("robustspec: building the native kernels for this machine, once "
               f"(about 20 s) into {build}", file=sys.stderr, flush=True)
     _find_ninja()
     return load(name=name, sources=[str(_SOURCE)], extra_cflags=_FLAGS,
@@ -99,9 +101,9 @@ def _module():
                     reason = str(e).strip().splitlines()
                     _state["error"] = reason[-1] if reason else type(e).__name__
                     warnings.warn(
-                        "robustspec: the native norm_inf kernel could not be built "
+                        "robustspec: the native kernels could not be built "
                         f"({_state['error']}); using torch's ops instead (the same results, "
-                        "LR's search about 10% slower). Set ROBUSTSPEC_NATIVE=0 to skip the "
+                        "LR's training about 12% slower). Set ROBUSTSPEC_NATIVE=0 to skip the "
                         "attempt.", RuntimeWarning, stacklevel=3)
                     return None
     return _state.get("module")
@@ -119,6 +121,13 @@ def norm_inf_of_difference() -> Optional[Callable[[torch.Tensor, torch.Tensor, i
     with the gradients torch's sub, abs and amax give; one pass fewer than norm_inf(a - b)."""
     mod = _module()
     return None if mod is None else mod.norm_inf_of_difference
+
+
+def prod_last() -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """`f(v)`: the product over v's last axis (1 to 15 long, where torch multiplies in order),
+    with torch's gradient; None where native kernels are unavailable."""
+    mod = _module()
+    return None if mod is None else mod.prod_last
 
 
 def status() -> str:

@@ -1,10 +1,13 @@
 """The backend primitives on torch tensors that a Logic may use (see logics/base.py).
 
-Its own module, importing nothing of the compiler, so logics can name it without a cycle.
+Its own module, importing nothing of the compiler but its native kernels (which import nothing
+of it), so logics can name it without a cycle.
 """
 from __future__ import annotations
 
 import torch
+
+from . import native
 
 
 class TorchOps:
@@ -28,6 +31,14 @@ class TorchOps:
 
     @staticmethod
     def prod(v, dim):
+        # over a short last axis with a gradient to come: one native call (torch's bits)
+        # instead of torch's prod and its 14-op zero-safe backward
+        if v.requires_grad and 0 < v.shape[-1] < 16 and dim in (-1, v.ndim - 1) \
+                and v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64) \
+                and torch.is_grad_enabled():
+            kernel = native.prod_last()
+            if kernel is not None:
+                return kernel(v)
         return v.prod(dim)
 
     @staticmethod

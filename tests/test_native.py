@@ -1,7 +1,10 @@
-"""norm_inf with a gradient runs through the native kernel (compiler/native.py, C++) on CPU, or
-lower._NormInf (a fused form of torch's abs().amax()) where the kernel is unavailable: each gives
-the same values and the same gradient bits as torch's own, ties, zero rows, NaN and infinities
-included, and so the same search points for LR."""
+"""The native kernels (compiler/native.py, C++) give torch's own values and gradient bits.
+
+norm_inf with a gradient runs through the native kernel on CPU, or lower._NormInf (a fused form
+of torch's abs().amax()) where the kernel is unavailable: each gives the same values and the
+same gradient bits as torch's own, ties, zero rows, NaN and infinities included, and so the same
+search points for LR. DL2's product over a finite quantifier's axis runs through the native
+prod_last: torch's prod and its backward (both of its formulas), bit for bit."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +12,7 @@ import torch
 
 from robustspec.compiler import PGD, compile_spec
 from robustspec.compiler import lower, native
+from robustspec.compiler.ops import TorchOps
 from robustspec.compiler.lower import _NormInf, _norm_inf
 from robustspec.runtime.models import PaperMLP
 
@@ -188,3 +192,90 @@ def test_without_the_kernel_torchs_ops_serve_and_say_why_once(monkeypatch):
     monkeypatch.setenv("ROBUSTSPEC_NATIVE", "0")
     monkeypatch.setattr(native, "_state", {})
     assert native.norm_inf() is None and native.status().startswith("off")
+
+
+# ------------------------------------------------------------------ prod over the last axis
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", list(range(1, 16)))
+def test_native_prod_is_torchs_bit_for_bit(dtype, n, built):
+    """Both of torch's backward formulas: g * (prod / v) when no factor in the tensor is 0, the
+    zero-safe cumulative products (accumulated in double, as torch's cumprod) when one is."""
+    gen = torch.Generator().manual_seed(n)
+    kernel = native.prod_last()
+    for case in ("plain", "a zero", "nan and inf"):
+        v = torch.rand(33, n, generator=gen, dtype=dtype) * 2 - 0.5
+        if case == "a zero":
+            v[5, n // 2] = 0.0
+        if case == "nan and inf":
+            v[1, 0], v[2, n - 1] = float("nan"), float("inf")
+        g = torch.randn(33, generator=gen, dtype=dtype)
+        got, want = (v.clone().requires_grad_(True) for _ in range(2))
+        p_got, p_want = kernel(got), want.prod(-1)
+        (g_got,), (g_want,) = torch.autograd.grad(p_got, got, g), torch.autograd.grad(p_want, want, g)
+        assert same_bits(p_got.detach(), p_want.detach()) and same_bits(g_got, g_want), case
+
+
+def test_native_prod_is_used_only_where_it_is_torchs(built):
+    v = torch.rand(4, 10, requires_grad=True)
+    assert "NativeProdLast" in TorchOps.prod(v * 1, -1).grad_fn.name()
+    assert "NativeProdLast" in TorchOps.prod(v.double() * 1, 1).grad_fn.name()
+    assert TorchOps.prod(v.t() * 1, 0).grad_fn.name().startswith("ProdBackward")  # not the last axis
+    long = torch.rand(4, 16, requires_grad=True)  # torch's vectorised order from 16 (doubles)
+    assert TorchOps.prod(long * 1, -1).grad_fn.name().startswith("ProdBackward")
+    assert TorchOps.prod(v.detach(), -1).grad_fn is None
+    with torch.no_grad():
+        assert TorchOps.prod(v, -1).grad_fn is None
+    with pytest.raises(RuntimeError, match="1 to 15 long"):
+        native.prod_last()(long)
+
+
+def test_native_prod_second_derivative_is_torchs(built):
+    gen = torch.Generator().manual_seed(5)
+    for zero in (False, True):
+        v = torch.rand(6, 10, generator=gen, dtype=torch.float64)
+        if zero:
+            v[2, 3] = 0.0
+        w = torch.randn(6, generator=gen, dtype=torch.float64, requires_grad=True)
+
+        def second(fn):
+            leaf = v.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad((fn(leaf * 1) * w).sum(), leaf, create_graph=True)
+            return torch.autograd.grad(g.square().sum(), w)[0]
+        assert same_bits(second(native.prod_last()), second(lambda t: t.prod(-1))), zero
+
+
+def test_per_class_sr_search_and_loss_are_the_same_without_the_kernels(built, monkeypatch):
+    """`forall j in classes` searched: DL2's product over the classes through the kernel, or
+    torch's ops: the same points, losses and weight gradients, bit for bit."""
+    spec = compile_spec("""
+network f : Tensor -> Tensor
+param eps : Real = 0.1
+param delta : Real = 0.05
+property sr(x0 : Tensor) =
+  forall x . norm_inf(x - x0) <= eps and 0 <= x <= 1 =>
+    forall j in classes . abs(f(x)[j] - f(x0)[j]) <= delta
+""")
+    torch.manual_seed(3)
+    m = PaperMLP(20, hidden=16, classes=5)
+    x = torch.rand(9, 20)
+    search = PGD(steps=6, step_size=0.03, early_stop=False)
+
+    def run():
+        m.zero_grad(set_to_none=True)
+        found = spec["sr"].search(m, x0=x, search=search, generator=torch.Generator().manual_seed(2))
+        loss = spec["sr"].loss(m, x0=x, search=search, generator=torch.Generator().manual_seed(2),
+                               reduction="none")
+        loss.mean().backward()
+        return found["x"], loss.detach(), [p.grad.clone() for p in m.parameters()]
+    calls = []
+    kernel = native.prod_last()
+    monkeypatch.setattr(native, "prod_last", lambda: lambda *a: calls.append(1) or kernel(*a))
+    new = run()
+    assert calls
+    monkeypatch.setattr(native, "prod_last", lambda: None)
+    monkeypatch.setattr(native, "norm_inf", lambda: None)
+    monkeypatch.setattr(native, "norm_inf_of_difference", lambda: None)
+    old = run()
+    assert bool((new[1] > 0).any())
+    assert same_bits(new[0], old[0]) and same_bits(new[1], old[1])
+    assert all(same_bits(a, b) for a, b in zip(new[2], old[2]))
