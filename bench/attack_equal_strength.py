@@ -3,12 +3,13 @@
 bench_training_speed.py compares the two at equal settings (radius, 50 steps, step size, one
 uniform start), where robustspec's attack is the slightly stronger one: it keeps each input's
 best point, torchattacks its last. Here strength is the share of inputs misclassified after
-the attack, on 2048 inputs: robustspec with 50 steps (no early stop) against torchattacks
-with 50, 100 and 200 steps, the step eps / 10 for both, at several radii; then the time per
-batch of 128 of each, interleaved, one thread. The inputs and model are bench_training_speed's
+the attack, on 2048 inputs, for both at 5 to 200 steps (the step eps / 10, no early stop) and
+three radii; then the time per batch of 128 of each, interleaved, one thread; then the issue's
+"throughput at equal strength": for each strength level torchattacks reaches, each tool's
+fastest setting that reaches it at every radius, and the ratio of their times. The inputs and model are bench_training_speed's
 synthetic ones (the paper's MLP fitted to a random linear teacher), so this runs anywhere.
 
-    .venv/bin/python bench/attack_equal_strength.py [--json out.json]
+    .venv/bin/python bench/attack_equal_strength.py [--json out.json] [--report saved.json]
 """
 from __future__ import annotations
 
@@ -25,15 +26,69 @@ import bench_training_speed as bts  # noqa: E402
 from robustspec.compiler import PGD, compile_spec  # noqa: E402
 
 RADII = (0.002, 0.005, 0.01)
-THEIR_STEPS = (50, 100, 200)
-OUR_STEPS = 50
+STEPS = (5, 10, 20, 50, 100, 200)
+
+
+def fastest_as_strong(rows, times, tool, target):
+    """`tool`'s fastest step count that breaks at least as many inputs as `target` at every
+    radius (None if none does)."""
+    strong = [f"{tool}_{s}" for s in STEPS if all(r[f"{tool}_{s}"] >= r[target] for r in rows)]
+    return min(strong, key=lambda k: times[k]["wall_ms"], default=None)
+
+
+def equal_strength(rows, times):
+    """Throughput at equal strength: for each strength level torchattacks reaches (its
+    setting's share of inputs broken at every radius), the fastest setting of each tool that
+    reaches it, and torchattacks' time over robustspec's."""
+    out = []
+    for s in STEPS:
+        level = f"torchattacks_{s}"
+        theirs = fastest_as_strong(rows, times, "torchattacks", level)
+        ours = fastest_as_strong(rows, times, "robustspec", level)
+        out.append({"level": level, "torchattacks": theirs, "robustspec": ours,
+                    "ratio": None if ours is None else times[theirs]["wall_ms"] / times[ours]["wall_ms"],
+                    "ratio_cpu": None if ours is None else times[theirs]["cpu_ms"] / times[ours]["cpu_ms"]})
+    return out
+
+
+def report(res) -> None:
+    rows, times = res["rows"], res["times"]
+    matched = equal_strength(rows, times)
+    print(f"clean accuracy {res['clean_accuracy']:.3f} on {res['n']} inputs; misclassified "
+          f"after the attack (step eps / 10, one uniform start, no early stop), and ms per batch "
+          f"of 128 (wall / thread CPU, interleaved, one thread):")
+    print("| steps | " + " | ".join(f"robustspec, eps {r['eps']}" for r in rows) + " | ms | "
+          + " | ".join(f"torchattacks, eps {r['eps']}" for r in rows) + " | ms |")
+    print("|---:|" + "---:|" * (2 * len(rows) + 2))
+    for s in STEPS:
+        cells = []
+        for tool in ("robustspec", "torchattacks"):
+            k = f"{tool}_{s}"
+            cells += [f"{100 * r[k]:.1f}%" for r in rows]
+            cells.append(f"{times[k]['wall_ms']:.1f} / {times[k]['cpu_ms']:.1f}")
+        print(f"| {s} | " + " | ".join(cells) + " |")
+    print("\nAt equal strength: each tool's fastest setting that breaks at least as many inputs at "
+          "every radius as the torchattacks setting named:")
+    print("| strength of | torchattacks' fastest | robustspec's fastest | throughput ratio (wall) "
+          "| (CPU) |\n|---|---|---|---:|---:|")
+    for r in matched:
+        if r["robustspec"] is None:
+            print(f"| {r['level']} | {r['torchattacks']} | none as strong | - | - |")
+        else:
+            print(f"| {r['level']} | {r['torchattacks']} | {r['robustspec']} | {r['ratio']:.2f}x "
+                  f"| {r['ratio_cpu']:.2f}x |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2048)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--report", default=None, metavar="JSON",
+                    help="print the tables of a saved run instead of running")
     args = ap.parse_args()
+    if args.report:
+        report(json.loads(Path(args.report).read_text()))
+        return
     import torchattacks
 
     torch.set_num_threads(1)
@@ -47,9 +102,9 @@ def main() -> None:
         with torch.no_grad():
             return float(((m(points).argmax(1) != y) | ~clean).float().mean())
 
-    def ours(xb, yb, eps, gen):
+    def ours(xb, yb, eps, gen, steps):
         return cr.search(m, x0=xb, y=yb, params={"eps": eps}, generator=gen,
-                         search=PGD(steps=OUR_STEPS, step_size=eps / 10, early_stop=False)).points["x"]
+                         search=PGD(steps=steps, step_size=eps / 10, early_stop=False)).points["x"]
 
     def theirs(xb, yb, eps, steps):
         return torchattacks.PGD(m, eps=eps, alpha=eps / 10, steps=steps, random_start=True)(xb, yb)
@@ -57,31 +112,25 @@ def main() -> None:
     batches = [(x[i:i + bts.BATCH], y[i:i + bts.BATCH]) for i in range(0, args.n, bts.BATCH)]
     rows = []
     for eps in RADII:
-        gen = torch.Generator().manual_seed(bts.SEED)
-        row = {"eps": eps, "robustspec_50": broken(torch.cat([ours(a, b, eps, gen) for a, b in batches]))}
-        torch.manual_seed(bts.SEED)  # torchattacks' random start draws from the global generator
-        for s in THEIR_STEPS:
+        row = {"eps": eps}
+        for s in STEPS:
+            gen = torch.Generator().manual_seed(bts.SEED)
+            row[f"robustspec_{s}"] = broken(torch.cat([ours(a, b, eps, gen, s) for a, b in batches]))
+            torch.manual_seed(bts.SEED)  # torchattacks' random start draws from the global generator
             row[f"torchattacks_{s}"] = broken(torch.cat([theirs(a, b, eps, s) for a, b in batches]))
         rows.append(row)
     xb, yb = batches[0]
     gen = torch.Generator().manual_seed(bts.SEED)
-    fns = {"robustspec_50": lambda: ours(xb, yb, 0.1, gen)}
-    for s in THEIR_STEPS:
+    fns = {}
+    for s in STEPS:
+        fns[f"robustspec_{s}"] = (lambda s: lambda: ours(xb, yb, 0.1, gen, s))(s)
         fns[f"torchattacks_{s}"] = (lambda s: lambda: theirs(xb, yb, 0.1, s))(s)
     times = bts.interleaved(fns, 10)
-    print(f"clean accuracy {float(clean.float().mean()):.3f} on {args.n} inputs; misclassified "
-          f"after the attack (step eps / 10):")
-    print("| eps | robustspec, 50 steps | " + " | ".join(f"torchattacks, {s} steps" for s in THEIR_STEPS) + " |")
-    print("|---:|---:|" + "---:|" * len(THEIR_STEPS))
-    for r in rows:
-        print(f"| {r['eps']} | {100 * r['robustspec_50']:.1f}% | "
-              + " | ".join(f"{100 * r[f'torchattacks_{s}']:.1f}%" for s in THEIR_STEPS) + " |")
-    print("\nms per batch of 128 (wall / thread CPU), interleaved:")
-    for k, t in times.items():
-        print(f"  {k}: {t['wall_ms']:.1f} / {t['cpu_ms']:.1f}")
+    res = {"n": args.n, "clean_accuracy": float(clean.float().mean()), "rows": rows,
+           "times": times, "equal_strength": equal_strength(rows, times)}
+    report(res)
     if args.json:
-        Path(args.json).write_text(json.dumps({"n": args.n, "clean_accuracy": float(clean.float().mean()),
-                                               "rows": rows, "times": times}, indent=1))
+        Path(args.json).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def _module():
                     warnings.warn(
                         "robustspec: the native kernels could not be built "
                         f"({_state['error']}); using torch's ops instead (the same results, "
-                        "LR's training about 12% slower). Set ROBUSTSPEC_NATIVE=0 to skip the "
+                        "LR's training 10-20% slower). Set ROBUSTSPEC_NATIVE=0 to skip the "
                         "attempt.", RuntimeWarning, stacklevel=3)
                     return None
     return _state.get("module")
