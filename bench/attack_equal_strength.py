@@ -26,7 +26,7 @@ import bench_training_speed as bts  # noqa: E402
 from robustspec.compiler import PGD, compile_spec  # noqa: E402
 
 RADII = (0.002, 0.005, 0.01)
-STEPS = (5, 10, 20, 50, 100, 200)
+STEPS = (5, 10, 15, 20, 30, 50, 100, 200)
 
 
 def fastest_as_strong(rows, times, tool, target):

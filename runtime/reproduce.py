@@ -664,8 +664,17 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
     log(f"grid finished in {_fmt(time.time() - t_grid)}: {len(done)} done, {len(failed)} failed")
     record_run(out, {"started": t_grid, "seconds": time.time() - t_grid, "jobs": jobs,
                      "threads": plan.threads, "budget": plan.budget.name, "done": done,
-                     "failed": sorted(failed)})
+                     "failed": sorted(failed), "native": _native_status()})
     return {"done": done, "skipped": skipped, "failed": failed}
+
+
+def _native_status() -> str:
+    """Whether this machine's runs have the native kernels (the timings depend on it): loads
+    them as the cells' processes did (about a second once built)."""
+    from robustspec.compiler import native
+
+    native.norm_inf()
+    return native.status()
 
 
 def record_run(out: Path, run: dict) -> None:
