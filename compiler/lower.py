@@ -174,7 +174,8 @@ def _norm_inf(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
             and dims == tuple(range(v.ndim - len(dims), v.ndim)) \
             and math.prod(v.shape[d] for d in dims) * torch.finfo(v.dtype).eps <= 2:
         # (the float count of ties is exact: at most 2 / eps values per norm)
-        if v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64) and dims:
+        if v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64) and dims \
+                and v.numel():  # (torch's amax refuses an empty reduction: so does this path)
             kernel = native.norm_inf()
             if kernel is not None:
                 return kernel(v, len(dims))
@@ -192,7 +193,7 @@ def _norm_inf_of_difference(a: torch.Tensor, b: torch.Tensor, depth: int):
             or b.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64):
         return None
     dims = _value_dims(a, depth)
-    if not dims or math.prod(a.shape[d] for d in dims) * torch.finfo(a.dtype).eps > 2:
+    if not dims or not a.numel() or math.prod(a.shape[d] for d in dims) * torch.finfo(a.dtype).eps > 2:
         return None
     kernel = native.norm_inf_of_difference()
     return None if kernel is None else kernel(a, b, len(dims))

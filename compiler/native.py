@@ -21,6 +21,7 @@ import platform
 import shutil
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, Optional
@@ -32,6 +33,7 @@ _SOURCE = Path(__file__).with_name("native_kernels.cpp")
 # 3x slower than torch's ops here); the cache key holds the CPU's flags, so a cache shared by
 # different machines does not load code built for another CPU
 _FLAGS = ["-O3", "-march=native"]
+_STALE_LOCK_S = 600  # a build takes about 20 s
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "module" once built, "error" once a build failed
 
@@ -81,6 +83,14 @@ def _build():
     build = cache_dir() / f"native-{key}"
     build.mkdir(parents=True, exist_ok=True)
     name = f"robustspec_native_{key}"
+    # torch's loader waits, without end, while another process's build holds `lock`; a build
+    # killed midway leaves it behind, so a lock older than any build here is stale
+    lock = build / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
+            lock.unlink()
+    except OSError:
+        pass
     if not any(build.glob(f"{name}*.so")):
         print("robustspec: building the native kernels for this machine, once "
               f"(about 20 s) into {build}", file=sys.stderr, flush=True)

@@ -33,7 +33,7 @@ class TorchOps:
     def prod(v, dim):
         # over a short last axis with a gradient to come: one native call (torch's bits)
         # instead of torch's prod and its 14-op zero-safe backward
-        if v.requires_grad and 0 < v.shape[-1] < 16 and dim in (-1, v.ndim - 1) \
+        if v.requires_grad and v.ndim and 0 < v.shape[-1] < 16 and dim in (-1, v.ndim - 1) \
                 and v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64) \
                 and torch.is_grad_enabled():
             kernel = native.prod_last()

@@ -279,3 +279,26 @@ property sr(x0 : Tensor) =
     assert bool((new[1] > 0).any())
     assert same_bits(new[0], old[0]) and same_bits(new[1], old[1])
     assert all(same_bits(a, b) for a, b in zip(new[2], old[2]))
+
+
+def test_a_stale_build_lock_is_cleared_not_waited_on(tmp_path, monkeypatch):
+    """A build killed midway leaves torch's `lock` file; the next load must not wait forever."""
+    import os
+    import time
+    monkeypatch.setenv("ROBUSTSPEC_CACHE", str(tmp_path))
+    build = tmp_path / f"native-{native._key()}"
+    build.mkdir()
+    lock = build / "lock"
+    lock.write_text("")
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    seen = {}
+
+    def load(**kwargs):  # stands in for torch's loader: records whether the lock was still there
+        seen["lock"] = lock.exists()
+        return "module"
+    import torch.utils.cpp_extension as ext
+    monkeypatch.setattr(ext, "load", load)
+    assert native._build() == "module" and seen == {"lock": False}
+    lock.write_text("")  # a fresh lock (a build running now) is left for torch to wait on
+    assert native._build() == "module" and seen == {"lock": True}
