@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robustspec.compiler import DL2, FGSM, PGD, FixedPoints, RandomSampling, compile_spec
+from robustspec.runtime.models import PaperMLP
 
 SPECS = Path(__file__).parents[1] / "specs"
 BATCH = 7
@@ -174,6 +175,15 @@ def test_eval_mode_leaves_a_network_in_eval_mode_alone_and_restores_a_training_o
     m[1].train()  # one submodule in training mode is enough to switch
     with eval_mode({"f": m}):
         assert not m[1].training
+    # a network known to compute the same in both modes is not switched: nothing it runs
+    # reads the flag
+    mlp = PaperMLP(4, hidden=3, classes=2).train()
+    with eval_mode({"f": mlp}):
+        assert mlp.training
+    dropout = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)).train()
+    with eval_mode({"f": dropout}):
+        assert not dropout.training and not dropout[1].training
+    assert dropout.training and dropout[1].training
 
 
 # ---------------------------------------------------------------- restarts
