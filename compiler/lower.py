@@ -161,8 +161,8 @@ class _NormInf(torch.autograd.Function):
 
 # below this many elements torch's own ops are faster than _NormInf's Python (measured:
 # 120 against 143 us at [128, 128], 158 / 159 at [128, 256], 251 / 211 at [128, 512]); the
-# native kernel is faster at every size (forward and backward: 40 against torch's 68 us at
-# [128, 10], 98 against 356 at [128, 784]; bench/probe_norm_inf_passes.py)
+# native kernel is faster at every size (forward and backward: 41 against torch's 69 us at
+# [128, 10], 118 against 370 at [128, 784]; bench/results/probe_norm_inf_passes_s6.txt)
 _NORM_INF_FUSED_FROM = 1 << 15
 
 

@@ -10,11 +10,18 @@ does the same in one call, with torch's values and gradients bit for bit
 
 Where they cannot be built (no compiler or ninja, a read-only cache) or `ROBUSTSPEC_NATIVE=0` is
 set, the accessors return None and callers keep torch's ops; a failed build warns once, saying
-why. The build (about 20 s) lands in `$ROBUSTSPEC_CACHE` (default `~/.cache/robustspec`), keyed
-by the source, torch's version, the CPU and the flags; later processes load it in about a second.
+why. They also return None under torch.func transforms and forward-mode AD (which C++ autograd
+Functions do not support). One difference from torch's ops remains: the difference kernel keeps
+both operands for its backward pass (torch keeps their difference), so changing x0 in place
+between a loss and its backward raises torch's "modified by an inplace operation" error.
+
+The build (about 20 s) lands in `$ROBUSTSPEC_CACHE` (default `~/.cache/robustspec`), keyed by the
+source, torch's version, the CPU and the flags; later processes import the built library
+directly. One build at a time per folder, under a lock the OS frees if its process is killed.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -33,7 +40,7 @@ _SOURCE = Path(__file__).with_name("native_kernels.cpp")
 # 3x slower than torch's ops here); the cache key holds the CPU's flags, so a cache shared by
 # different machines does not load code built for another CPU
 _FLAGS = ["-O3", "-march=native"]
-_STALE_LOCK_S = 600  # a build takes about 20 s
+_BUILD_WAIT_S = 600  # a build takes about 20 s; another process's is waited on this long
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "module" once built, "error" once a build failed
 
@@ -76,27 +83,103 @@ def _find_ninja() -> None:
         pass
 
 
-def _build():
-    from torch.utils.cpp_extension import load
-
+def _paths() -> tuple[Path, str, Path]:
+    """The build folder, the module's name and the built library's path for this machine."""
     key = _key()
     build = cache_dir() / f"native-{key}"
-    build.mkdir(parents=True, exist_ok=True)
     name = f"robustspec_native_{key}"
-    # torch's loader waits, without end, while another process's build holds `lock`; a build
-    # killed midway leaves it behind, so a lock older than any build here is stale
-    lock = build / "lock"
+    return build, name, build / f"{name}.so"
+
+
+def cached() -> bool:
+    """Are the kernels built for this machine (without loading or building them)?"""
+    return enabled() and _paths()[2].exists()
+
+
+def _import(name: str, path: Path):
+    """A built library, imported directly: no ninja run, no lock to wait on."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@contextlib.contextmanager
+def _build_lock(build: Path):
+    """One build at a time per build folder, by a lock the OS frees when its process dies
+    (torch's own lock file outlives a killed build, and its loader then waits forever)."""
     try:
-        if time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
-            lock.unlink()
-    except OSError:
-        pass
-    if not any(build.glob(f"{name}*.so")):
+        import fcntl
+    except ImportError:  # not POSIX: torch's own lock only
+        yield
+        return
+    with open(build / "robustspec.lock", "w") as f:
+        deadline = time.monotonic() + _BUILD_WAIT_S
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"another process has been building the kernels in "
+                                       f"{build} for over {_BUILD_WAIT_S // 60} min") from None
+                time.sleep(0.2)
+        try:
+            # holding the lock, no robustspec process is building here: torch's lock file,
+            # if any, was left by a killed build
+            (build / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build():
+    build, name, library = _paths()
+    if library.exists():
+        try:
+            return _import(name, library)
+        except ImportError:  # a library cut short by a killed build: build it again
+            pass
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        raise RuntimeError(f"no C++ compiler ({compiler}) on PATH")
+    _find_ninja()
+    if shutil.which("ninja") is None:
+        raise RuntimeError("no ninja on PATH (pip install ninja)")
+    from torch.utils.cpp_extension import load
+
+    build.mkdir(parents=True, exist_ok=True)
+    with _build_lock(build):
+        if library.exists():  # built by another process while this one waited
+            try:
+                return _import(name, library)
+            except ImportError:
+                pass
         print("robustspec: building the native kernels for this machine, once "
               f"(about 20 s) into {build}", file=sys.stderr, flush=True)
-    _find_ninja()
-    return load(name=name, sources=[str(_SOURCE)], extra_cflags=_FLAGS,
-                build_directory=str(build), verbose=False)
+        return load(name=name, sources=[str(_SOURCE)], extra_cflags=_FLAGS,
+                    build_directory=str(build), verbose=False)
+
+
+def usable() -> bool:
+    """False under torch.func transforms (grad, vmap, jacrev) and forward-mode AD, which a C++
+    autograd Function does not support: torch's ops serve there."""
+    try:
+        from torch._C import _functorch
+        from torch.autograd import forward_ad
+        return _functorch.peek_interpreter_stack() is None and forward_ad._current_level < 0
+    except (ImportError, AttributeError):  # a torch without these: assume plain autograd
+        return True
+
+
+def _reason(e: Exception) -> str:
+    """One line of why a build failed: the compiler's error, not ninja's closing words."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("ninja:", "FAILED:", "["))]
+    errors = [ln for ln in useful if "error" in ln.lower() or "not found" in ln.lower()]
+    return (errors or useful or lines or [type(e).__name__])[-1][:300]
 
 
 def _module():
@@ -108,8 +191,7 @@ def _module():
                 try:
                     _state["module"] = _build()
                 except Exception as e:  # any failure: torch's ops instead, said once
-                    reason = str(e).strip().splitlines()
-                    _state["error"] = reason[-1] if reason else type(e).__name__
+                    _state["error"] = _reason(e)
                     warnings.warn(
                         "robustspec: the native kernels could not be built "
                         f"({_state['error']}); using torch's ops instead (the same results, "
@@ -122,21 +204,21 @@ def _module():
 def norm_inf() -> Optional[Callable[[torch.Tensor, int], torch.Tensor]]:
     """`f(v, ndims)`: max |v| over v's trailing ndims dimensions (CPU, float32 or float64),
     differentiable with torch's gradient; None where native kernels are unavailable."""
-    mod = _module()
+    mod = _module() if usable() else None
     return None if mod is None else mod.norm_inf
 
 
 def norm_inf_of_difference() -> Optional[Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]]:
     """`f(a, b, ndims)`: max |a - b| over the trailing ndims (a and b of one shape and dtype),
     with the gradients torch's sub, abs and amax give; one pass fewer than norm_inf(a - b)."""
-    mod = _module()
+    mod = _module() if usable() else None
     return None if mod is None else mod.norm_inf_of_difference
 
 
 def prod_last() -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     """`f(v)`: the product over v's last axis (1 to 15 long, where torch multiplies in order),
     with torch's gradient; None where native kernels are unavailable."""
-    mod = _module()
+    mod = _module() if usable() else None
     return None if mod is None else mod.prod_last
 
 

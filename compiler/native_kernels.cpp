@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <cmath>
+#include <limits>
 
 namespace {
 
@@ -55,6 +56,7 @@ void forward_rows(const T* a, const T* b, T* m, T* count, int64_t rows, int64_t 
       }
       T mf;
       std::memcpy(&mf, &top, sizeof(T));
+      if (std::isnan(mf)) mf = std::numeric_limits<T>::quiet_NaN();  // amax's NaN, any payload
       m[i] = mf;
       count[i] = std::isnan(mf) ? T(0) : T(ties);  // torch's mask: NaN equals nothing
     }
@@ -79,6 +81,13 @@ void backward_rows(const T* g, const T* a, const T* b, const T* m, const T* coun
       }
     }
   });
+}
+
+void check_reduction(const torch::Tensor& v, int64_t ndims) {
+  TORCH_CHECK(ndims > 0 && ndims <= v.dim(), "norm_inf: ndims must be 1 to ", v.dim(), ", got ",
+              ndims);
+  for (int64_t d = v.dim() - ndims; d < v.dim(); ++d)
+    TORCH_CHECK(v.size(d) > 0, "norm_inf: an empty reduction (dimension ", d, " has size 0)");
 }
 
 int64_t row_length(const torch::Tensor& v, int64_t ndims) {
@@ -175,6 +184,7 @@ struct NativeNormInfOfDifference : public torch::autograd::Function<NativeNormIn
 
 // max |v| over v's trailing ndims dimensions
 torch::Tensor norm_inf(const torch::Tensor& v, int64_t ndims) {
+  check_reduction(v, ndims);
   return NativeNormInf::apply(v, ndims);
 }
 
@@ -183,6 +193,7 @@ torch::Tensor norm_inf_of_difference(const torch::Tensor& a, const torch::Tensor
                                      int64_t ndims) {
   TORCH_CHECK(a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type(),
               "norm_inf_of_difference: a and b differ in shape or dtype");
+  check_reduction(a, ndims);
   return NativeNormInfOfDifference::apply(a, b, ndims);
 }
 

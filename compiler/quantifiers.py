@@ -29,16 +29,22 @@ def eval_mode(nets: dict[str, Callable]):
     inside an outer eval_mode), and one known to compute the same in either mode
     (`mode_independent`: the paper's MLP and CNN, during training). eval() and train() walk
     every submodule through nn.Module.__setattr__, about 60 us each on the paper's MLP: a
-    quarter of a short attack's fixed cost, and 2% of a training step with 10 PGD steps."""
-    modes = [(m, m.training) for m in nets.values() if isinstance(m, torch.nn.Module)
-             and any(sub.training for sub in m.modules()) and not mode_independent(m)]
+    quarter of a short attack's fixed cost, and 2% of a training step with 10 PGD steps.
+    Each submodule's own flag comes back (a frozen batch norm in a training model stays in
+    eval mode), after the network's train() (so an overriding train() still runs)."""
+    modes = [(m, [(sub, sub.training) for sub in m.modules()]) for m in nets.values()
+             if isinstance(m, torch.nn.Module) and any(sub.training for sub in m.modules())
+             and not mode_independent(m)]
     for m, _ in modes:
         m.eval()
     try:
         yield
     finally:
-        for m, was in modes:
-            m.train(was)
+        for m, flags in modes:
+            m.train(flags[0][1])
+            for sub, was in flags:
+                if sub.training != was:
+                    sub.training = was
 
 
 # torch.nn modules whose forward never reads `training` and draws no random numbers: the

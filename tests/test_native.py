@@ -153,8 +153,14 @@ def test_lr_search_and_loss_are_the_same_as_with_torchs_norm(impl, monkeypatch):
         monkeypatch.setattr(_NormInf, "apply", lambda *a: calls.append(1) or _apply(*a))
     new = run()
     assert calls  # the fused form ran
+    # the reference: torch's own ops only (no kernel, no fused form)
+    for accessor in ("norm_inf", "norm_inf_of_difference", "prod_last"):
+        monkeypatch.setattr(native, accessor, lambda: None)
     monkeypatch.setattr(lower, "_norm_inf", plain)
+    monkeypatch.setattr(_NormInf, "apply", lambda *a: calls.append("fused") or _apply(*a))
+    calls.clear()
     old = run()
+    assert calls == []  # nothing but torch's ops ran
     assert same_bits(new[0], old[0]) and same_bits(new[1], old[1])
     assert bool((new[1] > 0).any())
     assert all(same_bits(a, b) for a, b in zip(new[2], old[2]))
@@ -281,24 +287,58 @@ property sr(x0 : Tensor) =
     assert all(same_bits(a, b) for a, b in zip(new[2], old[2]))
 
 
-def test_a_stale_build_lock_is_cleared_not_waited_on(tmp_path, monkeypatch):
-    """A build killed midway leaves torch's `lock` file; the next load must not wait forever."""
-    import os
-    import time
+def test_a_built_library_is_imported_without_torchs_loader(tmp_path, monkeypatch):
+    """A process killed mid-build leaves torch's `lock` file, on which torch's loader waits
+    forever: a built library is imported directly, and a build removes the leftover lock
+    under a lock of its own (freed by the OS when its process dies)."""
+    import torch.utils.cpp_extension as ext
     monkeypatch.setenv("ROBUSTSPEC_CACHE", str(tmp_path))
-    build = tmp_path / f"native-{native._key()}"
-    build.mkdir()
-    lock = build / "lock"
-    lock.write_text("")
-    old = time.time() - 3600
-    os.utime(lock, (old, old))
+    build, name, library = native._paths()
+    build.mkdir(parents=True)
+    (build / "lock").write_text("")  # left by a killed build
     seen = {}
 
-    def load(**kwargs):  # stands in for torch's loader: records whether the lock was still there
-        seen["lock"] = lock.exists()
-        return "module"
-    import torch.utils.cpp_extension as ext
+    def load(**kwargs):  # stands in for torch's loader: was the stale lock still there?
+        seen["lock"] = (build / "lock").exists()
+        return "built"
     monkeypatch.setattr(ext, "load", load)
-    assert native._build() == "module" and seen == {"lock": False}
-    lock.write_text("")  # a fresh lock (a build running now) is left for torch to wait on
-    assert native._build() == "module" and seen == {"lock": True}
+    assert native._build() == "built" and seen == {"lock": False}
+    library.write_bytes(b"")  # built: imported directly, torch's loader not called
+    monkeypatch.setattr(native, "_import", lambda n, p: ("imported", n, p))
+    seen.clear()
+    assert native._build() == ("imported", name, library) and seen == {}
+
+
+def test_a_missing_compiler_is_said_plainly(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTSPEC_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler-robustspec")
+    with pytest.raises(RuntimeError, match=r"no C\+\+ compiler \(no-such-compiler-robustspec\)"):
+        native._build()
+    ninja_log = RuntimeError("Error building extension 'x': [1/2] c++ -c k.cpp\nFAILED: k.o\n"
+                             "k.cpp:3:1: error: expected ';'\nninja: build stopped: subcommand failed.")
+    assert native._reason(ninja_log) == "k.cpp:3:1: error: expected ';'"
+
+
+def test_nan_values_are_torchs_nan_and_bad_axes_are_refused(built):
+    kernel = native.norm_inf()
+    v = torch.tensor([[1.0, 2.0], [1.0, 2.0]])
+    v.view(torch.int32)[0, 0] = 0x7FC00001  # a NaN with a payload
+    v.view(torch.int32)[1, 1] = 0x7F800001  # a signalling NaN
+    assert torch.equal(kernel(v, 1).view(torch.int32), v.abs().amax(1).view(torch.int32))
+    for ndims in (0, 3):
+        with pytest.raises(RuntimeError, match="ndims must be 1 to 2"):
+            kernel(v, ndims)
+    with pytest.raises(RuntimeError, match="empty reduction"):
+        kernel(torch.zeros(3, 0), 1)
+
+
+def test_torch_func_transforms_get_torchs_ops(built):
+    """C++ autograd Functions do not run under torch.func: the kernels step aside there."""
+    x0 = torch.rand(4, 6)
+    x = torch.rand(4, 6)
+    got = torch.func.grad(lambda x: _norm_inf(x - x0, (1,)).sum())(x)
+    assert same_bits(got, torch.func.grad(lambda x: (x - x0).abs().amax(1).sum())(x))
+    v = torch.rand(3, 5)
+    got = torch.func.grad(lambda v: TorchOps.prod(v, -1).sum())(v)
+    assert same_bits(got, torch.func.grad(lambda v: v.prod(-1).sum())(v))
+    assert native.usable() and native.norm_inf() is not None

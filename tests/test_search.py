@@ -175,6 +175,13 @@ def test_eval_mode_leaves_a_network_in_eval_mode_alone_and_restores_a_training_o
     m[1].train()  # one submodule in training mode is enough to switch
     with eval_mode({"f": m}):
         assert not m[1].training
+    assert not m.training and m[1].training and not m[0].training  # each flag restored
+    m.train()
+    m[1].eval()  # e.g. a frozen batch norm in a training model: stays frozen
+    calls.clear()
+    with eval_mode({"f": m}):
+        assert not m.training and not m[1].training
+    assert m.training and m[0].training and not m[1].training and calls == [False, True]
     # a network known to compute the same in both modes is not switched: nothing it runs
     # reads the flag
     mlp = PaperMLP(4, hidden=3, classes=2).train()
