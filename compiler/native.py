@@ -15,9 +15,10 @@ Functions do not support). One difference from torch's ops remains: the differen
 both operands for its backward pass (torch keeps their difference), so changing x0 in place
 between a loss and its backward raises torch's "modified by an inplace operation" error.
 
-The build (about 20 s) lands in `$ROBUSTSPEC_CACHE` (default `~/.cache/robustspec`), keyed by the
-source, torch's version, the CPU and the flags; later processes import the built library
-directly. One build at a time per folder, under a lock the OS frees if its process is killed.
+The build (about 20 s) lands in `$ROBUSTSPEC_NATIVE_CACHE` (default `~/.cache/robustspec`),
+keyed by the source, torch's version, the CPU and the flags; later processes import the built
+library directly. One build at a time per folder, under a lock the OS frees if its process is
+killed.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def enabled() -> bool:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("ROBUSTSPEC_CACHE") or os.path.join(
+    base = os.environ.get("ROBUSTSPEC_NATIVE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "robustspec")
     return Path(base)
 

@@ -30,7 +30,12 @@ def real_fashion_mnist() -> Path | None:
 
 
 def isolate_data_env(tmp_path: Path, monkeypatch) -> None:
-    """Never read or write the user's real data, caches or mirror settings."""
+    """Never read or write the user's real data, caches or mirror settings. The native kernels'
+    cache stays where it is (it holds no data; a fresh one would rebuild them, 20 s, in every
+    process the test starts)."""
+    from robustspec.compiler import native
+
+    monkeypatch.setenv("ROBUSTSPEC_NATIVE_CACHE", str(native.cache_dir()))
     for var in ("ROBUSTSPEC_DATA", "ROBUSTSPEC_CACHE", "ROBUSTSPEC_MIRROR"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

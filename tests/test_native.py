@@ -292,7 +292,7 @@ def test_a_built_library_is_imported_without_torchs_loader(tmp_path, monkeypatch
     forever: a built library is imported directly, and a build removes the leftover lock
     under a lock of its own (freed by the OS when its process dies)."""
     import torch.utils.cpp_extension as ext
-    monkeypatch.setenv("ROBUSTSPEC_CACHE", str(tmp_path))
+    monkeypatch.setenv("ROBUSTSPEC_NATIVE_CACHE", str(tmp_path))
     build, name, library = native._paths()
     build.mkdir(parents=True)
     (build / "lock").write_text("")  # left by a killed build
@@ -310,7 +310,7 @@ def test_a_built_library_is_imported_without_torchs_loader(tmp_path, monkeypatch
 
 
 def test_a_missing_compiler_is_said_plainly(tmp_path, monkeypatch):
-    monkeypatch.setenv("ROBUSTSPEC_CACHE", str(tmp_path))
+    monkeypatch.setenv("ROBUSTSPEC_NATIVE_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "no-such-compiler-robustspec")
     with pytest.raises(RuntimeError, match=r"no C\+\+ compiler \(no-such-compiler-robustspec\)"):
         native._build()
