@@ -202,25 +202,27 @@ def _module():
     return _state.get("module")
 
 
+def _kernel(name: str):
+    mod = _module() if usable() else None
+    return None if mod is None else getattr(mod, name)
+
+
 def norm_inf() -> Optional[Callable[[torch.Tensor, int], torch.Tensor]]:
     """`f(v, ndims)`: max |v| over v's trailing ndims dimensions (CPU, float32 or float64),
     differentiable with torch's gradient; None where native kernels are unavailable."""
-    mod = _module() if usable() else None
-    return None if mod is None else mod.norm_inf
+    return _kernel("norm_inf")
 
 
 def norm_inf_of_difference() -> Optional[Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]]:
     """`f(a, b, ndims)`: max |a - b| over the trailing ndims (a and b of one shape and dtype),
     with the gradients torch's sub, abs and amax give; one pass fewer than norm_inf(a - b)."""
-    mod = _module() if usable() else None
-    return None if mod is None else mod.norm_inf_of_difference
+    return _kernel("norm_inf_of_difference")
 
 
 def prod_last() -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     """`f(v)`: the product over v's last axis (1 to 15 long, where torch multiplies in order),
     with torch's gradient; None where native kernels are unavailable."""
-    mod = _module() if usable() else None
-    return None if mod is None else mod.prod_last
+    return _kernel("prod_last")
 
 
 def status() -> str:
