@@ -166,20 +166,30 @@ class _NormInf(torch.autograd.Function):
 _NORM_INF_FUSED_FROM = 1 << 15
 
 
+def _fused_fits(v: torch.Tensor, dims: tuple[int, ...]) -> bool:
+    """A reduction the fused forms take: over v's trailing axes, with a count of ties that a
+    float holds exactly (at most 2 / eps values per norm)."""
+    return dims == tuple(range(v.ndim - len(dims), v.ndim)) \
+        and math.prod(v.shape[d] for d in dims) * torch.finfo(v.dtype).eps <= 2
+
+
+def _native_fits(v: torch.Tensor, dims: tuple[int, ...]) -> bool:
+    """...and one the native kernels take: CPU float32/64, not empty (torch's amax refuses an
+    empty reduction, and so does this path)."""
+    return v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64) and bool(dims) \
+        and v.numel() > 0 and _fused_fits(v, dims)
+
+
 def _norm_inf(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     """norm_inf over the value axes. Where a gradient will be taken: the native kernel
     (compiler/native.py) on CPU, else the fused form for large tensors (e.g. LR's
     norm_inf(x - x0) of a batch of images); all give torch's own values and gradient bits."""
-    if v.requires_grad and torch.is_grad_enabled() and v.is_floating_point() \
-            and dims == tuple(range(v.ndim - len(dims), v.ndim)) \
-            and math.prod(v.shape[d] for d in dims) * torch.finfo(v.dtype).eps <= 2:
-        # (the float count of ties is exact: at most 2 / eps values per norm)
-        if v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64) and dims \
-                and v.numel():  # (torch's amax refuses an empty reduction: so does this path)
+    if v.requires_grad and torch.is_grad_enabled() and v.is_floating_point():
+        if _native_fits(v, dims):
             kernel = native.norm_inf()
             if kernel is not None:
                 return kernel(v, len(dims))
-        if v.numel() >= _NORM_INF_FUSED_FROM:
+        if v.numel() >= _NORM_INF_FUSED_FROM and _fused_fits(v, dims):
             return _NormInf.apply(v, dims)
     return v.abs().amax(dims)
 
@@ -188,12 +198,10 @@ def _norm_inf_of_difference(a: torch.Tensor, b: torch.Tensor, depth: int):
     """norm_inf(a - b) over the value axes in one native kernel (no a - b written), where a
     gradient will be taken and a and b are CPU floats of one shape; None elsewhere (the caller
     then takes norm_inf of the difference)."""
-    if not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)) \
-            or a.shape != b.shape or a.dtype != b.dtype or a.device.type != "cpu" \
-            or b.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64):
-        return None
     dims = _value_dims(a, depth)
-    if not dims or not a.numel() or math.prod(a.shape[d] for d in dims) * torch.finfo(a.dtype).eps > 2:
+    if not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)) \
+            or a.shape != b.shape or a.dtype != b.dtype or a.device != b.device \
+            or not _native_fits(a, dims):
         return None
     kernel = native.norm_inf_of_difference()
     return None if kernel is None else kernel(a, b, len(dims))

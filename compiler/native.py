@@ -97,6 +97,14 @@ def cached() -> bool:
     return enabled() and _paths()[2].exists()
 
 
+def cached_status() -> str:
+    """status() for processes that never loaded the kernels (a grid's parent): off, built for
+    this machine, or not (its processes then ran torch's ops)."""
+    if not enabled():
+        return "off (ROBUSTSPEC_NATIVE=0)"
+    return "built" if cached() else "not built (torch's ops)"
+
+
 def _import(name: str, path: Path):
     """A built library, imported directly: no ninja run, no lock to wait on."""
     import importlib.util
@@ -164,15 +172,19 @@ def _build():
                     build_directory=str(build), verbose=False)
 
 
+try:  # looked up once: usable() runs at every kernel call
+    from torch._C._functorch import peek_interpreter_stack as _functorch_stack
+    from torch.autograd import forward_ad as _forward_ad
+except ImportError:  # a torch without these: assume plain autograd
+    _functorch_stack, _forward_ad = None, None
+
+
 def usable() -> bool:
     """False under torch.func transforms (grad, vmap, jacrev) and forward-mode AD, which a C++
     autograd Function does not support: torch's ops serve there."""
-    try:
-        from torch._C import _functorch
-        from torch.autograd import forward_ad
-        return _functorch.peek_interpreter_stack() is None and forward_ad._current_level < 0
-    except (ImportError, AttributeError):  # a torch without these: assume plain autograd
+    if _functorch_stack is None:
         return True
+    return _functorch_stack() is None and getattr(_forward_ad, "_current_level", -1) < 0
 
 
 def _reason(e: Exception) -> str:

@@ -420,11 +420,15 @@ _RATE = {"baseline": 95000, "augment-uniform": 22000, "augment-fgsm": 15000,
 _SLOWER = {"constraint-lr": (1.12, 1.25)}  # (with the native kernels, without)
 
 
+def _native():
+    from robustspec.compiler import native  # (the compiler is imported where it is used)
+
+    return native
+
+
 @functools.lru_cache(maxsize=None)
 def _native_built() -> bool:
-    from robustspec.compiler import native
-
-    return native.cached()
+    return _native().cached()
 
 
 def estimate_parts(cell: Cell, plan: Plan) -> dict[str, float]:
@@ -675,18 +679,8 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
     log(f"grid finished in {_fmt(time.time() - t_grid)}: {len(done)} done, {len(failed)} failed")
     record_run(out, {"started": t_grid, "seconds": time.time() - t_grid, "jobs": jobs,
                      "threads": plan.threads, "budget": plan.budget.name, "done": done,
-                     "failed": sorted(failed), "native": _native_status()})
+                     "failed": sorted(failed), "native": _native().cached_status()})
     return {"done": done, "skipped": skipped, "failed": failed}
-
-
-def _native_status() -> str:
-    """Whether the cells' processes had the native kernels (the timings depend on it): built
-    for this machine or not, without loading or building them here."""
-    from robustspec.compiler import native
-
-    if not native.enabled():
-        return "off (ROBUSTSPEC_NATIVE=0)"
-    return "built" if native.cached() else "not built (torch's ops)"
 
 
 def record_run(out: Path, run: dict) -> None:
