@@ -3,10 +3,12 @@ loader (g++, ninja).
 
 Why: on a small network a PGD step costs about a millisecond, and a small op a few microseconds
 of dispatch whatever it computes. LR's `norm_inf(x - x0)` took a fifth of the step in torch's
-own ops (7 full-size passes and ~20 ops for a maximum and its gradient), and DL2's `exists` over
-a finite quantifier (a product) 16 ops for a [batch, 10] product and its gradient. Each kernel
-does the same in one call, with torch's values and gradients bit for bit
-(tests/test_native.py), so results do not depend on whether the kernels were built.
+own ops (7 full-size passes and ~20 ops for a maximum and its gradient), DL2's `exists` over
+a finite quantifier (a product) 16 ops for a [batch, 10] product and its gradient, and the
+search's own bookkeeping and step (compiler/search.py) 15 ops and 5 full-size passes per step.
+Each kernel does the same in one call, with torch's values and gradients bit for bit
+(tests/test_native.py; the step's projection aside, where a zero's sign may differ), so results
+do not depend on whether the kernels were built.
 
 Where they cannot be built (no compiler or ninja, a read-only cache) or `ROBUSTSPEC_NATIVE=0` is
 set, the accessors return None and callers keep torch's ops; a failed build warns once, saying
@@ -235,6 +237,19 @@ def prod_last() -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     """`f(v)`: the product over v's last axis (1 to 15 long, where torch multiplies in order),
     with torch's gradient; None where native kernels are unavailable."""
     return _kernel("prod_last")
+
+
+def better() -> Optional[Callable]:
+    """`f(obj, tie, best, best_tie) -> better`: PGD's best-point bookkeeping in one call (bool
+    [rows]: a lower objective, a NaN best replaced by any number, ties broken towards the larger
+    tie value; best and best_tie updated in place); None where native kernels are unavailable."""
+    return _kernel("better_")
+
+
+def keep_step() -> Optional[Callable]:
+    """`f(x, best_x, better, g, lo, hi, size)`: best_x[i] = x[i] where better[i], then (g given)
+    x = clamp(x - size * sign(g), lo, hi), in place, one pass; None where unavailable."""
+    return _kernel("keep_step_")
 
 
 def status() -> str:

@@ -10,6 +10,14 @@
 //   (its vectorised reduction starts at 16 doubles or 32 floats);
 //   torch's backward: g * (prod / v) when no factor in the whole tensor is 0, else the
 //   zero-safe g * (product of the factors before * product of those after). 2 ops against 16.
+// better_: the PGD search's best-point bookkeeping (compiler/search.py _Best): which examples
+//   improved (a lower objective; a NaN best replaced by any number; equal objectives broken
+//   towards the larger tie value), and the best objective and tie updated in place. 1 call
+//   against 7 ops.
+// keep_step_: the rows that improved copied into the best points, then the signed PGD step
+//   projected onto the box, x = clamp(x - size * sign(g), lo, hi), in one pass over x, against
+//   torch's 5 (copy, sign, sub, clamp and a nonzero to find the rows). The same values as
+//   torch's ops; a zero's sign may differ where x ties a bound of the other sign (-0 vs +0).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cstdint>
@@ -294,6 +302,107 @@ torch::Tensor prod_last(const torch::Tensor& v) {
   return NativeProdLast::apply(v);
 }
 
+// ------------------------------------------------------------------ PGD bookkeeping and step
+template <typename T>
+void better_rows(const T* obj, const T* tie, T* best, T* best_tie, bool* better, int64_t rows) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T o = obj[i], b = best[i];
+    bool up = o < b || (std::isnan(b) && !std::isnan(o));
+    if (tie != nullptr) up = up || (o == b && tie[i] > best_tie[i]);
+    better[i] = up;
+    if (up) {
+      best[i] = o;
+      if (tie != nullptr) best_tie[i] = tie[i];
+    }
+  }
+}
+
+// which rows improved; best (and best_tie) updated in place. obj, best: [rows], one dtype
+torch::Tensor better_(const torch::Tensor& obj, const c10::optional<torch::Tensor>& tie,
+                      torch::Tensor best, const c10::optional<torch::Tensor>& best_tie) {
+  TORCH_CHECK(obj.dim() == 1 && best.sizes() == obj.sizes() && best.scalar_type() == obj.scalar_type()
+              && best.is_contiguous() && obj.device().is_cpu(),
+              "better_: obj and best must be CPU [rows] tensors of one dtype, best contiguous");
+  const bool with_tie = tie.has_value() && tie->defined();
+  TORCH_CHECK(with_tie == (best_tie.has_value() && best_tie->defined()),
+              "better_: give tie and best_tie together");
+  const auto oc = obj.contiguous();
+  torch::Tensor tc;
+  if (with_tie) {
+    TORCH_CHECK(tie->sizes() == obj.sizes() && best_tie->sizes() == obj.sizes()
+                && tie->scalar_type() == obj.scalar_type()
+                && best_tie->scalar_type() == obj.scalar_type() && best_tie->is_contiguous(),
+                "better_: tie and best_tie must match obj, best_tie contiguous");
+    tc = tie->contiguous();
+  }
+  auto better = torch::empty(obj.sizes(), obj.options().dtype(torch::kBool));
+  AT_DISPATCH_FLOATING_TYPES(oc.scalar_type(), "robustspec_better", [&] {
+    better_rows<scalar_t>(oc.data_ptr<scalar_t>(), with_tie ? tc.data_ptr<scalar_t>() : nullptr,
+                          best.data_ptr<scalar_t>(),
+                          with_tie ? best_tie->data_ptr<scalar_t>() : nullptr,
+                          better.data_ptr<bool>(), oc.numel());
+  });
+  return better;
+}
+
+// x = clamp(x - size * sign(g), lo, hi) over one row, as torch's sign, sub and vectorised clamp
+// compute it: sign 0 for 0, -0 and NaN; the clamp NaN if any operand is NaN, else maximum then
+// minimum with the x86 rule for equal operands (the second one is returned). Selects only, no
+// branches, so the loop vectorises.
+template <typename T>
+void step_row(T* __restrict__ x, const T* __restrict__ g, const T* __restrict__ lo,
+              const T* __restrict__ hi, T size, int64_t n) {
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  for (int64_t j = 0; j < n; ++j) {
+    const T gv = g[j], l = lo[j], h = hi[j];
+    T s = gv > T(0) ? T(1) : T(0);
+    s = gv < T(0) ? T(-1) : s;
+    const T y = x[j] - size * s;
+    T a = y > l ? y : l;
+    a = __builtin_isunordered(y, l) ? nan : a;
+    const T b = a < h ? a : h;
+    x[j] = __builtin_isunordered(a, h) ? nan : b;
+  }
+}
+
+template <typename T>
+void keep_step_rows(T* x, T* best_x, const bool* better, const T* g, const T* lo, const T* hi,
+                    T size, int64_t rows, int64_t n) {
+  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      if (better[i]) std::memcpy(best_x + i * n, x + i * n, sizeof(T) * n);
+      if (g != nullptr) step_row<T>(x + i * n, g + i * n, lo + i * n, hi + i * n, size, n);
+    }
+  });
+}
+
+// best_x[i] = x[i] where better[i]; then, given g, x = clamp(x - size * sign(g), lo, hi), in
+// place. x, best_x, g, lo, hi: contiguous CPU tensors of one shape and dtype; better: bool [rows]
+void keep_step_(torch::Tensor x, torch::Tensor best_x, const torch::Tensor& better,
+                const c10::optional<torch::Tensor>& g, const c10::optional<torch::Tensor>& lo,
+                const c10::optional<torch::Tensor>& hi, double size) {
+  TORCH_CHECK(x.dim() >= 1 && x.device().is_cpu() && x.is_contiguous() && best_x.is_contiguous()
+              && best_x.sizes() == x.sizes() && best_x.scalar_type() == x.scalar_type(),
+              "keep_step_: x and best_x must be contiguous CPU tensors of one shape and dtype");
+  TORCH_CHECK(better.scalar_type() == torch::kBool && better.is_contiguous()
+              && better.numel() == x.size(0), "keep_step_: better must be bool [rows]");
+  const bool step = g.has_value() && g->defined();
+  if (step) {
+    for (const auto* t : {&*g, &*lo, &*hi})
+      TORCH_CHECK(t->defined() && t->is_contiguous() && t->sizes() == x.sizes()
+                  && t->scalar_type() == x.scalar_type(),
+                  "keep_step_: g, lo and hi must be contiguous, shaped and typed as x");
+  }
+  const int64_t rows = x.size(0), n = rows ? x.numel() / rows : 0;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "robustspec_keep_step", [&] {
+    keep_step_rows<scalar_t>(x.data_ptr<scalar_t>(), best_x.data_ptr<scalar_t>(),
+                             better.data_ptr<bool>(), step ? g->data_ptr<scalar_t>() : nullptr,
+                             step ? lo->data_ptr<scalar_t>() : nullptr,
+                             step ? hi->data_ptr<scalar_t>() : nullptr,
+                             static_cast<scalar_t>(size), rows, n);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -301,4 +410,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("norm_inf_of_difference", &norm_inf_of_difference,
              "max |a - b| over the trailing ndims, with torch's gradients");
   module.def("prod_last", &prod_last, "the product over the last axis, with torch's gradient");
+  module.def("better_", &better_, "PGD's best-point bookkeeping: improved rows, best updated");
+  module.def("keep_step_", &keep_step_, "improved rows kept, then x = clamp(x - size*sign(g), lo, hi)");
 }

@@ -14,6 +14,7 @@ import torch
 
 from robustspec.dsl.errors import InputError
 
+from . import native
 from .registry import Registry
 
 Objective = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor | None]]
@@ -183,6 +184,26 @@ def _keep_rows_(dst: torch.Tensor, better: torch.Tensor, src: torch.Tensor) -> t
     return torch.where(better.reshape((-1,) + (1,) * (dst.ndim - 1)), src, dst, out=dst)
 
 
+def _native_keeps(p: torch.Tensor, v: torch.Tensor) -> bool:
+    """Can the native kernel copy v's improved rows into the best point p (CPU float32/64,
+    both contiguous, one shape and dtype)?"""
+    return (v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64) and v.ndim >= 1
+            and p.shape == v.shape and p.dtype == v.dtype and v.is_contiguous()
+            and p.is_contiguous())
+
+
+def _native_steps(domain: "RealDomain", v: torch.Tensor, g: torch.Tensor | None, size) -> bool:
+    """...and step v in the same pass: a box domain with bounds shaped as v, a gradient shaped
+    as v, and one finite step size for every element."""
+    if g is None or domain.l2 is not None or domain.lo is None or domain.hi is None:
+        return False
+    if torch.is_tensor(size) or not isinstance(size, (int, float)) \
+            or not abs(size) <= torch.finfo(v.dtype).max:
+        return False
+    return all(t.shape == v.shape and t.dtype == v.dtype and t.is_contiguous()
+               and t.device == v.device for t in (g, domain.lo, domain.hi))
+
+
 class _Best:
     """Best point per example: lowest objective; ties go to the larger violation."""
 
@@ -192,14 +213,24 @@ class _Best:
         self.nan = False  # some best objective is NaN
         self.points: dict[str, torch.Tensor] = {}  # copies: updated in place
 
-    def update(self, points: dict[str, torch.Tensor], obj: torch.Tensor, tie: torch.Tensor | None):
-        obj = obj.detach()
-        tie = tie.detach() if tie is not None else None
-        if self.obj is None:
-            self.obj, self.tie = obj.clone(), (tie.clone() if tie is not None else None)
-            self.points = {k: v.detach().clone() for k, v in points.items()}
-            self.nan = bool(torch.isnan(self.obj).any())
-            return
+    def _first(self, points, obj, tie) -> None:
+        self.obj, self.tie = obj.clone(), (tie.clone() if tie is not None else None)
+        self.points = {k: v.detach().clone() for k, v in points.items()}
+        self.nan = bool(torch.isnan(self.obj).any())
+
+    def _better(self, obj: torch.Tensor, tie: torch.Tensor | None) -> torch.Tensor:
+        """Bool [batch]: which examples improved; the best objective and tie updated."""
+        kernel = native.better() if (
+            obj.device.type == "cpu" and obj.ndim == 1 and obj.dtype == self.obj.dtype
+            and obj.dtype in (torch.float32, torch.float64) and obj.shape == self.obj.shape
+            and self.obj.is_contiguous() and (tie is None) == (self.tie is None)
+            and (tie is None or (tie.shape == obj.shape and tie.dtype == obj.dtype
+                                 and self.tie.is_contiguous()))) else None
+        if kernel is not None:  # one call, in place (self.obj and self.tie are our copies)
+            better = kernel(obj, tie, self.obj, self.tie)
+            if self.nan:
+                self.nan = bool(torch.isnan(self.obj).any())
+            return better
         better = obj < self.obj
         if self.nan:  # a NaN best is replaced by any number, and no update makes a new one
             better |= torch.isnan(self.obj) & ~torch.isnan(obj)
@@ -210,13 +241,58 @@ class _Best:
             self.tie = torch.where(better, tie, self.tie)
         if self.nan:
             self.nan = bool(torch.isnan(self.obj).any())
+        return better
+
+    def _keep(self, k: str, v: torch.Tensor, better: torch.Tensor) -> None:
+        p = self.points[k]
+        if p.shape == v.shape and p.dtype == v.dtype:
+            _keep_rows_(p, better, v)
+        else:
+            m = better.reshape((-1,) + (1,) * (v.ndim - 1))
+            self.points[k] = torch.where(m, v, p)
+
+    def update(self, points: dict[str, torch.Tensor], obj: torch.Tensor, tie: torch.Tensor | None):
+        obj = obj.detach()
+        tie = tie.detach() if tie is not None else None
+        if self.obj is None:
+            self._first(points, obj, tie)
+            return
+        better = self._better(obj, tie)
+        keep = native.keep_step() if better.ndim == 1 else None
         for k, v in points.items():
-            v, p = v.detach(), self.points[k]
-            if p.shape == v.shape and p.dtype == v.dtype:
-                _keep_rows_(p, better, v)
+            v = v.detach()
+            if keep is not None and _native_keeps(self.points[k], v):
+                keep(v, self.points[k], better, None, None, None, 0.0)
             else:
-                m = better.reshape((-1,) + (1,) * (v.ndim - 1))
-                self.points[k] = torch.where(m, v, p)
+                self._keep(k, v, better)
+
+    def update_and_step(self, points: dict[str, torch.Tensor], obj: torch.Tensor,
+                        tie: torch.Tensor | None, grads, domains: dict[str, "RealDomain"],
+                        sizes: dict) -> dict[str, torch.Tensor]:
+        """`update`, then each point's PGD step in place (`RealDomain.step_`; a point without a
+        gradient stays); returns the stepped points. On the CPU, the native kernels keep the
+        improved rows and step in one pass over each point where they can."""
+        first = self.obj is None
+        if first:
+            self.update(points, obj, tie)
+            better, keep = None, None
+        else:
+            better = self._better(obj.detach(), tie.detach() if tie is not None else None)
+            keep = native.keep_step() if better.ndim == 1 else None
+        out = {}
+        for (k, v), g in zip(points.items(), grads):
+            v = v.detach()
+            if keep is not None and _native_keeps(self.points[k], v):
+                if _native_steps(domains[k], v, g, sizes[k]):
+                    keep(v, self.points[k], better, g, domains[k].lo, domains[k].hi,
+                         float(sizes[k]))
+                    out[k] = v
+                    continue
+                keep(v, self.points[k], better, None, None, None, 0.0)
+            elif not first:
+                self._keep(k, v, better)
+            out[k] = domains[k].step_(v, g, sizes[k]) if g is not None else v
+        return out
 
     def all_found(self) -> bool:
         return bool((self.obj <= 0).all())
@@ -303,13 +379,12 @@ class PGD(Search):
                         grads = torch.autograd.grad((obj,), tuple(xs.values()), (ones,), allow_unused=True)
                     else:
                         grads = [None] * len(xs)
-                best.update(xs, obj, tie)
+                # in place: the best points are copies (see _Best) and the graph is freed
+                x = best.update_and_step(xs, obj, tie, grads, domains, sizes)
                 # asking "all found?" copies a flag to the host: only every CHECK_EVERY steps
+                # (the stepped x is dropped: the best points are what is returned)
                 if self.early_stop and (step + 1) % self.CHECK_EVERY == 0 and best.all_found():
                     return best.points, best.obj
-                # in place: the best points are copies (see _Best) and the graph is freed
-                x = {k: (domains[k].step_(v.detach(), g, sizes[k]) if g is not None else v.detach())
-                     for (k, v), g in zip(xs.items(), grads)}
             with torch.no_grad():
                 obj, tie = _evaluate(objective, x, batch)
             best.update(x, obj, tie)

@@ -342,3 +342,146 @@ def test_torch_func_transforms_get_torchs_ops(built):
     got = torch.func.grad(lambda v: TorchOps.prod(v, -1).sum())(v)
     assert same_bits(got, torch.func.grad(lambda v: v.prod(-1).sum())(v))
     assert native.usable() and native.norm_inf() is not None
+
+
+# ------------------------------------------------------------------ the search's bookkeeping
+def _obj_sequence(gen, n, dtype, steps=6):
+    """Objectives and ties a search might see: repeats (ties), NaN, infinities, signed zeros."""
+    pool = torch.tensor([0.0, -0.0, 1.0, 2.0, float("nan"), float("inf"), -1.0, 0.5], dtype=dtype)
+    for _ in range(steps):
+        obj = pool[torch.randint(0, len(pool), (n,), generator=gen)]
+        tie = pool[torch.randint(0, len(pool), (n,), generator=gen)]
+        yield obj, tie
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_tie", [True, False])
+def test_native_best_point_bookkeeping_is_the_python_one(dtype, with_tie, built, monkeypatch):
+    """search._Best through native.better_ and keep_step_ (keep only), and through torch's ops:
+    the same best objectives, ties and points, bit for bit, NaN bests and equal objectives
+    included."""
+    from robustspec.compiler.search import _Best
+
+    def run():
+        gen = torch.Generator().manual_seed(4)
+        best = _Best()
+        for obj, tie in _obj_sequence(gen, 64, dtype):
+            x = torch.rand(64, 3, 5, generator=gen, dtype=dtype)
+            best.update({"x": x}, obj, tie if with_tie else None)
+        return best
+    calls = []
+    better, keep = native.better(), native.keep_step()
+    monkeypatch.setattr(native, "better", lambda: lambda *a: calls.append("b") or better(*a))
+    monkeypatch.setattr(native, "keep_step", lambda: lambda *a: calls.append("k") or keep(*a))
+    new = run()
+    assert "b" in calls and "k" in calls
+    monkeypatch.setattr(native, "better", lambda: None)
+    monkeypatch.setattr(native, "keep_step", lambda: None)
+    old = run()
+    assert same_bits(new.obj, old.obj) and same_bits(new.points["x"], old.points["x"])
+    assert (new.tie is None) == (old.tie is None) and (new.tie is None or same_bits(new.tie, old.tie))
+    assert bool(new.obj.isnan().any()) is False or bool(old.obj.isnan().any())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [7, 32, 100])
+def test_native_pgd_step_is_torchs_sign_sub_clamp(dtype, n, built):
+    """x = clamp(x - size * sign(g), lo, hi) in one pass: the values torch's sign_, sub_ and
+    clamp_ give (a zero's sign aside), with zero, signed-zero and NaN gradients, NaN points and
+    bounds, and empty boxes (lo > hi); the improved rows copied before the step."""
+    from robustspec.compiler.search import RealDomain
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(16, n, generator=gen, dtype=dtype)
+    g = torch.randn(16, n, generator=gen, dtype=dtype)
+    g[g.abs() < 0.3] = 0.0
+    g[:, ::5] = -0.0
+    g[2, 1] = float("nan")
+    x[3, 2] = float("nan")
+    lo = (x - 0.05).clamp(0, 1)
+    hi = (x + 0.05).clamp(0, 1)
+    lo[4] = hi[4] + 0.01  # an empty box: the clamp gives hi
+    lo[5, 0] = float("nan")
+    hi[6, 0] = float("nan")
+    better = torch.rand(16, generator=gen) < 0.5
+    dom = RealDomain(lo, hi, None, None)
+    want_x = dom.step_(x.clone(), g.clone(), 0.01)
+    best = torch.zeros_like(x)
+    got_x = x.clone()
+    native.keep_step()(got_x, best, better, g, lo, hi, 0.01)
+    assert torch.equal(got_x.isnan(), want_x.isnan())
+    assert torch.equal(got_x.nan_to_num(), want_x.nan_to_num())  # -0 == +0 here
+    assert same_bits(best[better], x[better]) and bool((best[~better] == 0).all())
+
+
+def _search_both_ways(spec_text, name, monkeypatch, make_args, search):
+    spec = compile_spec(spec_text)
+    torch.manual_seed(3)
+    m = PaperMLP(20, hidden=16, classes=5)
+
+    def run():
+        found = spec[name].search(m, search=search, generator=torch.Generator().manual_seed(2),
+                                  **make_args())
+        loss = spec[name].loss(m, search=search, generator=torch.Generator().manual_seed(2),
+                               reduction="none", **make_args())
+        return found, loss.detach()
+    calls = []
+    better, keep = native._kernel("better_"), native._kernel("keep_step_")
+    monkeypatch.setattr(native, "better", lambda: better)
+    monkeypatch.setattr(native, "keep_step", lambda: lambda *a: calls.append(a[3] is not None)
+                        or keep(*a))
+    new = run()
+    monkeypatch.setattr(native, "better", lambda: None)
+    monkeypatch.setattr(native, "keep_step", lambda: None)
+    old = run()
+    assert set(new[0].points) == set(old[0].points)
+    for k in new[0].points:
+        assert same_bits(new[0].points[k], old[0].points[k]), k
+    assert same_bits(new[1], old[1])
+    return calls
+
+
+def test_pgd_searches_are_the_same_with_and_without_the_step_kernels(built, monkeypatch):
+    """SR searched in its box: points and losses bit for bit with the kernels (which step
+    there) and without; the default step size (a tensor per element) keeps torch's step."""
+    text = """
+network f : Tensor -> Tensor
+param eps : Real = 0.1
+param delta : Real = 0.05
+property sr(x0 : Tensor) =
+  forall x . norm_inf(x - x0) <= eps and 0 <= x <= 1 => norm_inf(f(x) - f(x0)) <= delta
+"""
+    torch.manual_seed(0)
+    x0 = torch.rand(9, 20)
+    calls = _search_both_ways(text, "sr", monkeypatch, lambda: {"x0": x0},
+                              PGD(steps=6, step_size=0.03, early_stop=False))
+    # search and loss: steps 2-6 fused (the first keeps by copying), then the last point kept
+    assert calls == ([True] * 5 + [False]) * 2
+    calls = _search_both_ways(text, "sr", monkeypatch, lambda: {"x0": x0},
+                              PGD(steps=6, early_stop=False))
+    assert calls == [False] * 12  # kept natively, stepped by torch (a tensor step size)
+
+
+def test_pgd_in_an_l2_ball_and_two_variables_are_the_same_without_the_kernels(built, monkeypatch):
+    """Where the step is not a box's (an L2 ball) and where one search covers two variables,
+    the kernels only keep the rows: the same points and losses as torch's ops."""
+    ball = """
+network f : Tensor -> Tensor
+param eps : Real = 0.3
+property near(x0 : Tensor) =
+  forall x . norm_2(x - x0) <= eps => norm_inf(f(x) - f(x0)) <= 0.05
+"""
+    torch.manual_seed(1)
+    x0 = torch.rand(9, 20)
+    calls = _search_both_ways(ball, "near", monkeypatch, lambda: {"x0": x0},
+                              PGD(steps=5, step_size=0.05, early_stop=False))
+    assert calls == [False] * 10
+    two = """
+network f : Tensor -> Tensor
+param eps : Real = 0.1
+property pair(x0 : Tensor) =
+  forall x . forall z . norm_inf(x - x0) <= eps and norm_inf(z - x0) <= eps and 0 <= x <= 1
+    and 0 <= z <= 1 => norm_inf(f(x) - f(z)) <= 0.05
+"""
+    calls = _search_both_ways(two, "pair", monkeypatch, lambda: {"x0": x0},
+                              PGD(steps=5, step_size=0.03, early_stop=False))
+    assert calls == ([True] * 8 + [False] * 2) * 2  # per step, x and z
