@@ -198,6 +198,9 @@ def _reason(e: Exception) -> str:
 
 
 def _module():
+    mod = _state.get("module")
+    if mod is not None:  # loaded: ROBUSTSPEC_NATIVE is read until then (a lookup per kernel call)
+        return mod
     if not enabled() or "error" in _state:
         return None
     if "module" not in _state:

@@ -157,7 +157,7 @@ class Trainer:
         self.model_info = model_info or {}
         self.data_id: dict | None = None  # set by fit(): which training set this run uses
         self.progress = progress
-        self.opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.opt = adam(model.parameters(), config.lr)
         self.shuffle_rng = torch.Generator().manual_seed(config.seed)
         self.search_rng = torch.Generator().manual_seed(config.seed + 1)
         self.history: list[dict] = []
@@ -353,6 +353,21 @@ class Trainer:
             if on_epoch:
                 on_epoch(stats)
         return self.history
+
+
+def adam(params, lr: float) -> torch.optim.Optimizer:
+    """The paper's Adam, in torch's fused kernel where every parameter allows it (floating point,
+    on the CPU or a GPU): one call per step instead of about ten small ops per parameter tensor
+    (133 against 270 us a step for the paper's MLP: bench_training_speed.py --only micro). Its
+    weights differ from the for-loop Adam's in the last bits (the same update, computed in
+    another order)."""
+    params = list(params)
+    if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, ValueError):  # a torch or device without the fused kernel
+            pass
+    return torch.optim.Adam(params, lr=lr)
 
 
 # ------------------------------------------------------------------ the regimes
