@@ -27,7 +27,7 @@ Timings are interleaved (A B A B ...) so other load hits both sides alike; each 
 of `--reps` (after warm-up) is reported in wall-clock ms and in thread CPU ms (CPU time does not
 count time the process waited for a core on a shared machine).
 
-    .venv/bin/python bench/bench_training_speed.py [--reps N] [--json PATH] [--markdown]
+    .venv/bin/python bench/bench_training_speed.py [--reps N] [--json PATH]
                                                    [--only step,attack,quantifier,grid] [--profile]
 """
 from __future__ import annotations

@@ -4,7 +4,9 @@ On the paper's MLP with a batch of 128 an op on a [128, 10] tensor costs a few m
 dispatch whatever it computes, and a pass over the [128, 784] batch of inputs 5-15 us, so the
 count of each is what separates a step from its floor. The ops of one step are those of a
 3-step search less those of a 2-step one (same seed); full-size = a result with >= 100k
-elements; views (view, detach, t, expand, squeeze, ...) move no data and are counted apart.
+elements; views (view, detach, t, expand, squeeze, ...) move no data and are counted apart. A
+native kernel's call (compiler/native.py) counts as one op, named `native:<kernel>`, sized by
+its largest tensor argument (its own allocations are dispatched ops and counted too).
 
     .venv/bin/python bench/ops_per_step.py [--list LR]
 """
@@ -21,13 +23,43 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_training_speed as bts  # noqa: E402  (the same data, model and specs)
 
-from robustspec.compiler import PGD, compile_spec  # noqa: E402
+from robustspec.compiler import PGD, compile_spec, native  # noqa: E402
+
+_ACTIVE: list["Record"] = []  # the recorder native kernel calls are counted in
+
+
+def _count_native_calls() -> None:
+    """Wrap each native kernel accessor so that a call is recorded as one op (a C++ kernel does
+    not pass through torch's dispatcher as one op)."""
+    for name in ("norm_inf", "norm_inf_of_difference", "prod_last", "better", "keep_step"):
+        accessor = getattr(native, name)
+
+        def wrapped(accessor=accessor, name=name):
+            fn = accessor()
+            if fn is None:
+                return None
+
+            def call(*args):
+                if _ACTIVE:
+                    size = max((a.numel() for a in args if isinstance(a, torch.Tensor)), default=0)
+                    _ACTIVE[-1].ops.append((f"native:{name}", size))
+                return fn(*args)
+            return call
+        setattr(native, name, wrapped)
 
 
 class Record(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.ops: list[tuple[str, int]] = []
+
+    def __enter__(self):
+        _ACTIVE.append(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        _ACTIVE.remove(self)
+        return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -56,6 +88,7 @@ def main() -> None:
     ap.add_argument("--list", default="", help="also list one step's ops of this row")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    _count_native_calls()
     x, y = bts.data()
     m = bts.model()
     props = bts.props()
