@@ -30,10 +30,18 @@ RADII = (0.002, 0.005, 0.01)
 STEPS = tuple(range(2, 21)) + (25, 30, 40, 50, 100, 200)
 
 
+def steps_of(times, tool: str | None = None) -> list[int]:
+    """The step counts a run measured, of one tool or of either (a saved run may predate
+    STEPS, or have measured the tools at different counts)."""
+    return sorted({int(k.rsplit("_", 1)[1]) for k in times
+                   if tool is None or k.startswith(f"{tool}_")})
+
+
 def fastest_as_strong(rows, times, tool, target):
     """`tool`'s fastest step count that breaks at least as many inputs as `target` at every
     radius (None if none does)."""
-    strong = [f"{tool}_{s}" for s in STEPS if all(r[f"{tool}_{s}"] >= r[target] for r in rows)]
+    strong = [f"{tool}_{s}" for s in steps_of(times, tool)
+              if all(r[f"{tool}_{s}"] >= r[target] for r in rows)]
     return min(strong, key=lambda k: times[k]["wall_ms"], default=None)
 
 
@@ -42,7 +50,7 @@ def equal_strength(rows, times):
     setting's share of inputs broken at every radius), the fastest setting of each tool that
     reaches it, and torchattacks' time over robustspec's."""
     out = []
-    for s in STEPS:
+    for s in steps_of(times, "torchattacks"):
         level = f"torchattacks_{s}"
         theirs = fastest_as_strong(rows, times, "torchattacks", level)
         ours = fastest_as_strong(rows, times, "robustspec", level)
@@ -61,10 +69,13 @@ def report(res) -> None:
     print("| steps | " + " | ".join(f"robustspec, eps {r['eps']}" for r in rows) + " | ms | "
           + " | ".join(f"torchattacks, eps {r['eps']}" for r in rows) + " | ms |")
     print("|---:|" + "---:|" * (2 * len(rows) + 2))
-    for s in STEPS:
+    for s in steps_of(times):
         cells = []
         for tool in ("robustspec", "torchattacks"):
             k = f"{tool}_{s}"
+            if k not in times:  # not measured at this count
+                cells += ["-"] * (len(rows) + 1)
+                continue
             cells += [f"{100 * r[k]:.1f}%" for r in rows]
             cells.append(f"{times[k]['wall_ms']:.1f} / {times[k]['cpu_ms']:.1f}")
         print(f"| {s} | " + " | ".join(cells) + " |")

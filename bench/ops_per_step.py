@@ -6,7 +6,8 @@ count of each is what separates a step from its floor. The ops of one step are t
 3-step search less those of a 2-step one (same seed); full-size = a result with >= 100k
 elements; views (view, detach, t, expand, squeeze, ...) move no data and are counted apart. A
 native kernel's call (compiler/native.py) counts as one op, named `native:<kernel>`, sized by
-its largest tensor argument (its own allocations are dispatched ops and counted too).
+its largest tensor argument (its own allocations are dispatched ops and counted too; a
+kernel's backward, called by autograd, shows only as its output's allocation, `empty_like`).
 
     .venv/bin/python bench/ops_per_step.py [--list LR]
 """

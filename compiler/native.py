@@ -257,6 +257,8 @@ def keep_step() -> Optional[Callable]:
 
 def status() -> str:
     """One line for diagnostics: built, off, failed (why) or not yet tried."""
+    if "module" in _state:  # loaded: used whatever ROBUSTSPEC_NATIVE says now (see _module)
+        return "built"
     if not enabled():
         return "off (ROBUSTSPEC_NATIVE=0)"
     if "error" in _state:

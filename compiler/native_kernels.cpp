@@ -321,7 +321,7 @@ void better_rows(const T* obj, const T* tie, T* best, T* best_tie, bool* better,
 torch::Tensor better_(const torch::Tensor& obj, const c10::optional<torch::Tensor>& tie,
                       torch::Tensor best, const c10::optional<torch::Tensor>& best_tie) {
   TORCH_CHECK(obj.dim() == 1 && best.sizes() == obj.sizes() && best.scalar_type() == obj.scalar_type()
-              && best.is_contiguous() && obj.device().is_cpu(),
+              && best.is_contiguous() && obj.device().is_cpu() && best.device().is_cpu(),
               "better_: obj and best must be CPU [rows] tensors of one dtype, best contiguous");
   const bool with_tie = tie.has_value() && tie->defined();
   TORCH_CHECK(with_tie == (best_tie.has_value() && best_tie->defined()),
@@ -331,7 +331,8 @@ torch::Tensor better_(const torch::Tensor& obj, const c10::optional<torch::Tenso
   if (with_tie) {
     TORCH_CHECK(tie->sizes() == obj.sizes() && best_tie->sizes() == obj.sizes()
                 && tie->scalar_type() == obj.scalar_type()
-                && best_tie->scalar_type() == obj.scalar_type() && best_tie->is_contiguous(),
+                && best_tie->scalar_type() == obj.scalar_type() && best_tie->is_contiguous()
+                && tie->device().is_cpu() && best_tie->device().is_cpu(),
                 "better_: tie and best_tie must match obj, best_tie contiguous");
     tc = tie->contiguous();
   }
@@ -381,17 +382,21 @@ void keep_step_rows(T* x, T* best_x, const bool* better, const T* g, const T* lo
 void keep_step_(torch::Tensor x, torch::Tensor best_x, const torch::Tensor& better,
                 const c10::optional<torch::Tensor>& g, const c10::optional<torch::Tensor>& lo,
                 const c10::optional<torch::Tensor>& hi, double size) {
-  TORCH_CHECK(x.dim() >= 1 && x.device().is_cpu() && x.is_contiguous() && best_x.is_contiguous()
-              && best_x.sizes() == x.sizes() && best_x.scalar_type() == x.scalar_type(),
+  TORCH_CHECK(x.dim() >= 1 && x.device().is_cpu() && best_x.device().is_cpu() && x.is_contiguous()
+              && best_x.is_contiguous() && best_x.sizes() == x.sizes()
+              && best_x.scalar_type() == x.scalar_type(),
               "keep_step_: x and best_x must be contiguous CPU tensors of one shape and dtype");
   TORCH_CHECK(better.scalar_type() == torch::kBool && better.is_contiguous()
-              && better.numel() == x.size(0), "keep_step_: better must be bool [rows]");
+              && better.device().is_cpu() && better.numel() == x.size(0),
+              "keep_step_: better must be a CPU bool [rows]");
   const bool step = g.has_value() && g->defined();
   if (step) {
-    for (const auto* t : {&*g, &*lo, &*hi})
-      TORCH_CHECK(t->defined() && t->is_contiguous() && t->sizes() == x.sizes()
+    TORCH_CHECK(lo.has_value() && lo->defined() && hi.has_value() && hi->defined(),
+                "keep_step_: a step needs both bounds, lo and hi");
+    for (const torch::Tensor* t : {&*g, &*lo, &*hi})
+      TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() && t->sizes() == x.sizes()
                   && t->scalar_type() == x.scalar_type(),
-                  "keep_step_: g, lo and hi must be contiguous, shaped and typed as x");
+                  "keep_step_: g, lo and hi must be contiguous CPU tensors shaped and typed as x");
   }
   const int64_t rows = x.size(0), n = rows ? x.numel() / rows : 0;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "robustspec_keep_step", [&] {

@@ -184,12 +184,13 @@ def _keep_rows_(dst: torch.Tensor, better: torch.Tensor, src: torch.Tensor) -> t
     return torch.where(better.reshape((-1,) + (1,) * (dst.ndim - 1)), src, dst, out=dst)
 
 
-def _native_keeps(p: torch.Tensor, v: torch.Tensor) -> bool:
+def _native_keeps(p: torch.Tensor, v: torch.Tensor, better: torch.Tensor) -> bool:
     """Can the native kernel copy v's improved rows into the best point p (CPU float32/64,
-    both contiguous, one shape and dtype)?"""
-    return (v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64) and v.ndim >= 1
+    both contiguous, one shape and dtype; `better` a CPU flag per row of v)?"""
+    return (v.device.type == "cpu" and p.device.type == "cpu" and better.device.type == "cpu"
+            and v.dtype in (torch.float32, torch.float64) and v.ndim >= 1
             and p.shape == v.shape and p.dtype == v.dtype and v.is_contiguous()
-            and p.is_contiguous())
+            and p.is_contiguous() and better.ndim == 1 and better.shape[0] == v.shape[0])
 
 
 def _native_steps(domain: "RealDomain", v: torch.Tensor, g: torch.Tensor | None, size) -> bool:
@@ -221,11 +222,13 @@ class _Best:
     def _better(self, obj: torch.Tensor, tie: torch.Tensor | None) -> torch.Tensor:
         """Bool [batch]: which examples improved; the best objective and tie updated."""
         kernel = native.better() if (
-            obj.device.type == "cpu" and obj.ndim == 1 and obj.dtype == self.obj.dtype
-            and obj.dtype in (torch.float32, torch.float64) and obj.shape == self.obj.shape
-            and self.obj.is_contiguous() and (tie is None) == (self.tie is None)
-            and (tie is None or (tie.shape == obj.shape and tie.dtype == obj.dtype
-                                 and self.tie.is_contiguous()))) else None
+            obj.device.type == "cpu" and self.obj.device.type == "cpu" and obj.ndim == 1
+            and obj.dtype == self.obj.dtype and obj.dtype in (torch.float32, torch.float64)
+            and obj.shape == self.obj.shape and self.obj.is_contiguous()
+            and (tie is None) == (self.tie is None)
+            and (tie is None or all(t.shape == obj.shape and t.dtype == obj.dtype
+                                    and t.device.type == "cpu" for t in (tie, self.tie))
+                 and self.tie.is_contiguous())) else None
         if kernel is not None:  # one call, in place (self.obj and self.tie are our copies)
             better = kernel(obj, tie, self.obj, self.tie)
             if self.nan:
@@ -261,7 +264,7 @@ class _Best:
         keep = native.keep_step() if better.ndim == 1 else None
         for k, v in points.items():
             v = v.detach()
-            if keep is not None and _native_keeps(self.points[k], v):
+            if keep is not None and _native_keeps(self.points[k], v, better):
                 keep(v, self.points[k], better, None, None, None, 0.0)
             else:
                 self._keep(k, v, better)
@@ -282,7 +285,7 @@ class _Best:
         out = {}
         for (k, v), g in zip(points.items(), grads):
             v = v.detach()
-            if keep is not None and _native_keeps(self.points[k], v):
+            if keep is not None and _native_keeps(self.points[k], v, better):
                 if _native_steps(domains[k], v, g, sizes[k]):
                     keep(v, self.points[k], better, g, domains[k].lo, domains[k].hi,
                          float(sizes[k]))

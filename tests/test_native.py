@@ -181,6 +181,7 @@ def test_a_second_derivative_is_torchs(impl):
 
 
 def test_without_the_kernel_torchs_ops_serve_and_say_why_once(monkeypatch):
+    monkeypatch.delenv("ROBUSTSPEC_NATIVE", raising=False)  # whatever the caller's shell says
     monkeypatch.setattr(native, "_state", {})
 
     def broken():
@@ -485,3 +486,23 @@ property pair(x0 : Tensor) =
     calls = _search_both_ways(two, "pair", monkeypatch, lambda: {"x0": x0},
                               PGD(steps=5, step_size=0.03, early_stop=False))
     assert calls == ([True] * 8 + [False] * 2) * 2  # per step, x and z
+
+
+def test_bookkeeping_the_kernel_cannot_take_falls_back_and_bad_calls_raise(built):
+    """Ties whose dtype or shape changed between updates go to torch's ops (which promote and
+    broadcast), not to a kernel error; a step without both bounds, or tensors on two devices,
+    are refused with an error, never read out of bounds."""
+    from robustspec.compiler.search import _Best
+    x = torch.rand(4, 3)
+    b = _Best()
+    b.update({"x": x}, torch.rand(4), torch.rand(4, dtype=torch.float64))
+    b.update({"x": x}, torch.rand(4), torch.rand(4))
+    b = _Best()
+    b.update({"x": x}, torch.rand(4), torch.rand(1))
+    b.update({"x": x}, torch.rand(4), torch.rand(4))
+    keep = native.keep_step()
+    with pytest.raises(RuntimeError, match="needs both bounds"):
+        keep(x.clone(), torch.zeros(4, 3), torch.ones(4, dtype=torch.bool), torch.randn(4, 3),
+             None, None, 0.1)
+    with pytest.raises(RuntimeError, match="better must be"):
+        keep(x.clone(), torch.zeros(4, 3), torch.ones(3, dtype=torch.bool), None, None, None, 0.0)
