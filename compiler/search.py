@@ -255,38 +255,29 @@ class _Best:
             self.points[k] = torch.where(m, v, p)
 
     def update(self, points: dict[str, torch.Tensor], obj: torch.Tensor, tie: torch.Tensor | None):
-        obj = obj.detach()
-        tie = tie.detach() if tie is not None else None
-        if self.obj is None:
-            self._first(points, obj, tie)
-            return
-        better = self._better(obj, tie)
-        keep = native.keep_step() if better.ndim == 1 else None
-        for k, v in points.items():
-            v = v.detach()
-            if keep is not None and _native_keeps(self.points[k], v, better):
-                keep(v, self.points[k], better, None, None, None, 0.0)
-            else:
-                self._keep(k, v, better)
+        self.update_and_step(points, obj, tie)
 
     def update_and_step(self, points: dict[str, torch.Tensor], obj: torch.Tensor,
-                        tie: torch.Tensor | None, grads, domains: dict[str, "RealDomain"],
-                        sizes: dict) -> dict[str, torch.Tensor]:
-        """`update`, then each point's PGD step in place (`RealDomain.step_`; a point without a
-        gradient stays); returns the stepped points. On the CPU, the native kernels keep the
-        improved rows and step in one pass over each point where they can."""
+                        tie: torch.Tensor | None, grads=None, domains: dict | None = None,
+                        sizes: dict | None = None) -> dict[str, torch.Tensor]:
+        """Keep the improved rows of each point; given `grads` (PGD), then step each point in
+        place (`RealDomain.step_`; a point without a gradient stays). Returns the points. On
+        the CPU the native kernels keep (and step) in one pass over each point where they can."""
+        obj = obj.detach()
+        tie = tie.detach() if tie is not None else None
         first = self.obj is None
         if first:
-            self.update(points, obj, tie)
+            self._first(points, obj, tie)
             better, keep = None, None
         else:
-            better = self._better(obj.detach(), tie.detach() if tie is not None else None)
+            better = self._better(obj, tie)
             keep = native.keep_step() if better.ndim == 1 else None
         out = {}
-        for (k, v), g in zip(points.items(), grads):
+        for i, (k, v) in enumerate(points.items()):
             v = v.detach()
+            g = grads[i] if grads is not None else None
             if keep is not None and _native_keeps(self.points[k], v, better):
-                if _native_steps(domains[k], v, g, sizes[k]):
+                if g is not None and _native_steps(domains[k], v, g, sizes[k]):
                     keep(v, self.points[k], better, g, domains[k].lo, domains[k].hi,
                          float(sizes[k]))
                     out[k] = v
