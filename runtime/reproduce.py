@@ -6,8 +6,10 @@ GTSRB, and E4's comparison for a convolutional network on Fashion-MNIST. A cell 
 checkpoint per epoch, resumed when killed), then evaluates the network against every attack
 property (each attack's result saved on its own, so a kill during evaluation loses one attack
 at most) and writes DIR/cells/<id>/result.json atomically; a cell with a result is skipped.
-Cells run in `--jobs` processes; `--cells` picks a subset, so a grid can be spread over
-machines and assembled with `--report-only` (runtime/report.py writes the report).
+With `--jobs N` the cells are split into units (a cell's training, each attack's evaluation
+and verification, the assembly of its result) run in N processes, longest first, so the short
+attack units fill the time the long trainings leave; `--cells` picks a subset, so a grid can be
+spread over machines and assembled with `--report-only` (runtime/report.py writes the report).
 """
 from __future__ import annotations
 
@@ -231,34 +233,24 @@ def cell_dir(out: str | Path, cell: Cell) -> Path:
     return Path(out) / "cells" / cell.id
 
 
+# the status file a process writes: one per cell when a process runs whole cells, one per
+# unit (status-<unit>.json) when the grid splits cells into units (see `run_unit`)
+_STATUS_NAME = ["status.json"]
+
+
 def _status(folder: Path, **fields) -> None:
     """What a cell is doing, for the progress display of the process that runs the grid."""
-    atomic_write_text(folder / "status.json", json.dumps({**fields, "time": time.time()}))
+    atomic_write_text(folder / _STATUS_NAME[0], json.dumps({**fields, "time": time.time()}))
 
 
-def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
-    """Train (resuming) and evaluate one cell; returns its result (also in result.json)."""
+def train_cell(cell: Cell, plan: Plan, log=None):
+    """Train one cell (resuming from its checkpoint); returns (trainer, train data, test data)."""
     import torch
 
-    from .metrics import EvalResult, EvalRow, evaluate
     from .models import build_model
     from .training import Trainer, TrainConfig
 
     folder = cell_dir(plan.out, cell)
-    done = folder / "result.json"
-    if done.exists():  # trained and evaluated; verified too, unless the budget asks for it now
-        result = json.loads(done.read_text())
-        if cell_complete(plan, cell):
-            return result
-        from .training import model_from_checkpoint
-        model, _ck, _info = model_from_checkpoint(folder / "train" / "last.pt")
-        _train, test = load_data(cell, plan)
-        result["verification"] = verify_cell(model, attack_properties(), test, plan, folder,
-                                             cell, log)
-        atomic_write_text(done, json.dumps(result, indent=1))
-        (folder / "status.json").unlink(missing_ok=True)
-        return result
-    t0 = time.perf_counter()
     b = plan.budget
     regime = REGIMES[cell.regime]
     props = attack_properties()
@@ -288,29 +280,66 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
 
     _status(folder, phase="train", epoch=0, epochs=epochs, started=started)
     trainer.fit(train.x, train.y, resume=True, on_epoch=on_epoch)
-    attacks = {}
-    for name, prop in props.items():
-        stem = folder / f"eval-{name.lower()}"
-        saved = stem.with_name(stem.name + ".json")
-        if saved.exists():  # evaluated before a kill
-            d = json.loads(saved.read_text())
-            attacks[name] = EvalResult(d["property"], [EvalRow(**r) for r in d["rows"]],
-                                       d["settings"]).to_dict()
-            continue
-        _status(folder, phase="evaluate", attack=name, started=started)
-        r = evaluate(model, prop, test.x, test.y, eps=b.eps, steps=b.eval_steps,
-                     samples=b.samples, seed=b.seed, progress=False, device=plan.device)
-        r.save(stem)
-        attacks[name] = r.to_dict()
-        if log:
-            log(f"  {cell.id}: {name} attack: security "
-                + " ".join(f"{100 * row.constraint_security:.1f}" for row in r.rows) + " %")
+    return trainer, train, test
+
+
+def evaluate_attack(cell: Cell, plan: Plan, name: str, prop, model, test, log=None,
+                    started: float | None = None) -> dict:
+    """One attack's evaluation of a trained cell (read back when a run before saved it)."""
+    from .metrics import EvalResult, EvalRow, evaluate
+
+    b = plan.budget
+    folder = cell_dir(plan.out, cell)
+    stem = folder / f"eval-{name.lower()}"
+    saved = stem.with_name(stem.name + ".json")
+    if saved.exists():  # evaluated before a kill
+        d = json.loads(saved.read_text())
+        return EvalResult(d["property"], [EvalRow(**r) for r in d["rows"]], d["settings"]).to_dict()
+    _status(folder, phase="evaluate", attack=name, started=started or time.time())
+    r = evaluate(model, prop, test.x, test.y, eps=b.eps, steps=b.eval_steps,
+                 samples=b.samples, seed=b.seed, progress=False, device=plan.device)
+    r.save(stem)
+    if log:
+        log(f"  {cell.id}: {name} attack: security "
+            + " ".join(f"{100 * row.constraint_security:.1f}" for row in r.rows) + " %")
+    return r.to_dict()
+
+
+def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
+    """Train (resuming) and evaluate one cell; returns its result (also in result.json). Parts
+    a run before saved (a trained network, an attack's evaluation or verification) are read
+    back, not redone, so the grid's units (`run_unit`) end with a run_cell that only
+    assembles."""
+    import torch
+
+    folder = cell_dir(plan.out, cell)
+    done = folder / "result.json"
+    if done.exists():  # trained and evaluated; verified too, unless the budget asks for it now
+        result = json.loads(done.read_text())
+        if cell_complete(plan, cell):
+            return result
+        from .training import model_from_checkpoint
+        model, _ck, _info = model_from_checkpoint(folder / "train" / "last.pt")
+        _train, test = load_data(cell, plan)
+        result["verification"] = verify_cell(model, attack_properties(), test, plan, folder,
+                                             cell, log)
+        atomic_write_text(done, json.dumps(result, indent=1))
+        (folder / _STATUS_NAME[0]).unlink(missing_ok=True)
+        return result
+    t0 = time.perf_counter()
+    b = plan.budget
+    props = attack_properties()
+    started = time.time()
+    trainer, train, test = train_cell(cell, plan, log)
+    model = trainer.model
+    attacks = {name: evaluate_attack(cell, plan, name, prop, model, test, log, started)
+               for name, prop in props.items()}
     result = {"cell": cell.id, "dataset": cell.dataset, "regime": cell.regime, "model": cell.model,
-              "label": cell.label, "train_property": regime.prop,
+              "label": cell.label, "train_property": REGIMES[cell.regime].prop,
               "n_train": len(train), "n_test": len(test),
               "clean_accuracy": next(iter(attacks.values()))["rows"][0]["clean_accuracy"],
               "train_seconds": sum(h["seconds"] for h in trainer.history),
-              "history": trainer.history, "attacks": attacks, "config": asdict(cfg),
+              "history": trainer.history, "attacks": attacks, "config": asdict(trainer.cfg),
               "settings": plan.settings(), "threads": torch.get_num_threads(),
               "seconds_this_run": time.perf_counter() - t0}
     # written before verification: a verification that fails leaves the training and the
@@ -319,7 +348,7 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
     if b.verify_points:
         result["verification"] = verify_cell(model, props, test, plan, folder, cell, log)
         atomic_write_text(done, json.dumps(result, indent=1))
-    (folder / "status.json").unlink(missing_ok=True)
+    (folder / _STATUS_NAME[0]).unlink(missing_ok=True)
     return result
 
 
@@ -393,14 +422,103 @@ def verify_cell(model, props: dict, test, plan: Plan, folder: Path, cell: Cell, 
     return out
 
 
-def _worker(cell: Cell, plan: Plan) -> dict:
-    """Entry of a worker process: pin the threads, run the cell, return a short summary."""
+@dataclass(frozen=True)
+class Unit:
+    """A piece of a cell that one worker process runs: its training ("train"), one attack's
+    evaluation and verification (the attack's name), or the assembly of result.json ("result",
+    which finds every part saved and only reads them). With several jobs the grid schedules
+    units, not cells, so a cell's attacks fill the gaps the long trainings leave."""
+    cell: Cell
+    part: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.cell.id}:{self.part}"
+
+    @property
+    def status_name(self) -> str:
+        return f"status-{self.part.lower()}.json"
+
+
+def cell_trained(plan: Plan, cell: Cell) -> bool:
+    """Has the cell finished its training? (history.json is written after each epoch's
+    checkpoint, so it may lag a kill by one epoch: then the train unit resumes and ends.)"""
+    folder = cell_dir(plan.out, cell)
+    if (folder / "result.json").exists():
+        return True
+    try:
+        history = json.loads((folder / "train" / "history.json").read_text())
+    except (OSError, ValueError):
+        return False
+    epochs = plan.budget.cnn_epochs if cell.model == "cnn" else plan.budget.epochs
+    return isinstance(history, list) and len(history) >= epochs
+
+
+def attack_done(plan: Plan, cell: Cell, name: str) -> bool:
+    """Are one attack's evaluation (and, where the budget verifies, verification) saved?"""
+    folder = cell_dir(plan.out, cell)
+    return ((folder / f"eval-{name.lower()}.json").exists()
+            and (not plan.budget.verify_points
+                 or (folder / f"verify-{name.lower()}.json").exists()))
+
+
+def run_unit(unit: Unit, plan: Plan, seconds_before: float = 0.0) -> dict:
+    """Entry of a worker process: pin the threads, run one unit, return a short summary."""
     import torch
 
     torch.set_num_threads(plan.threads)
+    _STATUS_NAME[0] = unit.status_name
     start = time.time()
-    r = run_cell(cell, plan)
-    return {"cell": cell.id, "clean_accuracy": r["clean_accuracy"], "seconds": time.time() - start}
+    cell, folder = unit.cell, cell_dir(plan.out, unit.cell)
+    summary = {"unit": unit.id}
+    if unit.part == "train":
+        train_cell(cell, plan)
+    elif unit.part == "result":
+        r = run_cell(cell, plan)
+        if "seconds_this_run" in r and seconds_before:  # the cell's units, not only this one
+            r["seconds_this_run"] = seconds_before + time.time() - start
+            atomic_write_text(folder / "result.json", json.dumps(r, indent=1))
+        summary["clean_accuracy"] = r["clean_accuracy"]
+    else:
+        from .training import model_from_checkpoint
+
+        model, _ck, _info = model_from_checkpoint(folder / "train" / "last.pt")
+        _train, test = load_data(cell, plan)
+        prop = attack_properties()[unit.part]
+        evaluate_attack(cell, plan, unit.part, prop, model, test)
+        if plan.budget.verify_points:
+            verify_cell(model, {unit.part: prop}, test, plan, folder, cell)
+    (folder / unit.status_name).unlink(missing_ok=True)
+    return {**summary, "seconds": time.time() - start}
+
+
+def units_of(cell: Cell, plan: Plan) -> list[Unit]:
+    """The units a cell still needs, in order: training, each attack not saved, the result."""
+    return (([] if cell_trained(plan, cell) else [Unit(cell, "train")])
+            + [Unit(cell, name) for name in ATTACKS if not attack_done(plan, cell, name)]
+            + [Unit(cell, "result")])
+
+
+def unit_estimate(unit: Unit, parts: dict[str, float]) -> float:
+    """Rough seconds of one unit from its cell's estimate_parts."""
+    if unit.part == "train":
+        return parts["train"]
+    if unit.part == "result":
+        return 5.0
+    return (parts["evaluate"] + parts["verify"]) / len(ATTACKS)
+
+
+def unit_time_left(status: dict | None, estimate: float, scale: float, started: float,
+                   now: float) -> float:
+    """Seconds a running unit has left: a training at its own epoch rate in this run, any
+    other unit by its scaled estimate less the time it has run."""
+    if status and status.get("phase") == "train":
+        trained = status.get("epoch", 0) - status.get("from_epoch", 0)
+        if trained > 0:
+            per_epoch = (status["time"] - status["started"]) / trained
+            return max(per_epoch * (status["epochs"] - status["epoch"]) - (now - status["time"]),
+                       0.0)
+    return max(scale * estimate - (now - started), 0.0)
 
 
 # ------------------------------------------------------------------ the grid
@@ -536,14 +654,6 @@ def _fmt(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _read_status(out, cell: Cell) -> dict | None:
-    try:
-        s = json.loads((cell_dir(out, cell) / "status.json").read_text())
-        return s if isinstance(s, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
 def _reported_since(s: dict | None, t: float) -> bool:
     """Has the cell reported since time t (a status older than the grid is stale)?"""
     try:
@@ -642,45 +752,118 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
         finally:
             torch.set_num_threads(threads_before)
     else:
-        import multiprocessing as mp
-
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
-        try:
-            futures = {pool.submit(_worker, c, plan): (c, time.time()) for c in todo}
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, timeout=poll_s, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    cell, _submitted = futures[f]
-                    try:
-                        r = f.result()
-                    except Exception as e:  # noqa: BLE001
-                        failed[cell.id] = f"{type(e).__name__}: {e}"
-                        log(f"  {cell.id} FAILED: {failed[cell.id]}")
-                        continue
-                    done.append(cell.id)
-                    spent += r["seconds"]
-                    predicted += estimate[cell]
-                    log(f"  {cell.id} done in {_fmt(r['seconds'])}: clean accuracy "
-                        f"{100 * r['clean_accuracy']:.1f}%")
-                remaining = [futures[f][0] for f in pending]
-                status = {c: _read_status(out, c) for c in remaining}  # one read per poll
-                running = {c: s for c, s in status.items() if _reported_since(s, t_grid)}
-                if remaining:
-                    log(f"[{len(done) + len(failed)}/{len(todo)} finished, "
-                        f"{_fmt(time.time() - t_grid)}] running: "
-                        + (", ".join(_running_line(c, s) for c, s in running.items())
-                           or "the next cells, starting")
-                        + f"; time left about {eta(remaining, running)}")
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+        done, failed = _run_units(todo, plan, jobs, parts, log, poll_s, t_grid)
     log(f"grid finished in {_fmt(time.time() - t_grid)}: {len(done)} done, {len(failed)} failed")
     record_run(out, {"started": t_grid, "seconds": time.time() - t_grid, "jobs": jobs,
                      "threads": plan.threads, "budget": plan.budget.name, "done": done,
                      "failed": sorted(failed), "native": _native().cached_status()})
     return {"done": done, "skipped": skipped, "failed": failed}
+
+
+def startable(blocked: dict[Cell, list[Unit]], running: list[Unit],
+              estimate: dict[Unit, float]) -> list[Unit]:
+    """The units that may start now, in the order to start them: a cell's attacks once its
+    training has ended, its result once nothing of it runs and no attack is left; each cell's
+    result first (short, and it ends the cell), then the longest first. blocked: per cell, the
+    units not yet started, in units_of's order."""
+    busy = {u.cell for u in running}
+    training = {u.cell for u in running if u.part == "train"}
+    ready = []
+    for c, us in blocked.items():
+        if not us:
+            continue
+        if us[0].part == "train":  # (a cell is never busy before its training)
+            ready.append(us[0])
+        elif us[0].part == "result":  # every attack has started, and ended unless busy
+            ready += [] if c in busy else [us[0]]
+        elif c not in training:
+            ready += [u for u in us if u.part != "result"]
+    return sorted(ready, key=lambda u: (u.part != "result", -estimate[u]))
+
+
+def _run_units(cells: list[Cell], plan: Plan, jobs: int, parts: dict, log, poll_s: float,
+               t_grid: float) -> tuple[list[str], dict[str, str]]:
+    """Run the cells' units in `jobs` processes. A unit starts when its cell's earlier units
+    have ended (the attacks after the training, the result after the attacks); of those that
+    may start, the longest first (each cell's result first: it is short and ends the cell), so
+    the long trainings overlap and the attacks fill the end. Returns (done cell ids, failed
+    cell id -> why)."""
+    import multiprocessing as mp
+
+    out = Path(plan.out)
+    blocked = {c: units_of(c, plan) for c in cells}  # per cell, the units not yet started
+    est = {u: unit_estimate(u, parts[c]) for c, us in blocked.items() for u in us}
+    running: dict = {}  # future -> (unit, start time)
+    cell_seconds = {c: 0.0 for c in cells}  # its units' seconds in this run
+    done, failed = [], {}
+    spent, predicted = 0.0, 0.0  # calibration: measured / estimated over finished units
+    trained_scale = [1.0]
+
+    def eta(now: float, status: dict) -> str:
+        train_status = {u.cell: s for u, s in status.items() if u.part == "train"}
+        train_parts = {u.cell: parts[u.cell] for u in status if u.part == "train"}
+        trained_scale[0] = _training_scale(train_status, train_parts, trained_scale[0])
+        scale = spent / predicted if predicted else trained_scale[0]
+        left = [unit_time_left(status.get(u), est[u], scale, t, now)
+                for u, t in running.values()]
+        queued = [scale * est[u] for us in blocked.values() for u in us]
+        return _fmt(grid_time_left(left, queued, jobs))
+
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+    try:
+        while True:
+            for u in startable(blocked, [u for u, _t in running.values()], est)[:jobs - len(running)]:
+                blocked[u.cell].remove(u)
+                f = pool.submit(run_unit, u, plan, cell_seconds[u.cell])
+                running[f] = (u, time.time())
+            if not running:
+                break
+            finished, _ = wait(list(running), timeout=poll_s, return_when=FIRST_COMPLETED)
+            for f in finished:
+                u, _t = running.pop(f)
+                try:
+                    r = f.result()
+                except Exception as e:  # noqa: BLE001 - one failed cell must not stop the grid
+                    why = f"{type(e).__name__}: {e}"
+                    if u.part == "train" or u.part == "result":
+                        failed[u.cell.id] = why
+                        blocked[u.cell] = []  # nothing of the cell can follow
+                        log(f"  {u.cell.id} FAILED ({u.part}): {why}")
+                    else:  # the result unit tries the attack again and records what it can
+                        log(f"  {u.cell.id}: {u.part} failed ({why}); tried again with the "
+                            "cell's result")
+                    continue
+                cell_seconds[u.cell] += r["seconds"]
+                if u.part != "result":
+                    spent += r["seconds"]
+                    predicted += est[u]
+                if u.part == "train":
+                    log(f"  {u.cell.id} trained in {_fmt(r['seconds'])}")
+                elif u.part == "result":
+                    done.append(u.cell.id)
+                    log(f"  {u.cell.id} done ({_fmt(cell_seconds[u.cell])} of work in this "
+                        f"run): clean accuracy {100 * r['clean_accuracy']:.1f}%")
+            if running:
+                status = {u: _read_unit_status(out, u) for u, _t in running.values()}
+                status = {u: s for u, s in status.items() if _reported_since(s, t_grid)}
+                n_done = len(done) + len(failed)
+                log(f"[{n_done}/{len(cells)} cells finished, {_fmt(time.time() - t_grid)}] "
+                    f"running: " + ", ".join(_running_line(u.cell, status.get(u))
+                                             for u, _t in running.values())
+                    + f"; time left about {eta(time.time(), status)}")
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return done, failed
+
+
+def _read_unit_status(out, unit: Unit) -> dict | None:
+    try:
+        s = json.loads((cell_dir(out, unit.cell) / unit.status_name).read_text())
+        return s if isinstance(s, dict) else None
+    except (OSError, ValueError):
+        return None
 
 
 def record_run(out: Path, run: dict) -> None:

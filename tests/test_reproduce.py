@@ -498,6 +498,73 @@ def test_a_failed_verification_keeps_training_and_evaluation(tmp_path, fashion, 
     assert BASE.id in rep.load_cells(p.out)
 
 
+def test_units_wait_for_their_cell_and_start_longest_first():
+    """With several jobs the grid runs units: a cell's attacks only after its training, its
+    result only when no attack is left or running; each cell's result first, then the longest."""
+    U = rp.Unit
+    a, b = SR, BASE
+    blocked = {a: [U(a, "train")] + [U(a, n) for n in rp.ATTACKS] + [U(a, "result")],
+               b: [U(b, n) for n in rp.ATTACKS] + [U(b, "result")]}
+    est = {u: 100.0 if u.part == "train" else 10.0 if u.part != "result" else 1.0
+           for us in blocked.values() for u in us}
+    est[U(b, "SCR")] = 20.0
+    order = rp.startable(blocked, [], est)
+    assert order[0] == U(a, "train")  # the longest; a's attacks wait for it
+    assert order[1] == U(b, "SCR") and {u.part for u in order[2:]} == set(rp.ATTACKS) - {"SCR"}
+    assert all(u.cell == b for u in order[1:])
+    blocked[a].pop(0)  # a's training runs: its attacks still wait
+    assert all(u.cell == b for u in rp.startable(blocked, [U(a, "train")], est))
+    assert U(a, "SR") in rp.startable(blocked, [], est)  # and start once it has ended
+    blocked[b] = [U(b, "result")]
+    assert U(b, "result") not in rp.startable(blocked, [U(b, "LR")], est)  # an attack runs
+    assert rp.startable(blocked, [], est)[0] == U(b, "result")  # first when it may start
+
+
+def test_units_of_a_killed_cell_are_what_it_misses(tmp_path, fashion):
+    p = plan(tmp_path, fashion)
+    folder = rp.cell_dir(p.out, BASE)
+    assert [u.part for u in rp.units_of(BASE, p)] == ["train", *rp.ATTACKS, "result"]
+    (folder / "train").mkdir(parents=True)
+    history = folder / "train" / "history.json"
+    history.write_text(json.dumps([{}] * (p.budget.epochs - 1)))  # killed in the last epoch
+    assert rp.units_of(BASE, p)[0].part == "train"
+    history.write_text(json.dumps([{}] * p.budget.epochs))
+    (folder / "eval-sr.json").write_text("{}")
+    assert [u.part for u in rp.units_of(BASE, p)] == [*rp.ATTACKS, "result"]  # not verified
+    (folder / "verify-sr.json").write_text("[]")
+    assert [u.part for u in rp.units_of(BASE, p)] == [n for n in rp.ATTACKS if n != "SR"] + ["result"]
+
+
+def test_two_jobs_run_units_and_give_the_one_job_numbers(tmp_path, fashion):
+    """The unit scheduler gives what run_cell gives; a cell killed after its training and its
+    SR attack is resumed without training or evaluating SR again."""
+    one, two = plan(tmp_path, fashion, "one"), plan(tmp_path, fashion, "two")
+    rp.run_grid([BASE], one, jobs=1, log=lambda m: None)
+    logs = []
+    assert rp.run_grid([BASE], two, jobs=2, log=logs.append, poll_s=0.5)["done"] == [BASE.id]
+    assert any(f"{BASE.id} trained in" in m for m in logs)
+    assert any(f"{BASE.id} done (" in m for m in logs)
+
+    def numbers(out):
+        r = json.loads((rp.cell_dir(out, BASE) / "result.json").read_text())
+        rows = {a: [{k: v for k, v in row.items() if k != "seconds"} for row in e["rows"]]
+                for a, e in r["attacks"].items()}
+        verified = {a: [{k: row[k] for k in ("verified", "falsified", "unknown")} for row in rs]
+                    for a, rs in r["verification"]["attacks"].items()}
+        return rows, verified, [h["loss"] for h in r["history"]]
+    assert numbers(two.out) == numbers(one.out)
+    folder = rp.cell_dir(two.out, BASE)
+    assert not list(folder.glob("status*.json"))
+    # killed after SR: the result and SCR's files lost
+    for name in ("result.json", "eval-scr.json", "verify-scr.json"):
+        (folder / name).unlink()
+    weights, sr = (folder / "train" / "last.pt").read_bytes(), (folder / "eval-sr.json").read_bytes()
+    assert rp.run_grid([BASE], two, jobs=2, log=lambda m: None, poll_s=0.5)["done"] == [BASE.id]
+    assert (folder / "train" / "last.pt").read_bytes() == weights
+    assert (folder / "eval-sr.json").read_bytes() == sr
+    assert numbers(two.out) == numbers(one.out)
+
+
 def test_cells_start_longest_first_with_several_jobs(tmp_path):
     """With --jobs N the long PGD cells start first, LR's (the dearest step) before SR's,
     and the cheap regimes fill the end; equal estimates keep the grid's order."""
