@@ -255,6 +255,12 @@ def keep_step() -> Optional[Callable]:
     return _kernel("keep_step_")
 
 
+def uniform() -> Optional[Callable[[torch.Tensor, int], None]]:
+    """`f(out, seed)`: out (contiguous, CPU, float32/64) filled in place with the SplitMix64
+    uniform numbers of compiler/search.py's `uniform`; None where unavailable."""
+    return _kernel("uniform_")
+
+
 def status() -> str:
     """One line for diagnostics: built, off, failed (why) or not yet tried."""
     if "module" in _state:  # loaded: used whatever ROBUSTSPEC_NATIVE says now (see _module)

@@ -18,12 +18,19 @@
 //   projected onto the box, x = clamp(x - size * sign(g), lo, hi), in one pass over x, against
 //   torch's 5 (copy, sign, sub, clamp and a nonzero to find the rows). The same values as
 //   torch's ops; a zero's sign may differ where x ties a bound of the other sign (-0 vs +0).
+// uniform_: uniform numbers in [0, 1), the only kernel not copying one of torch's ops: torch's
+//   CPU generator (a Mersenne Twister) is serial, about 3 ns a number, where a search's uniform
+//   start and the sampling metric draw millions. Element i is the (i + 1)-th output of
+//   SplitMix64 (Steele, Lea and Flood 2014) seeded with `seed`, its top 24 bits (float) or 53
+//   (double) scaled by 2^-24 or 2^-53; compiler/search.py's uniform() computes the same bits
+//   with torch's integer ops where the kernel is not used (other devices, no compiler).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cstdint>
 #include <cstring>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 namespace {
 
@@ -408,6 +415,42 @@ void keep_step_(torch::Tensor x, torch::Tensor best_x, const torch::Tensor& bett
   });
 }
 
+// ------------------------------------------------------------------ uniform numbers
+inline uint64_t splitmix64_mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// out[i] = the (i + 1)-th SplitMix64 output from `seed`, as a uniform number in [0, 1). The
+// conversions go through 32-bit integers (exact: the parts are below 2^27) so the loop
+// vectorises without 64-bit integer-to-float instructions.
+template <typename T>
+void uniform_fill(T* __restrict__ out, int64_t n, uint64_t seed) {
+  at::parallel_for(0, n, 1 << 15, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const uint64_t x = splitmix64_mix(seed + static_cast<uint64_t>(i + 1) * 0x9e3779b97f4a7c15ull);
+      if constexpr (std::is_same_v<T, float>) {
+        out[i] = static_cast<float>(static_cast<int32_t>(x >> 40)) * 0x1p-24f;
+      } else {
+        const double top = static_cast<double>(static_cast<int32_t>(x >> 37));  // 27 bits
+        const double low = static_cast<double>(static_cast<int32_t>((x >> 11) & 0x3ffffffull));
+        out[i] = (top * 0x1p26 + low) * 0x1p-53;  // (x >> 11) * 2^-53, exactly
+      }
+    }
+  });
+}
+
+// fills out (a contiguous CPU float or double tensor) with uniform numbers in [0, 1)
+void uniform_(torch::Tensor out, int64_t seed) {
+  TORCH_CHECK(out.device().is_cpu() && out.is_contiguous()
+              && (out.scalar_type() == torch::kFloat || out.scalar_type() == torch::kDouble),
+              "uniform_: out must be a contiguous CPU float32 or float64 tensor");
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "robustspec_uniform", [&] {
+    uniform_fill<scalar_t>(out.data_ptr<scalar_t>(), out.numel(), static_cast<uint64_t>(seed));
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -417,4 +460,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("prod_last", &prod_last, "the product over the last axis, with torch's gradient");
   module.def("better_", &better_, "PGD's best-point bookkeeping: improved rows, best updated");
   module.def("keep_step_", &keep_step_, "improved rows kept, then x = clamp(x - size*sign(g), lo, hi)");
+  module.def("uniform_", &uniform_, "uniform numbers in [0, 1) from SplitMix64 seeded with seed");
 }

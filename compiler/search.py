@@ -7,6 +7,7 @@ leaves the domain: PGD projects after every step.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -24,6 +25,54 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     """[batch, everything else], also for a scalar variable ([batch])."""
     return t.reshape(t.shape[0], -1)
 
+
+# SplitMix64's constants (Steele, Lea and Flood 2014), as signed 64-bit integers for torch
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
+_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
+_MIX2 = 0x94D049BB133111EB - (1 << 64)
+
+
+def uniform(shape, dtype: torch.dtype, device, gen: torch.Generator | None) -> torch.Tensor:
+    """Uniform numbers in [0, 1) for the searches' random starts and samples: element i is
+    the (i + 1)-th output of SplitMix64 seeded by one draw from `gen` (the default generator
+    when None), its top bits (24 for float32, 53 for float64: torch.rand's resolution) times
+    2^-bits. Not torch.rand's numbers: torch's CPU generator is serial, about 3 ns a number,
+    where the native kernel (compiler/native_kernels.cpp) takes a fraction of that; torch's
+    integer ops give the same bits on other devices and without the kernels, so a seed gives
+    the same draws everywhere."""
+    seed = torch.randint(0, 1 << 62, (), generator=gen, dtype=torch.int64,
+                         device=gen.device if gen is not None else device)
+    shape = tuple(shape)
+    if dtype in (torch.float32, torch.float64) and torch.device(device).type == "cpu":
+        kernel = native.uniform()
+        if kernel is not None:
+            out = torch.empty(shape, dtype=dtype)
+            kernel(out, int(seed))
+            return out
+    return uniform_reference(shape, dtype, device, seed)
+
+
+def _shift_right(z: torch.Tensor, k: int) -> torch.Tensor:
+    """z >> k as an unsigned 64-bit shift (torch shifts int64 arithmetically)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def uniform_reference(shape, dtype: torch.dtype, device, seed: torch.Tensor | int) -> torch.Tensor:
+    """`uniform`'s numbers from a given seed with torch's int64 ops (which wrap on overflow, as
+    SplitMix64's arithmetic modulo 2^64 needs; the reference outputs in tests/test_native.py
+    check it)."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    seed = torch.as_tensor(seed, dtype=torch.int64).to(device)
+    z = torch.arange(1, n + 1, dtype=torch.int64, device=device).mul_(_GOLDEN).add_(seed)
+    z.bitwise_xor_(_shift_right(z, 30)).mul_(_MIX1)
+    z.bitwise_xor_(_shift_right(z, 27)).mul_(_MIX2)
+    z.bitwise_xor_(_shift_right(z, 31))
+    # the significand's bits (24 for float32, 53 for float64; eps = 2^(1 - bits)): an integer
+    # below 2^bits converts exactly, and so does its scaling by 2^-bits
+    bits = 1 - int(round(math.log2(torch.finfo(dtype).eps)))
+    return (_shift_right(z, 64 - bits).to(dtype) * 2.0 ** -bits).reshape(shape)
 
 class RealDomain:
     """A domain with its bounds evaluated: box [lo, hi] and/or an L2 ball, per example."""
@@ -129,7 +178,7 @@ class RealDomain:
             rr = r.flatten().unsqueeze(1) if r.ndim else r
             x = c + (direction * rr * u.pow(1.0 / flat.shape[1])).reshape(c.shape)
             return self.project(x)
-        u = torch.rand(self.shape, generator=gen, dtype=self.lo.dtype, device=self.lo.device)
+        u = uniform(self.shape, self.lo.dtype, self.lo.device, gen)
         return torch.addcmul(self.lo, self.width, u)
 
     def start(self) -> torch.Tensor:

@@ -506,3 +506,92 @@ def test_bookkeeping_the_kernel_cannot_take_falls_back_and_bad_calls_raise(built
              None, None, 0.1)
     with pytest.raises(RuntimeError, match="better must be"):
         keep(x.clone(), torch.zeros(4, 3), torch.ones(3, dtype=torch.bool), None, None, None, 0.0)
+
+
+# ------------------------------------------------------------------ uniform numbers
+
+# SplitMix64's first five outputs from seed 1234567: the published reference values (Rosetta
+# Code, "Pseudo-random numbers/Splitmix64", from Vigna's splitmix64.c)
+SPLITMIX64_1234567 = [6457827717110365317, 3203168211198807973, 9817491932198370423,
+                      4593380528125082431, 16408922859458223821]
+
+
+@pytest.mark.parametrize("dtype,bits", [(torch.float32, 24), (torch.float64, 53),
+                                        (torch.float16, 11), (torch.bfloat16, 8)])
+def test_uniform_numbers_are_splitmix64s_published_outputs(dtype, bits):
+    from robustspec.compiler.search import uniform_reference
+
+    u = uniform_reference((5,), dtype, "cpu", 1234567)
+    assert u.dtype == dtype
+    assert [int(v * 2 ** bits) for v in u.double().tolist()] == \
+        [w >> (64 - bits) for w in SPLITMIX64_1234567]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 7, 784, 100_003])
+def test_the_uniform_kernel_gives_the_reference_bits(dtype, n, built):
+    from robustspec.compiler.search import uniform_reference
+
+    kernel = native.uniform()
+    for seed in (0, 1234567, (1 << 62) - 1):
+        out = torch.empty(n, dtype=dtype)
+        kernel(out, seed)
+        assert same_bits(out, uniform_reference((n,), dtype, "cpu", seed))
+    # the numbers do not depend on the threads (parallel_for splits by index)
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out = torch.empty(3, 50_000, dtype=dtype)
+            kernel(out, 99)
+            outs.append(out)
+    finally:
+        torch.set_num_threads(before)
+    assert same_bits(*outs)
+    with pytest.raises(RuntimeError, match="contiguous CPU float32 or float64"):
+        kernel(torch.empty(4, 4, dtype=dtype).t(), 1)
+    with pytest.raises(RuntimeError, match="contiguous CPU float32 or float64"):
+        kernel(torch.empty(4, dtype=torch.int64), 1)
+
+
+def test_uniform_numbers_look_uniform_and_independent():
+    """A million numbers: the 100 bins' chi-square, the mean and variance, and the correlation
+    of neighbours (one element apart, and one 784-pixel row apart) within their 99.99% ranges."""
+    from robustspec.compiler.search import uniform
+
+    u = uniform((1276, 784), torch.float64, "cpu", torch.Generator().manual_seed(3)).flatten()
+    n = u.numel()
+    assert 0.0 <= float(u.min()) and float(u.max()) < 1.0
+    counts = torch.bincount((u * 100).long(), minlength=100).double()
+    chi2 = float(((counts - n / 100) ** 2 / (n / 100)).sum())
+    assert 50 < chi2 < 160  # 99 degrees of freedom: 99.99% of draws fall within
+    assert abs(float(u.mean()) - 0.5) < 4 * (1 / 12 / n) ** 0.5
+    assert abs(float(u.var()) - 1 / 12) < 1e-3
+    c = u - 0.5
+    for lag in (1, 784):
+        r = float((c[:-lag] * c[lag:]).mean() / c.var())
+        assert abs(r) < 4 / n ** 0.5
+    assert (u * 2 ** 53 % 2 ** 29 != 0).any()  # float64 draws have their low bits
+
+
+def test_uniform_is_seeded_by_the_generator_and_the_same_without_the_kernel(monkeypatch):
+    from robustspec.compiler.search import RealDomain, uniform
+
+    a = uniform((3, 5), torch.float32, "cpu", torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    b = uniform((3, 5), torch.float32, "cpu", g)
+    assert torch.equal(a, b)
+    assert not torch.equal(b, uniform((3, 5), torch.float32, "cpu", g))  # the generator moved on
+    assert not torch.equal(a, uniform((3, 5), torch.float32, "cpu", torch.Generator().manual_seed(8)))
+    torch.manual_seed(11)
+    c = uniform((3, 5), torch.float64, "cpu", None)  # the default generator
+    torch.manual_seed(11)
+    assert torch.equal(c, uniform((3, 5), torch.float64, "cpu", None))
+    monkeypatch.setattr(native, "uniform", lambda: None)  # torch's integer ops
+    assert torch.equal(a, uniform((3, 5), torch.float32, "cpu", torch.Generator().manual_seed(7)))
+    # a box domain's uniform start: inside the box, from these numbers
+    lo, hi = torch.zeros(3, 5), torch.full((3, 5), 0.5)
+    d = RealDomain(lo, hi, None, None)
+    x = d.sample(torch.Generator().manual_seed(7))
+    assert torch.equal(x, torch.addcmul(lo, hi - lo, a)) and bool(((x >= lo) & (x <= hi)).all())
