@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from robustspec.compiler import PGD, compile_spec
+from robustspec.compiler.search import uniform
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = Path("/work/shared/data/fashion-mnist")
@@ -109,8 +110,9 @@ def handwritten_loss(name: str, model: nn.Module, x0: torch.Tensor, y: torch.Ten
     try:
         lo = (x0 - eps).clamp(0.0, 1.0)
         hi = (x0 + eps).clamp(0.0, 1.0)
-        # uniform start; addcmul (lo + width * u in one rounding) as RealDomain.sample does
-        x = torch.addcmul(lo, hi - lo, torch.rand(x0.shape, generator=gen, dtype=x0.dtype))
+        # uniform start; addcmul (lo + width * u in one rounding) as RealDomain.sample does,
+        # from the searches' uniform numbers (SplitMix64: compiler/search.py's uniform)
+        x = torch.addcmul(lo, hi - lo, uniform(x0.shape, x0.dtype, x0.device, gen))
         with torch.no_grad():
             fx0 = model(x0) if uses_fx0 else None
         best_x = best_obj = best_tie = None

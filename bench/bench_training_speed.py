@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from robustspec.compiler import FGSM, PGD, RandomSampling, compile_spec
+from robustspec.compiler import search
 from robustspec.runtime.models import PaperMLP
 from robustspec.runtime.training import adam  # the trainer's optimiser (fused Adam)
 
@@ -471,6 +472,9 @@ def bench_micro(reps: int) -> dict:
         "gradient: grad(sum(obj)) vs grad(obj, ones)": (input_grad(m, False), input_grad(m, True)),
         "for scale, not a change: rand (the uniform start) vs one forward pass": (
             lambda: torch.rand(x.shape, generator=g), lambda: m(x0).detach()),
+        "uniform start: torch.rand vs search.uniform (the SplitMix64 kernel, CPU)": (
+            lambda: torch.rand(x.shape, generator=g),
+            lambda: search.uniform(x.shape, x.dtype, x.device, g)),
         "not adopted: search pass, weights requires_grad on vs off": (input_grad(m, True),
                                                                    input_grad(frozen, True)),
     }

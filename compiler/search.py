@@ -26,6 +26,10 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
+# what the searches' uniform numbers are, for records of a run (runtime/reproduce.py);
+# "torch.rand" before 5 December 2026
+UNIFORM_NUMBERS = "splitmix64"
+
 # SplitMix64's constants (Steele, Lea and Flood 2014), as signed 64-bit integers for torch
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
 _MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
@@ -37,9 +41,10 @@ def uniform(shape, dtype: torch.dtype, device, gen: torch.Generator | None) -> t
     the (i + 1)-th output of SplitMix64 seeded by one draw from `gen` (the default generator
     when None), its top bits (24 for float32, 53 for float64: torch.rand's resolution) times
     2^-bits. Not torch.rand's numbers: torch's CPU generator is serial, about 3 ns a number,
-    where the native kernel (compiler/native_kernels.cpp) takes a fraction of that; torch's
-    integer ops give the same bits on other devices and without the kernels, so a seed gives
-    the same draws everywhere."""
+    where the native kernel (compiler/native_kernels.cpp) takes a tenth of that; torch's
+    integer ops give the same bits on other devices and without the kernels, so a drawn seed
+    gives the same numbers everywhere (the seed itself comes from the generator, whose streams
+    differ between CPU and CUDA). An L2 ball's start still uses torch.randn and torch.rand."""
     seed = torch.randint(0, 1 << 62, (), generator=gen, dtype=torch.int64,
                          device=gen.device if gen is not None else device)
     shape = tuple(shape)

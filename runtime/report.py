@@ -592,17 +592,18 @@ def write_report(out: str | Path) -> dict[str, Path]:
     if runs:
         L += ["## Runs of this folder", "", "Each `robustspec reproduce` run that trained or "
               "evaluated cells here (DIR/runs.json): its wall time from the first cell to the "
-              "last, with every cell it finished, and whether the native kernels were built "
-              "(\"-\": a run from before they existed, on torch's ops).", "",
+              "last, with every cell it finished, whether the native kernels were built "
+              "(\"-\": a run from before they existed, on torch's ops) and the searches' "
+              "uniform numbers (SplitMix64 since 5 December 2026, torch.rand before).", "",
               "| started (UTC) | wall time | jobs x threads | budget | native kernels | "
-              "cells finished | failed |",
-              "|---|---|---|---|---|---|---|"]
+              "uniform numbers | cells finished | failed |",
+              "|---|---|---|---|---|---|---|---|"]
         for r in runs:
             when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.get("started", 0)))
             sec = int(r.get("seconds", 0))
             L.append(f"| {when} | {sec // 3600}h {sec // 60 % 60:02d}m {sec % 60:02d}s | "
                      f"{r.get('jobs', '?')} x {r.get('threads', '?')} | {r.get('budget', '?')} | "
-                     f"{r.get('native', '-')} | "
+                     f"{r.get('native', '-')} | {r.get('uniform', 'torch.rand')} | "
                      f"{len(r.get('done', []))}: {', '.join(r.get('done', [])) or '-'} | "
                      f"{', '.join(r.get('failed', [])) or '-'} |")
         L.append("")

@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -341,6 +342,7 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
               "train_seconds": sum(h["seconds"] for h in trainer.history),
               "history": trainer.history, "attacks": attacks, "config": asdict(trainer.cfg),
               "settings": plan.settings(), "threads": torch.get_num_threads(),
+              "uniform": _uniform_numbers(),
               "seconds_this_run": time.perf_counter() - t0}
     # written before verification: a verification that fails leaves the training and the
     # evaluation in the report, and the next run verifies the cell (see the top of this function)
@@ -425,9 +427,10 @@ def verify_cell(model, props: dict, test, plan: Plan, folder: Path, cell: Cell, 
 @dataclass(frozen=True)
 class Unit:
     """A piece of a cell that one worker process runs: its training ("train"), one attack's
-    evaluation and verification (the attack's name), or the assembly of result.json ("result",
-    which finds every part saved and only reads them). With several jobs the grid schedules
-    units, not cells, so a cell's attacks fill the gaps the long trainings leave."""
+    evaluation and verification (the attack's name), or the assembly of result.json ("result":
+    run_cell, which reads the saved parts back; it redoes only a part an attack unit failed
+    to save). With several jobs the grid schedules units, not cells, so a cell's attacks fill
+    the gaps the long trainings leave."""
     cell: Cell
     part: str
 
@@ -463,7 +466,9 @@ def attack_done(plan: Plan, cell: Cell, name: str) -> bool:
 
 
 def run_unit(unit: Unit, plan: Plan, seconds_before: float = 0.0) -> dict:
-    """Entry of a worker process: pin the threads, run one unit, return a short summary."""
+    """Entry of a worker process: pin the threads, run one unit, return a short summary
+    (with the cell's clean accuracy from its result unit). seconds_before: the cell's other
+    units' seconds in this run, for result.json's seconds_this_run."""
     import torch
 
     torch.set_num_threads(plan.threads)
@@ -471,24 +476,26 @@ def run_unit(unit: Unit, plan: Plan, seconds_before: float = 0.0) -> dict:
     start = time.time()
     cell, folder = unit.cell, cell_dir(plan.out, unit.cell)
     summary = {"unit": unit.id}
-    if unit.part == "train":
-        train_cell(cell, plan)
-    elif unit.part == "result":
-        r = run_cell(cell, plan)
-        if "seconds_this_run" in r and seconds_before:  # the cell's units, not only this one
-            r["seconds_this_run"] = seconds_before + time.time() - start
-            atomic_write_text(folder / "result.json", json.dumps(r, indent=1))
-        summary["clean_accuracy"] = r["clean_accuracy"]
-    else:
-        from .training import model_from_checkpoint
+    try:
+        if unit.part == "train":
+            train_cell(cell, plan)
+        elif unit.part == "result":
+            r = run_cell(cell, plan)
+            if "seconds_this_run" in r and seconds_before:  # the cell's units, not this one's
+                r["seconds_this_run"] = seconds_before + time.time() - start
+                atomic_write_text(folder / "result.json", json.dumps(r, indent=1))
+            summary["clean_accuracy"] = r["clean_accuracy"]
+        else:
+            from .training import model_from_checkpoint
 
-        model, _ck, _info = model_from_checkpoint(folder / "train" / "last.pt")
-        _train, test = load_data(cell, plan)
-        prop = attack_properties()[unit.part]
-        evaluate_attack(cell, plan, unit.part, prop, model, test)
-        if plan.budget.verify_points:
-            verify_cell(model, {unit.part: prop}, test, plan, folder, cell)
-    (folder / unit.status_name).unlink(missing_ok=True)
+            model, _ck, _info = model_from_checkpoint(folder / "train" / "last.pt")
+            _train, test = load_data(cell, plan)
+            prop = attack_properties()[unit.part]
+            evaluate_attack(cell, plan, unit.part, prop, model, test)
+            if plan.budget.verify_points:
+                verify_cell(model, {unit.part: prop}, test, plan, folder, cell)
+    finally:
+        (folder / unit.status_name).unlink(missing_ok=True)
     return {**summary, "seconds": time.time() - start}
 
 
@@ -542,6 +549,14 @@ def _native():
     from robustspec.compiler import native  # (the compiler is imported where it is used)
 
     return native
+
+
+def _uniform_numbers() -> str:
+    """The searches' uniform numbers (recorded with each cell and run: they changed from
+    torch.rand to SplitMix64 on 5 December 2026, so a folder resumed across that mixes them)."""
+    from robustspec.compiler.search import UNIFORM_NUMBERS
+
+    return UNIFORM_NUMBERS
 
 
 @functools.lru_cache(maxsize=None)
@@ -756,7 +771,8 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
     log(f"grid finished in {_fmt(time.time() - t_grid)}: {len(done)} done, {len(failed)} failed")
     record_run(out, {"started": t_grid, "seconds": time.time() - t_grid, "jobs": jobs,
                      "threads": plan.threads, "budget": plan.budget.name, "done": done,
-                     "failed": sorted(failed), "native": _native().cached_status()})
+                     "failed": sorted(failed), "native": _native().cached_status(),
+                     "uniform": _uniform_numbers()})
     return {"done": done, "skipped": skipped, "failed": failed}
 
 
@@ -809,7 +825,52 @@ def _run_units(cells: list[Cell], plan: Plan, jobs: int, parts: dict, log, poll_
         queued = [scale * est[u] for us in blocked.values() for u in us]
         return _fmt(grid_time_left(left, queued, jobs))
 
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+    crashes: dict[Unit, int] = {}  # unit -> times a worker died while it ran
+
+    def settle(f) -> bool:
+        """Take one finished unit's outcome; False when its worker process died (the pool is
+        then broken: the unit goes back in the queue once, and fails the second time)."""
+        nonlocal spent, predicted
+        u, _t = running.pop(f)
+        try:
+            r = f.result()
+        except BrokenProcessPool:
+            crashes[u] = crashes.get(u, 0) + 1
+            if crashes[u] < 2:
+                blocked[u.cell].insert(len(blocked[u.cell]) if u.part == "result" else 0, u)
+                log(f"  {u.cell.id}: a worker process died during its {u.part} (killed, out "
+                    "of memory or crashed); it runs again in a new process")
+                return False
+            fail(u, "a worker process died twice while it ran (killed, out of memory or "
+                    "crashed)")
+            return False
+        except Exception as e:  # noqa: BLE001 - one failed cell must not stop the grid
+            fail(u, f"{type(e).__name__}: {e}")
+            return True
+        cell_seconds[u.cell] += r["seconds"]
+        if u.part != "result":
+            spent += r["seconds"]
+            predicted += est[u]
+        if u.part == "train":
+            log(f"  {u.cell.id} trained in {_fmt(r['seconds'])}")
+        elif u.part == "result":
+            done.append(u.cell.id)
+            log(f"  {u.cell.id} done ({_fmt(cell_seconds[u.cell])} of work in this "
+                f"run): clean accuracy {100 * r['clean_accuracy']:.1f}%")
+        return True
+
+    def fail(u: Unit, why: str) -> None:
+        if u.part in ("train", "result"):
+            failed[u.cell.id] = why
+            blocked[u.cell] = []  # nothing of the cell can follow
+            log(f"  {u.cell.id} FAILED ({u.part}): {why}")
+        else:  # the result unit tries the attack again and records what it can
+            log(f"  {u.cell.id}: {u.part} failed ({why}); tried again with the cell's result")
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+
+    pool = new_pool()
     try:
         while True:
             for u in startable(blocked, [u for u, _t in running.values()], est)[:jobs - len(running)]:
@@ -819,30 +880,12 @@ def _run_units(cells: list[Cell], plan: Plan, jobs: int, parts: dict, log, poll_
             if not running:
                 break
             finished, _ = wait(list(running), timeout=poll_s, return_when=FIRST_COMPLETED)
-            for f in finished:
-                u, _t = running.pop(f)
-                try:
-                    r = f.result()
-                except Exception as e:  # noqa: BLE001 - one failed cell must not stop the grid
-                    why = f"{type(e).__name__}: {e}"
-                    if u.part == "train" or u.part == "result":
-                        failed[u.cell.id] = why
-                        blocked[u.cell] = []  # nothing of the cell can follow
-                        log(f"  {u.cell.id} FAILED ({u.part}): {why}")
-                    else:  # the result unit tries the attack again and records what it can
-                        log(f"  {u.cell.id}: {u.part} failed ({why}); tried again with the "
-                            "cell's result")
-                    continue
-                cell_seconds[u.cell] += r["seconds"]
-                if u.part != "result":
-                    spent += r["seconds"]
-                    predicted += est[u]
-                if u.part == "train":
-                    log(f"  {u.cell.id} trained in {_fmt(r['seconds'])}")
-                elif u.part == "result":
-                    done.append(u.cell.id)
-                    log(f"  {u.cell.id} done ({_fmt(cell_seconds[u.cell])} of work in this "
-                        f"run): clean accuracy {100 * r['clean_accuracy']:.1f}%")
+            if not all([settle(f) for f in finished]):  # a worker died: the pool is broken
+                rest, _ = wait(list(running))  # its other units failed with it
+                for f in rest:
+                    settle(f)
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = new_pool()
             if running:
                 status = {u: _read_unit_status(out, u) for u, _t in running.values()}
                 status = {u: s for u, s in status.items() if _reported_since(s, t_grid)}
@@ -851,7 +894,7 @@ def _run_units(cells: list[Cell], plan: Plan, jobs: int, parts: dict, log, poll_
                     f"running: " + ", ".join(_running_line(u.cell, status.get(u))
                                              for u, _t in running.values())
                     + f"; time left about {eta(time.time(), status)}")
-    except KeyboardInterrupt:
+    except BaseException:  # an interrupt, or a bug here: no worker left running
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()

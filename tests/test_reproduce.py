@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def test_smoke_grid_runs_and_writes_results_and_report(tmp_path, fashion):
     assert 0 < run["seconds"] < 3600 and "## Runs of this folder" in text
     from robustspec.compiler import native
     assert run["native"] == ("built" if native.cached() else "not built (torch's ops)")
-    assert f"| 1 x {p.threads} | smoke | {run['native']} | 2: {BASE.id}, {SR.id} | - |" in text
+    assert run["uniform"] == "splitmix64"
+    assert f"| 1 x {p.threads} | smoke | {run['native']} | splitmix64 | 2: {BASE.id}, {SR.id} | - |" in text
 
     # constraint satisfaction beside security, on the budget's first test images
     smoke = rp.BUDGETS["smoke"]
@@ -563,6 +565,37 @@ def test_two_jobs_run_units_and_give_the_one_job_numbers(tmp_path, fashion):
     assert (folder / "train" / "last.pt").read_bytes() == weights
     assert (folder / "eval-sr.json").read_bytes() == sr
     assert numbers(two.out) == numbers(one.out)
+
+
+def test_a_killed_worker_process_reruns_its_unit(tmp_path, fashion):
+    """A worker killed mid-training (the OOM killer, a crash) breaks the process pool: the grid
+    starts a new pool and runs the unit again (it resumes from its checkpoint), not stopping."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+
+    p = plan(tmp_path, fashion)
+    folder = rp.cell_dir(p.out, SR)
+    killed = []
+
+    def kill_a_worker():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            if (folder / "status-train.json").exists() and multiprocessing.active_children():
+                victim = multiprocessing.active_children()[0]
+                os.kill(victim.pid, signal.SIGKILL)
+                killed.append(victim.pid)
+            time.sleep(0.05)
+    watcher = threading.Thread(target=kill_a_worker, daemon=True)
+    watcher.start()
+    logs = []
+    status = rp.run_grid([SR], p, jobs=2, log=logs.append, poll_s=0.5)
+    watcher.join()
+    assert killed, "no worker was seen training"
+    assert status["done"] == [SR.id] and not status["failed"]
+    assert any("a worker process died" in m for m in logs)
+    assert rp.cell_complete(p, SR)
 
 
 def test_cells_start_longest_first_with_several_jobs(tmp_path):
