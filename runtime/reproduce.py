@@ -949,7 +949,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="paper: the paper's settings; quick: scaled down (see below); smoke: "
                         "seconds, for tests")
     p.add_argument("--jobs", type=count(1), default=None,
-                   help="cells run at once, each in its own process (default: the number of cores)")
+                   help="processes at once (default: the number of cores); with 2 or more, "
+                        "each cell's training, attacks and result are separate units, "
+                        "longest first")
     p.add_argument("--threads", type=count(1), default=None,
                    help="torch threads per job (default max(1, cores // jobs))")
     p.add_argument("--cells", metavar="IDS", help="comma-separated ids or globs, e.g. "
