@@ -870,8 +870,18 @@ def _run_units(cells: list[Cell], plan: Plan, jobs: int, parts: dict, log, poll_
     def new_pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
 
+    def show() -> None:
+        """The progress line: what runs (each unit's status file) and the time left."""
+        status = {u: _read_unit_status(out, u) for u, _t in running.values()}
+        status = {u: s for u, s in status.items() if _reported_since(s, t_grid)}
+        log(f"[{len(done) + len(failed)}/{len(cells)} cells finished, "
+            f"{_fmt(time.time() - t_grid)}] running: "
+            + ", ".join(_running_line(u.cell, status.get(u)) for u, _t in running.values())
+            + f"; time left about {eta(time.time(), status)}")
+
     pool = new_pool()
     try:
+        polled = False
         while True:
             for u in startable(blocked, [u for u, _t in running.values()], est)[:jobs - len(running)]:
                 blocked[u.cell].remove(u)
@@ -879,21 +889,16 @@ def _run_units(cells: list[Cell], plan: Plan, jobs: int, parts: dict, log, poll_
                 running[f] = (u, time.time())
             if not running:
                 break
+            if polled:  # after the units that could start have started
+                show()
             finished, _ = wait(list(running), timeout=poll_s, return_when=FIRST_COMPLETED)
+            polled = True
             if not all([settle(f) for f in finished]):  # a worker died: the pool is broken
                 rest, _ = wait(list(running))  # its other units failed with it
                 for f in rest:
                     settle(f)
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = new_pool()
-            if running:
-                status = {u: _read_unit_status(out, u) for u, _t in running.values()}
-                status = {u: s for u, s in status.items() if _reported_since(s, t_grid)}
-                n_done = len(done) + len(failed)
-                log(f"[{n_done}/{len(cells)} cells finished, {_fmt(time.time() - t_grid)}] "
-                    f"running: " + ", ".join(_running_line(u.cell, status.get(u))
-                                             for u, _t in running.values())
-                    + f"; time left about {eta(time.time(), status)}")
     except BaseException:  # an interrupt, or a bug here: no worker left running
         pool.shutdown(wait=False, cancel_futures=True)
         raise
