@@ -66,9 +66,7 @@ def uniform_reference(shape, dtype: torch.dtype, device, seed: torch.Tensor | in
     """`uniform`'s numbers from a given seed with torch's int64 ops (which wrap on overflow, as
     SplitMix64's arithmetic modulo 2^64 needs; the reference outputs in tests/test_native.py
     check it)."""
-    n = 1
-    for d in shape:
-        n *= int(d)
+    n = math.prod(int(d) for d in shape)
     seed = torch.as_tensor(seed, dtype=torch.int64).to(device)
     z = torch.arange(1, n + 1, dtype=torch.int64, device=device).mul_(_GOLDEN).add_(seed)
     z.bitwise_xor_(_shift_right(z, 30)).mul_(_MIX1)
