@@ -77,6 +77,7 @@ def uniform_reference(shape, dtype: torch.dtype, device, seed: torch.Tensor | in
     bits = 1 - int(round(math.log2(torch.finfo(dtype).eps)))
     return (_shift_right(z, 64 - bits).to(dtype) * 2.0 ** -bits).reshape(shape)
 
+
 class RealDomain:
     """A domain with its bounds evaluated: box [lo, hi] and/or an L2 ball, per example."""
 
