@@ -879,13 +879,26 @@ def _run_units(cells: list[Cell], plan: Plan, jobs: int, parts: dict, log, poll_
             + ", ".join(_running_line(u.cell, status.get(u)) for u, _t in running.values())
             + f"; time left about {eta(time.time(), status)}")
 
+    def recover(pool: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """A worker died, so the pool is broken: settle the units it was running (they failed
+        with it; each goes back in the queue once) and start a new pool."""
+        rest, _ = wait(list(running))
+        for f in rest:
+            settle(f)
+        pool.shutdown(wait=False, cancel_futures=True)
+        return new_pool()
+
     pool = new_pool()
     try:
         polled = False
         while True:
             for u in startable(blocked, [u for u, _t in running.values()], est)[:jobs - len(running)]:
+                try:
+                    f = pool.submit(run_unit, u, plan, cell_seconds[u.cell])
+                except BrokenProcessPool:  # a worker died since the last wait
+                    pool = recover(pool)
+                    f = pool.submit(run_unit, u, plan, cell_seconds[u.cell])
                 blocked[u.cell].remove(u)
-                f = pool.submit(run_unit, u, plan, cell_seconds[u.cell])
                 running[f] = (u, time.time())
             if not running:
                 break
@@ -894,11 +907,7 @@ def _run_units(cells: list[Cell], plan: Plan, jobs: int, parts: dict, log, poll_
             finished, _ = wait(list(running), timeout=poll_s, return_when=FIRST_COMPLETED)
             polled = True
             if not all([settle(f) for f in finished]):  # a worker died: the pool is broken
-                rest, _ = wait(list(running))  # its other units failed with it
-                for f in rest:
-                    settle(f)
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = new_pool()
+                pool = recover(pool)
     except BaseException:  # an interrupt, or a bug here: no worker left running
         pool.shutdown(wait=False, cancel_futures=True)
         raise
