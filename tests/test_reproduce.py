@@ -568,33 +568,35 @@ def test_two_jobs_run_units_and_give_the_one_job_numbers(tmp_path, fashion):
 
 
 def test_a_killed_worker_process_reruns_its_unit(tmp_path, fashion):
-    """A worker killed mid-training (the OOM killer, a crash) breaks the process pool: the grid
-    starts a new pool and runs the unit again (it resumes from its checkpoint), not stopping."""
+    """A worker killed while the cell's training is queued or running (the OOM killer, a
+    crash) breaks the process pool: the grid starts a new pool and runs the unit again (it
+    resumes from its checkpoint), not stopping. The first worker is killed as soon as it
+    exists, so the kill does not race the (short) smoke training."""
     import multiprocessing
     import os
     import signal
     import threading
 
     p = plan(tmp_path, fashion)
-    folder = rp.cell_dir(p.out, SR)
     killed = []
 
     def kill_a_worker():
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
-            if (folder / "status-train.json").exists() and multiprocessing.active_children():
-                victim = multiprocessing.active_children()[0]
+            children = multiprocessing.active_children()
+            if children:
+                victim = children[0]
                 os.kill(victim.pid, signal.SIGKILL)
                 killed.append(victim.pid)
-            time.sleep(0.05)
+            time.sleep(0.01)
     watcher = threading.Thread(target=kill_a_worker, daemon=True)
     watcher.start()
     logs = []
     status = rp.run_grid([SR], p, jobs=2, log=logs.append, poll_s=0.5)
     watcher.join()
-    assert killed, "no worker was seen training"
+    assert killed, "no worker process was seen"
     assert status["done"] == [SR.id] and not status["failed"]
-    assert any("a worker process died" in m for m in logs)
+    assert any("a worker process died during its train" in m for m in logs), logs
     assert rp.cell_complete(p, SR)
 
 
