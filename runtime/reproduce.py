@@ -217,11 +217,14 @@ def load_data(cell: Cell, plan: Plan):
     return train, test
 
 
-def attack_properties() -> dict:
+def attack_properties(names=None) -> dict:
+    """The attack properties compiled from the shipped specs (only `names`, when given)."""
     from robustspec.compiler import compile_spec
 
     props = {}
     for name, (spec, prop) in ATTACKS.items():
+        if names is not None and name not in names:
+            continue
         path = SPECS / spec
         if not path.exists():
             raise InputError(f"{path} is missing: reproduce uses the specs shipped in the "
@@ -254,7 +257,7 @@ def train_cell(cell: Cell, plan: Plan, log=None):
     folder = cell_dir(plan.out, cell)
     b = plan.budget
     regime = REGIMES[cell.regime]
-    props = attack_properties()
+    prop = attack_properties([regime.prop])[regime.prop] if regime.prop else None
     train, test = load_data(cell, plan)
     torch.manual_seed(b.seed)
     model = build_model(cell.model, train.input_shape, train.num_classes)
@@ -265,8 +268,8 @@ def train_cell(cell: Cell, plan: Plan, log=None):
     info = {"name": cell.model, "input_shape": list(train.input_shape),
             "classes": train.num_classes, "dataset": cell.dataset,
             "data_options": data_options(cell.dataset, plan)}
-    trainer = Trainer(model, cfg, props[regime.prop] if regime.prop else None, folder / "train",
-                      info, progress=False, device=plan.device)
+    trainer = Trainer(model, cfg, prop, folder / "train", info, progress=False,
+                      device=plan.device)
 
     started = time.time()
     first: list[int] = []  # the first epoch this run trained (a resumed cell starts late)
@@ -306,11 +309,12 @@ def evaluate_attack(cell: Cell, plan: Plan, name: str, prop, model, test, log=No
     return r.to_dict()
 
 
-def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
+def run_cell(cell: Cell, plan: Plan, log=None, seconds_before: float = 0.0) -> dict:
     """Train (resuming) and evaluate one cell; returns its result (also in result.json). Parts
     a run before saved (a trained network, an attack's evaluation or verification) are read
     back, not redone, so the grid's units (`run_unit`) end with a run_cell that only
-    assembles."""
+    assembles. seconds_before: the cell's time in this run before the call (its other units),
+    counted in result.json's seconds_this_run."""
     import torch
 
     folder = cell_dir(plan.out, cell)
@@ -343,7 +347,7 @@ def run_cell(cell: Cell, plan: Plan, log=None) -> dict:
               "history": trainer.history, "attacks": attacks, "config": asdict(trainer.cfg),
               "settings": plan.settings(), "threads": torch.get_num_threads(),
               "uniform": _uniform_numbers(),
-              "seconds_this_run": time.perf_counter() - t0}
+              "seconds_this_run": seconds_before + time.perf_counter() - t0}
     # written before verification: a verification that fails leaves the training and the
     # evaluation in the report, and the next run verifies the cell (see the top of this function)
     atomic_write_text(done, json.dumps(result, indent=1))
@@ -480,17 +484,14 @@ def run_unit(unit: Unit, plan: Plan, seconds_before: float = 0.0) -> dict:
         if unit.part == "train":
             train_cell(cell, plan)
         elif unit.part == "result":
-            r = run_cell(cell, plan)
-            if "seconds_this_run" in r and seconds_before:  # the cell's units, not this one's
-                r["seconds_this_run"] = seconds_before + time.time() - start
-                atomic_write_text(folder / "result.json", json.dumps(r, indent=1))
+            r = run_cell(cell, plan, seconds_before=seconds_before)
             summary["clean_accuracy"] = r["clean_accuracy"]
         else:
             from .training import model_from_checkpoint
 
             model, _ck, _info = model_from_checkpoint(folder / "train" / "last.pt")
             _train, test = load_data(cell, plan)
-            prop = attack_properties()[unit.part]
+            prop = attack_properties([unit.part])[unit.part]
             evaluate_attack(cell, plan, unit.part, prop, model, test)
             if plan.budget.verify_points:
                 verify_cell(model, {unit.part: prop}, test, plan, folder, cell)
