@@ -12,6 +12,7 @@ whole search, without gradient (so `f(x0)` runs once per search, not once per st
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 from typing import Any, Callable
@@ -181,14 +182,14 @@ def _native_fits(v: torch.Tensor, dims: tuple[int, ...]) -> bool:
 
 
 def _norm_inf(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """norm_inf over the value axes. Where a gradient will be taken: the native kernel
-    (compiler/native.py) on CPU, else the fused form for large tensors (e.g. LR's
-    norm_inf(x - x0) of a batch of images); all give torch's own values and gradient bits."""
+    """norm_inf over the value axes: the native kernel (compiler/native.py) on CPU floats, else,
+    where a gradient will be taken, the fused form for large tensors (e.g. LR's norm_inf(x - x0)
+    of a batch of images); all give torch's own values and gradient bits."""
+    if _native_fits(v, dims):  # with or without a gradient: one pass against abs and amax's two
+        kernel = native.norm_inf()
+        if kernel is not None:
+            return kernel(v, len(dims))
     if v.requires_grad and torch.is_grad_enabled() and v.is_floating_point():
-        if _native_fits(v, dims):
-            kernel = native.norm_inf()
-            if kernel is not None:
-                return kernel(v, len(dims))
         if v.numel() >= _NORM_INF_FUSED_FROM and _fused_fits(v, dims):
             return _NormInf.apply(v, dims)
     return v.abs().amax(dims)
@@ -196,15 +197,82 @@ def _norm_inf(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
 
 def _norm_inf_of_difference(a: torch.Tensor, b: torch.Tensor, depth: int):
     """norm_inf(a - b) over the value axes in one native kernel (no a - b written), where a
-    gradient will be taken and a and b are CPU floats of one shape; None elsewhere (the caller
-    then takes norm_inf of the difference)."""
+    and b are CPU floats of one shape, with or without a gradient (a search's last point and
+    the loss at the point found take it without: one pass against sub, abs and amax's three);
+    None elsewhere (the caller then takes norm_inf of the difference)."""
     dims = _value_dims(a, depth)
-    if not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)) \
-            or a.shape != b.shape or a.dtype != b.dtype or a.device != b.device \
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device \
             or not _native_fits(a, dims):
         return None
     kernel = native.norm_inf_of_difference()
     return None if kernel is None else kernel(a, b, len(dims))
+
+
+class SplitNormInf:
+    """Why: in a PGD step on LR, `norm_inf(x - x0)` of the searched point x costs autograd a
+    full-size gradient (one nonzero per row) and a full-size sum with the network's gradient of
+    x, about a third of what separates LR's step from SR's. Inside `with SplitNormInf(points)`,
+    that norm of a searched point (the point itself, at depth 0, x0 without a gradient) is taken
+    by the native kernel without an autograd node and handed back as a leaf; the search asks
+    autograd for the gradients of `leaves()` too, and `fold` adds each norm's share into its
+    point's gradient in place (compiler/native_kernels.cpp norm_inf_fold_). The points a search
+    steps to are the same as with autograd's sum: only a zero's sign in the gradient can differ.
+    Outside such a block, or where the kernels are not built, nothing changes."""
+
+    def __init__(self, points: dict[str, torch.Tensor]):
+        self.points = points
+        self.terms: list[tuple] = []  # (point name, norm leaf, a, b, ties, first, ndims)
+        self._token = None
+
+    def __enter__(self) -> "SplitNormInf":
+        self._token = _SPLIT.set(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _SPLIT.reset(self._token)
+
+    def take(self, a: torch.Tensor, b: torch.Tensor, depth: int) -> torch.Tensor | None:
+        """norm_inf(a - b) as a leaf, where a is one of the searched points itself; else None."""
+        name = next((k for k, v in self.points.items() if v is a), None)
+        if name is None or b.requires_grad or a.shape != b.shape or a.dtype != b.dtype \
+                or a.device != b.device:
+            return None
+        dims = _value_dims(a, depth)
+        if not _native_fits(a, dims):
+            return None
+        split, fold = native.norm_inf_split(), native.norm_inf_fold()
+        if split is None or fold is None:
+            return None
+        norm, ties, first = split(a, b, len(dims))
+        norm.requires_grad_(True)
+        self.terms.append((name, norm, a, b, ties, first, len(dims)))
+        return norm
+
+    def leaves(self) -> tuple[torch.Tensor, ...]:
+        return tuple(t[1] for t in self.terms)
+
+    def fold(self, grads: dict[str, torch.Tensor | None], norm_grads,
+             grad_output: torch.Tensor) -> dict:
+        """The points' gradients with each norm's share added: in place where autograd's
+        gradient shares its memory with no other gradient nor the `grad_output` it was asked
+        with (autograd hands one tensor to two inputs where a sum passes it on), else a copy."""
+        fold = native.norm_inf_fold()
+        memory = [t.untyped_storage().data_ptr() for t in
+                  [*grads.values(), *norm_grads, grad_output] if t is not None]
+        for (name, norm, a, b, ties, first, ndims), gn in zip(self.terms, norm_grads):
+            if gn is None:
+                continue
+            g = grads[name]
+            if g is None:
+                g = torch.zeros_like(a)
+            elif not g.is_contiguous() or memory.count(g.untyped_storage().data_ptr()) > 1:
+                g = g.contiguous() if not g.is_contiguous() else g.clone()
+            fold(g, gn, a, b, norm.detach(), ties, first, ndims)
+            grads[name] = g
+        return grads
+
+
+_SPLIT: contextvars.ContextVar = contextvars.ContextVar("robustspec_split_norm_inf", default=None)
 
 
 def _value_dims(v: torch.Tensor, depth: int) -> tuple[int, ...]:
@@ -423,9 +491,12 @@ class Lowering:
                               self.term(n.args[0].args[1], depth))
 
             def reduce(ctx: Ctx):
-                if difference is not None and torch.is_grad_enabled():
+                if difference is not None:
                     a, b, _ = _same_rank(difference[0](ctx), difference[1](ctx), depth)
-                    out = _norm_inf_of_difference(a, b, depth)
+                    split = _SPLIT.get() if torch.is_grad_enabled() else None
+                    out = split.take(a, b, depth) if split is not None else None
+                    if out is None:
+                        out = _norm_inf_of_difference(a, b, depth)
                     if out is not None:
                         return out
                 v = a_fn(ctx)

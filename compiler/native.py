@@ -236,6 +236,19 @@ def norm_inf_of_difference() -> Optional[Callable[[torch.Tensor, torch.Tensor, i
     return _kernel("norm_inf_of_difference")
 
 
+def norm_inf_split() -> Optional[Callable]:
+    """`f(a, b, ndims) -> [norm, ties, first]`: max |a - b| over the trailing ndims without an
+    autograd node, with each row's count of ties and first tie (int64), for norm_inf_fold."""
+    return _kernel("norm_inf_split")
+
+
+def norm_inf_fold() -> Optional[Callable]:
+    """`f(g, gn, a, b, norm, ties, first, ndims)`: adds the gradient gn of norm_inf(a - b)
+    (from norm_inf_split) into a's gradient g in place, as autograd would sum the two; only a
+    zero's sign can differ from that sum."""
+    return _kernel("norm_inf_fold_")
+
+
 def prod_last() -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     """`f(v)`: the product over v's last axis (1 to 15 long, where torch multiplies in order),
     with torch's gradient; None where native kernels are unavailable."""

@@ -46,34 +46,73 @@ inline T value(const T* a, const T* b, int64_t j) {
 
 // |v| compared as unsigned integers: for non-negative floats the bit patterns are ordered as
 // the values, and every NaN lies above +inf, so the maximum propagates NaN as amax does; the
-// integer loops vectorise where a float max (with NaN rules) does not.
+// integer loops vectorise where a float max (with NaN rules) does not. One pass: each of W lanes
+// keeps its largest |v|, how often it occurs and where first, and the lanes are merged per row.
 template <typename T, bool Diff>
-void forward_rows(const T* a, const T* b, T* m, T* count, int64_t rows, int64_t n) {
+inline typename Bits<T>::U abs_bits(const T* a, const T* b, int64_t j) {
+  const T x = value<T, Diff>(a, b, j);
+  typename Bits<T>::U u;
+  std::memcpy(&u, &x, sizeof(T));
+  return u & Bits<T>::abs;
+}
+
+template <typename T, bool Diff>
+void forward_rows(const T* a, const T* b, T* m, T* count, int64_t* first, int64_t rows,
+                  int64_t n) {
   using U = typename Bits<T>::U;
+  using I = typename std::make_signed<U>::type;  // lane indices as wide as the lanes' values
+  constexpr int64_t W = 64 / sizeof(T);          // one 512-bit register of lanes
   at::parallel_for(0, rows, 16, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       const T* ra = a + i * n;
       const T* rb = Diff ? b + i * n : nullptr;
-      U top = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        const T x = value<T, Diff>(ra, rb, j);
-        U u;
-        std::memcpy(&u, &x, sizeof(T));
-        u &= Bits<T>::abs;
-        top = u > top ? u : top;
-      }
-      U ties = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        const T x = value<T, Diff>(ra, rb, j);
-        U u;
-        std::memcpy(&u, &x, sizeof(T));
-        ties += (u & Bits<T>::abs) == top;
+      U best = 0, total = 0;
+      int64_t where = 0;
+      if (n < W) {  // a short row: one element at a time
+        best = abs_bits<T, Diff>(ra, rb, 0);
+        total = 1;
+        for (int64_t j = 1; j < n; ++j) {
+          const U u = abs_bits<T, Diff>(ra, rb, j);
+          if (u > best) { best = u; total = 1; where = j; } else if (u == best) ++total;
+        }
+      } else {
+        // each lane: its largest |v|, how often it occurs, where first (selects only, so the
+        // loop vectorises); the lanes start from the first W elements
+        U top[W], ties[W];
+        I at[W];
+        for (int64_t l = 0; l < W; ++l) {
+          top[l] = abs_bits<T, Diff>(ra, rb, l);
+          ties[l] = 1;
+          at[l] = I(l);
+        }
+        const int64_t whole = n - n % W;
+        for (int64_t j0 = W; j0 < whole; j0 += W) {
+          for (int64_t l = 0; l < W; ++l) {
+            const U u = abs_bits<T, Diff>(ra, rb, j0 + l);
+            const bool gt = u > top[l];
+            const U eq = u == top[l] ? U(1) : U(0);
+            ties[l] = gt ? U(1) : ties[l] + eq;
+            at[l] = gt ? I(j0 + l) : at[l];
+            top[l] = gt ? u : top[l];
+          }
+        }
+        for (int64_t j = whole; j < n; ++j) {  // the tail, one element per lane
+          const int64_t l = j - whole;
+          const U u = abs_bits<T, Diff>(ra, rb, j);
+          if (u > top[l]) { top[l] = u; ties[l] = 1; at[l] = I(j); }
+          else if (u == top[l]) ++ties[l];
+        }
+        for (int64_t l = 0; l < W; ++l) best = top[l] > best ? top[l] : best;
+        where = n;
+        for (int64_t l = 0; l < W; ++l)
+          if (top[l] == best) { total += ties[l]; where = at[l] < where ? at[l] : where; }
       }
       T mf;
-      std::memcpy(&mf, &top, sizeof(T));
+      std::memcpy(&mf, &best, sizeof(T));
       if (std::isnan(mf)) mf = std::numeric_limits<T>::quiet_NaN();  // amax's NaN, any payload
       m[i] = mf;
-      count[i] = std::isnan(mf) ? T(0) : T(ties);  // torch's mask: NaN equals nothing
+      count[i] = std::isnan(mf) ? T(0) : T(total);  // torch's mask: NaN equals nothing
+      if (first) first[i] = where;
     }
   });
 }
@@ -112,22 +151,28 @@ int64_t row_length(const torch::Tensor& v, int64_t ndims) {
 }
 
 // b undefined: max |a|; else max |a - b| (a and b of one shape and dtype)
+// (and, given `with_first`, the index in each row of its first tie, a third tensor)
 std::vector<torch::Tensor> norm_inf_forward(const torch::Tensor& a, const torch::Tensor& b,
-                                            int64_t ndims) {
+                                            int64_t ndims, bool with_first = false) {
   const auto ac = a.contiguous();
   const auto bc = b.defined() ? b.contiguous() : b;
   const int64_t n = row_length(ac, ndims);
   const auto lead = ac.sizes().slice(0, ac.dim() - ndims);
   auto m = torch::empty(lead, ac.options());
   auto count = torch::empty(lead, ac.options());
+  torch::Tensor first;
+  if (with_first) first = torch::empty(lead, ac.options().dtype(torch::kInt64));
+  int64_t* fp = with_first ? first.data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(ac.scalar_type(), "robustspec_norm_inf_forward", [&] {
     if (bc.defined())
       forward_rows<scalar_t, true>(ac.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(),
-                                   m.data_ptr<scalar_t>(), count.data_ptr<scalar_t>(), m.numel(), n);
+                                   m.data_ptr<scalar_t>(), count.data_ptr<scalar_t>(), fp,
+                                   m.numel(), n);
     else
       forward_rows<scalar_t, false>(ac.data_ptr<scalar_t>(), nullptr, m.data_ptr<scalar_t>(),
-                                    count.data_ptr<scalar_t>(), m.numel(), n);
+                                    count.data_ptr<scalar_t>(), fp, m.numel(), n);
   });
+  if (with_first) return {m, count, first};
   return {m, count};
 }
 
@@ -210,6 +255,69 @@ torch::Tensor norm_inf_of_difference(const torch::Tensor& a, const torch::Tensor
               "norm_inf_of_difference: a and b differ in shape or dtype");
   check_reduction(a, ndims);
   return NativeNormInfOfDifference::apply(a, b, ndims);
+}
+
+// The PGD search's split gradient (compiler/lower.py split_norm_inf, compiler/search.py): for a
+// searched point a, norm_inf(a - b) is taken without an autograd node (its value, count of ties
+// and first tie per row), and autograd is asked for the gradient of the norm instead of a's.
+// norm_inf_fold_ then adds the norm's share of a's gradient into the network's share g in place,
+// as autograd's sum of the two would: a row with one tie and a finite scale changes one element
+// (the others would get a signed zero added, which changes nothing but a zero's sign); any other
+// row (ties, NaN, an infinite scale) gets torch's whole formula added. So no full-size gradient
+// of the norm is written and no full-size sum is taken.
+std::vector<torch::Tensor> norm_inf_split(const torch::Tensor& a, const torch::Tensor& b,
+                                          int64_t ndims) {
+  TORCH_CHECK(a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type(),
+              "norm_inf_split: a and b differ in shape or dtype");
+  check_reduction(a, ndims);
+  torch::NoGradGuard no_grad;
+  return norm_inf_forward(a.detach(), b.detach(), ndims, true);
+}
+
+template <typename T>
+void fold_rows(T* g, const T* gn, const T* a, const T* b, const T* m, const T* count,
+               const int64_t* first, int64_t rows, int64_t n) {
+  at::parallel_for(0, rows, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const T* ra = a + i * n;
+      const T* rb = b + i * n;
+      T* o = g + i * n;
+      const T scale = gn[i] / count[i];
+      if (count[i] == T(1) && std::isfinite(scale)) {
+        const int64_t j = first[i];
+        const T x = ra[j] - rb[j];
+        const T sgn = T((T(0) < x) - (x < T(0)));
+        o[j] = o[j] + scale * sgn;
+        continue;
+      }
+      const T top = m[i];
+      for (int64_t j = 0; j < n; ++j) {
+        const T x = ra[j] - rb[j];
+        const T tie = std::fabs(x) == top ? T(1) : T(0);
+        const T sgn = T((T(0) < x) - (x < T(0)));
+        o[j] = o[j] + (tie * scale) * sgn;
+      }
+    }
+  });
+}
+
+void norm_inf_fold_(torch::Tensor g, const torch::Tensor& gn, const torch::Tensor& a,
+                    const torch::Tensor& b, const torch::Tensor& m, const torch::Tensor& count,
+                    const torch::Tensor& first, int64_t ndims) {
+  TORCH_CHECK(g.is_contiguous() && g.sizes() == a.sizes() && g.scalar_type() == a.scalar_type(),
+              "norm_inf_fold_: g must be a contiguous gradient of a");
+  TORCH_CHECK(gn.sizes() == m.sizes() && gn.scalar_type() == a.scalar_type(),
+              "norm_inf_fold_: gn must be the norm's gradient");
+  torch::NoGradGuard no_grad;
+  const auto ac = a.contiguous();
+  const auto bc = b.contiguous();
+  const auto gnc = gn.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(ac.scalar_type(), "robustspec_norm_inf_fold", [&] {
+    fold_rows<scalar_t>(g.data_ptr<scalar_t>(), gnc.data_ptr<scalar_t>(), ac.data_ptr<scalar_t>(),
+                        bc.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(),
+                        count.data_ptr<scalar_t>(), first.data_ptr<int64_t>(), m.numel(),
+                        row_length(ac, ndims));
+  });
 }
 
 // ------------------------------------------------------------------ prod over the last axis
@@ -457,6 +565,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("norm_inf", &norm_inf, "max |v| over the trailing ndims, with torch's gradient");
   module.def("norm_inf_of_difference", &norm_inf_of_difference,
              "max |a - b| over the trailing ndims, with torch's gradients");
+  module.def("norm_inf_split", &norm_inf_split,
+             "norm_inf(a - b) without a graph: the norm, its ties and each row's first tie");
+  module.def("norm_inf_fold_", &norm_inf_fold_,
+             "the norm's gradient added into a's gradient g in place, as autograd's sum would");
   module.def("prod_last", &prod_last, "the product over the last axis, with torch's gradient");
   module.def("better_", &better_, "PGD's best-point bookkeeping: improved rows, best updated");
   module.def("keep_step_", &keep_step_, "improved rows kept, then x = clamp(x - size*sign(g), lo, hi)");

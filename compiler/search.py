@@ -16,6 +16,7 @@ import torch
 from robustspec.dsl.errors import InputError
 
 from . import native
+from .lower import SplitNormInf
 from .registry import Registry
 
 Objective = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor | None]]
@@ -418,12 +419,19 @@ class PGD(Search):
             x = {k: (d.sample(generator) if self.random_start else d.start()) for k, d in domains.items()}
             for step in range(self.steps):
                 xs = {k: v.requires_grad_(True) for k, v in x.items()}
-                with torch.enable_grad():
+                # a norm_inf(x - x0) of a point comes back as a leaf of its own, its gradient
+                # added into x's by a kernel (lower.SplitNormInf: no full-size gradient of it)
+                with torch.enable_grad(), SplitNormInf(xs) as split:
                     obj, tie = _evaluate(objective, xs, batch)
                     if obj.requires_grad:
                         if ones is None or ones.shape != obj.shape or ones.dtype != obj.dtype:
                             ones = torch.ones(obj.shape, dtype=obj.dtype, device=obj.device)
-                        grads = torch.autograd.grad((obj,), tuple(xs.values()), (ones,), allow_unused=True)
+                        norms = split.leaves()
+                        grads = torch.autograd.grad((obj,), tuple(xs.values()) + norms, (ones,),
+                                                    allow_unused=True)
+                        if norms:
+                            grads = list(split.fold(dict(zip(xs, grads)), grads[len(xs):], ones)
+                                         .values())
                     else:
                         grads = [None] * len(xs)
                 # in place: the best points are copies (see _Best) and the graph is freed

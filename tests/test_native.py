@@ -33,8 +33,8 @@ def impl(request, monkeypatch):
         if native.norm_inf() is None:
             pytest.skip(f"the native kernel is unavailable here: {native.status()}")
     else:
-        monkeypatch.setattr(native, "norm_inf", lambda: None)
-        monkeypatch.setattr(native, "norm_inf_of_difference", lambda: None)
+        for accessor in ("norm_inf", "norm_inf_of_difference", "norm_inf_split"):
+            monkeypatch.setattr(native, accessor, lambda: None)
     return request.param
 
 
@@ -105,9 +105,14 @@ def test_the_difference_form_is_taken_only_where_it_applies(built):
     assert "NativeNormInfOfDifference" in name
     assert lower._norm_inf_of_difference(a * 1, torch.rand(1, 7), 0) is None  # broadcasts
     assert lower._norm_inf_of_difference(a * 1, torch.rand(4, 7).double(), 0) is None
-    assert lower._norm_inf_of_difference(a.detach(), torch.rand(4, 7), 0) is None  # no gradient
+    b = torch.rand(4, 7)
+    want = (a.detach() - b).abs().amax(1)
+    # without a gradient too (a search's last point, a loss at the point found): no graph
+    out = lower._norm_inf_of_difference(a.detach(), b, 0)
+    assert out.grad_fn is None and same_bits(out, want)
     with torch.no_grad():
-        assert lower._norm_inf_of_difference(a, torch.rand(4, 7), 0) is None
+        out = lower._norm_inf_of_difference(a, b, 0)
+    assert out.grad_fn is None and same_bits(out, want)
     assert lower._norm_inf_of_difference(a * 1, torch.rand(4, 7), 1) is None  # no value axes
 
 
@@ -145,16 +150,20 @@ def test_lr_search_and_loss_are_the_same_as_with_torchs_norm(impl, monkeypatch):
         loss.mean().backward()
         return found["x"], loss.detach(), [p.grad.clone() for p in m.parameters()]
     calls = []
-    if impl == "native":  # LR's norm_inf(x - x0) and norm_inf(f(x) - f(x0)): the difference form
-        kernel = native.norm_inf_of_difference()
+    if impl == "native":  # LR's norm_inf(x - x0) and norm_inf(f(x) - f(x0)): the difference form,
+        # and in the search's steps norm_inf(x - x0) split from autograd (lower.SplitNormInf)
+        kernel, split = native.norm_inf_of_difference(), native.norm_inf_split()
         monkeypatch.setattr(native, "norm_inf_of_difference",
                             lambda: lambda *a: calls.append(1) or kernel(*a))
+        monkeypatch.setattr(native, "norm_inf_split",
+                            lambda: lambda *a: calls.append("split") or split(*a))
     else:
         monkeypatch.setattr(_NormInf, "apply", lambda *a: calls.append(1) or _apply(*a))
     new = run()
     assert calls  # the fused form ran
+    assert ("split" in calls) == (impl == "native")
     # the reference: torch's own ops only (no kernel, no fused form)
-    for accessor in ("norm_inf", "norm_inf_of_difference", "prod_last"):
+    for accessor in ("norm_inf", "norm_inf_of_difference", "norm_inf_split", "prod_last"):
         monkeypatch.setattr(native, accessor, lambda: None)
     monkeypatch.setattr(lower, "_norm_inf", plain)
     monkeypatch.setattr(_NormInf, "apply", lambda *a: calls.append("fused") or _apply(*a))
@@ -164,6 +173,91 @@ def test_lr_search_and_loss_are_the_same_as_with_torchs_norm(impl, monkeypatch):
     assert same_bits(new[0], old[0]) and same_bits(new[1], old[1])
     assert bool((new[1] > 0).any())
     assert all(same_bits(a, b) for a, b in zip(new[2], old[2]))
+
+
+def _rows_with_ties(dtype, n, seed=5):
+    """[9, n] rows of a and b where |a - b| has: one maximum, several, a zero row, a NaN, an
+    infinity, and the maximum in the first and the last element (lanes and tails)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = (torch.rand(9, n, generator=gen, dtype=dtype) - 0.5).round(decimals=1)
+    b = (torch.rand(9, n, generator=gen, dtype=dtype) - 0.5).round(decimals=1)
+    a[0], b[0] = torch.rand(n, generator=gen, dtype=dtype), 0  # most likely one maximum
+    b[1] = a[1]  # a zero row: every element ties
+    a[2, n // 2] = float("nan")
+    a[3, n - 1], b[3, n - 1] = float("inf"), 1.0
+    a[4, 0], b[4, 0] = 5.0, 0.0  # the maximum first
+    a[5, n - 1], b[5, n - 1] = -5.0, 0.0  # ... and last, negative
+    a[6, -1], b[6, -1] = float("inf"), float("inf")  # inf - inf = NaN
+    return a, b
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 3, 8, 16, 17, 40, 784])
+def test_the_split_norm_is_torchs_with_its_ties_and_first_tie(dtype, n, built):
+    a, b = _rows_with_ties(dtype, n)
+    norm, ties, first = native.norm_inf_split()(a, b, 1)
+    v = (a - b).abs()
+    want = v.amax(1)
+    mask = v == want[:, None]
+    assert same_bits(norm, want)
+    assert torch.equal(ties, mask.sum(1).to(dtype))
+    has = mask.any(1)
+    assert torch.equal(first[has], mask.int().argmax(1)[has])  # the first tie
+    a3, b3 = a.reshape(9, 1, n), b.reshape(9, 1, n)  # over two trailing axes: the same
+    assert same_bits(native.norm_inf_split()(a3, b3, 2)[0], want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [3, 17, 784])
+@pytest.mark.parametrize("scale", ["random", "zero", "inf", "nan"])
+def test_the_fold_adds_autograds_gradient_of_the_norm(dtype, n, scale, built):
+    """g + the norm's gradient, as autograd sums the two: the same values (a zero's sign
+    aside, where a row has one tie and a finite scale)."""
+    a, b = _rows_with_ties(dtype, n)
+    gen = torch.Generator().manual_seed(6)
+    g = torch.randn(9, n, generator=gen, dtype=dtype)
+    g[0, :3] = 0.0  # zeros in the network's gradient
+    gn = {"random": torch.randn(9, generator=gen, dtype=dtype), "zero": torch.zeros(9, dtype=dtype),
+          "inf": torch.full((9,), float("inf"), dtype=dtype),
+          "nan": torch.full((9,), float("nan"), dtype=dtype)}[scale]
+    leaf = a.clone().requires_grad_(True)
+    want = g + torch.autograd.grad((leaf - b).abs().amax(1), leaf, gn)[0]
+    norm, ties, first = native.norm_inf_split()(a, b, 1)
+    got = g.clone()
+    native.norm_inf_fold()(got, gn, a, b, norm, ties, first, 1)
+    assert bool(((got == want) | (got.isnan() & want.isnan())).all())
+    nonzero = want != 0
+    assert same_bits(got[nonzero], want[nonzero])
+
+
+def test_the_split_copies_a_gradient_that_another_shares(built):
+    """Where autograd hands one tensor to two points (a sum passes it on), the fold adds into
+    a copy: the other point's gradient is left as it was."""
+    x, z, x0 = torch.rand(4, 6), torch.rand(4, 6), torch.rand(4, 6)
+    with lower.SplitNormInf({"x": x, "z": z}) as split:
+        norm = split.take(x, x0, 0)
+    assert norm is not None and split.leaves() == (norm,)
+    shared = torch.randn(4, 6)
+    before = shared.clone()
+    ones = torch.ones(4)
+    grads = split.fold({"x": shared, "z": shared}, (torch.ones(4),), ones)
+    assert torch.equal(shared, before) and grads["z"] is shared and grads["x"] is not shared
+    leaf = x.clone().requires_grad_(True)
+    want = before + torch.autograd.grad((leaf - x0).abs().amax(1), leaf, torch.ones(4))[0]
+    assert torch.equal(grads["x"], want)
+    own = torch.randn(4, 6)
+    assert split.fold({"x": own, "z": None}, (torch.ones(4),), ones)["x"] is own  # in place
+
+
+def test_the_split_is_taken_only_for_a_searched_point_itself(built):
+    x, x0 = torch.rand(4, 6), torch.rand(4, 6)
+    with lower.SplitNormInf({"x": x}) as split:
+        assert split.take(x * 1, x0, 0) is None  # not the point itself
+        assert split.take(x, x0.requires_grad_(True), 0) is None  # x0 with a gradient
+        assert split.take(x, torch.rand(1, 6), 0) is None  # broadcast
+        assert split.take(x.double(), x0.double(), 0) is None  # not the point (a copy)
+        assert split.take(x, x0.detach(), 1) is None  # no value axes at depth 1
+    assert lower._SPLIT.get() is None  # the block is closed
 
 
 def test_a_second_derivative_is_torchs(impl):
@@ -282,6 +376,7 @@ property sr(x0 : Tensor) =
     monkeypatch.setattr(native, "prod_last", lambda: None)
     monkeypatch.setattr(native, "norm_inf", lambda: None)
     monkeypatch.setattr(native, "norm_inf_of_difference", lambda: None)
+    monkeypatch.setattr(native, "norm_inf_split", lambda: None)
     old = run()
     assert bool((new[1] > 0).any())
     assert same_bits(new[0], old[0]) and same_bits(new[1], old[1])
