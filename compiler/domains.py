@@ -12,12 +12,14 @@ norm_inf(z - x) <= r`) is realised only when that variable's value is given in `
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 
 from robustspec.dsl.diagnostics import Diagnostic, SpecError
 
+from . import native
 from .ir import N
 from .lower import Ctx, Lowering
 from .search import RealDomain
@@ -38,6 +40,10 @@ def domain_fn(d, terms: Lowering) -> Callable[[Ctx], RealDomain]:
     def realise_one(ctx: Ctx) -> RealDomain:
         los = [f(ctx) for f in lower]
         his = [f(ctx) for f in upper]
+        if len(linf) == 1 and not l2:
+            fast = _box(los, his, linf[0][0](ctx), linf[0][1](ctx), ctx.batch, declared)
+            if fast is not None:
+                return fast
         center = None
         for cf, rf in linf:
             c, r = cf(ctx), rf(ctx)
@@ -64,6 +70,31 @@ def domain_fn(d, terms: Lowering) -> Callable[[Ctx], RealDomain]:
             ball = (ball[0].expand(shape), ball[1])
         return RealDomain(lo, hi, ball, center.expand(shape) if center is not None else None)
     return realise_one
+
+
+def _box(los, his, c, r, batch: int, declared) -> RealDomain | None:
+    """The common domain, a ball `norm_inf(x - c) <= r` within constant bounds (`0 <= x <= 1`),
+    by the native box kernel in one pass over c (bounds, width, empty rows and whether it is one
+    point, which the search asks for; the same values as realise_one's torch ops); None where it does
+    not apply (c not a CPU float batch, bounds or radius not constants, gradients wanted)."""
+    if not (isinstance(c, torch.Tensor) and c.ndim >= 1 and c.shape[0] == batch
+            and c.device.type == "cpu" and c.dtype in (torch.float32, torch.float64)
+            and not c.requires_grad and c.numel() > 0
+            and (declared is None or tuple(c.shape[1:]) == tuple(declared))):
+        return None
+    consts = los + his + [r]
+    if any(not isinstance(t, torch.Tensor) or t.ndim or t.requires_grad
+           or t.device.type != "cpu" or t.is_complex() for t in consts):
+        return None
+    kernel = native.box()
+    if kernel is None:
+        return None
+    lower = max((float(t) for t in los), default=-math.inf) if los else -math.inf
+    upper = min((float(t) for t in his), default=math.inf) if his else math.inf
+    if any(math.isnan(float(t)) for t in los + his):
+        return None  # torch's maximum propagates a NaN bound: leave that to its ops
+    lo, hi, width, empty, point = kernel(c, float(r), lower, upper)
+    return RealDomain(lo, hi, None, c, known=(width, empty, point))
 
 
 def _fold(f, xs: list[torch.Tensor], shape) -> torch.Tensor | None:

@@ -249,6 +249,13 @@ def norm_inf_fold() -> Optional[Callable]:
     return _kernel("norm_inf_fold_")
 
 
+def box() -> Optional[Callable]:
+    """`f(c, r, lower, upper) -> [lo, hi, width, empty, point]`: the box of the ball
+    norm_inf(x - c) <= r within [lower, upper] (floats, not NaN), as torch's maximum, minimum
+    and subtraction give it, with the rows whose box is empty and whether it is one point."""
+    return _kernel("box_")
+
+
 def prod_last() -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     """`f(v)`: the product over v's last axis (1 to 15 long, where torch multiplies in order),
     with torch's gradient; None where native kernels are unavailable."""

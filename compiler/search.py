@@ -83,14 +83,21 @@ class RealDomain:
     """A domain with its bounds evaluated: box [lo, hi] and/or an L2 ball, per example."""
 
     def __init__(self, lo: torch.Tensor | None, hi: torch.Tensor | None,
-                 l2: tuple[torch.Tensor, torch.Tensor] | None, center: torch.Tensor | None):
+                 l2: tuple[torch.Tensor, torch.Tensor] | None, center: torch.Tensor | None,
+                 known: tuple | None = None):
+        """known: (width, empty rows, is it one point) where the bounds' maker computed them
+        (compiler/domains.py's one-pass box kernel), so they are not computed again."""
         if l2 is None and (lo is None or hi is None):
             raise ValueError("unbounded domain")  # the compiler rejects these first
         self.lo, self.hi, self.l2, self.center = lo, hi, l2, center
         ref = next(t for t in (lo, hi, center, l2[0] if l2 else None) if t is not None)
         self.shape = ref.shape
         self.ref_device = ref.device
-        self.width = hi - lo if l2 is None else None
+        self._empty = self._point = None
+        if known is not None and l2 is None:
+            self.width, self._empty, self._point = known
+        else:
+            self.width = hi - lo if l2 is None else None
 
     @property
     def requires_grad(self) -> bool:
@@ -130,11 +137,15 @@ class RealDomain:
         if self.l2 is not None:
             r = self.l2[1]
             return bool(r.amax() <= 0)
+        if self._point is not None:
+            return bool(self._point)
         return bool(self.width.amax() <= 0)
 
     def empty(self) -> torch.Tensor:
         """Bool [batch]: the premises cannot all hold (e.g. x0 outside [0, 1] and eps small);
         a forall is then vacuously true and an exists false, whatever point is searched."""
+        if self._empty is not None:
+            return self._empty.clone()
         out = torch.zeros(self.shape[0], dtype=torch.bool, device=self.ref_device)
         if self.lo is not None and self.hi is not None:
             # lo > hi exactly where hi - lo < 0 (a NaN width, from NaN or equal infinite bounds,
@@ -268,9 +279,10 @@ class _Best:
         self.nan = False  # some best objective is NaN
         self.points: dict[str, torch.Tensor] = {}  # copies: updated in place
 
-    def _first(self, points, obj, tie) -> None:
+    def _first(self, points, obj, tie, copy: bool = True) -> None:
+        """The first points are the best so far (copied, unless the caller copies them)."""
         self.obj, self.tie = obj.clone(), (tie.clone() if tie is not None else None)
-        self.points = {k: v.detach().clone() for k, v in points.items()}
+        self.points = {k: v.detach().clone() for k, v in points.items()} if copy else {}
         self.nan = bool(torch.isnan(self.obj).any())
 
     def _better(self, obj: torch.Tensor, tie: torch.Tensor | None) -> torch.Tensor:
@@ -321,8 +333,12 @@ class _Best:
         tie = tie.detach() if tie is not None else None
         first = self.obj is None
         if first:
-            self._first(points, obj, tie)
-            better, keep = None, None
+            # the first points are copied into the best ones by the step's kernel where it
+            # steps them (every row "improved": one pass instead of a copy and three passes)
+            self._first(points, obj, tie, copy=False)
+            keep = native.keep_step() if grads is not None and obj.ndim == 1 else None
+            better = torch.ones(obj.shape, dtype=torch.bool, device=obj.device) \
+                if keep is not None else None
         else:
             better = self._better(obj, tie)
             keep = native.keep_step() if better.ndim == 1 else None
@@ -330,7 +346,16 @@ class _Best:
         for i, (k, v) in enumerate(points.items()):
             v = v.detach()
             g = grads[i] if grads is not None else None
-            if keep is not None and _native_keeps(self.points[k], v, better):
+            if first:
+                if keep is not None and g is not None and _native_keeps(v, v, better) \
+                        and _native_steps(domains[k], v, g, sizes[k]):
+                    self.points[k] = torch.empty_like(v)
+                    keep(v, self.points[k], better, g, domains[k].lo, domains[k].hi,
+                         float(sizes[k]))
+                    out[k] = v
+                    continue
+                self.points[k] = v.clone()
+            elif keep is not None and _native_keeps(self.points[k], v, better):
                 if g is not None and _native_steps(domains[k], v, g, sizes[k]):
                     keep(v, self.points[k], better, g, domains[k].lo, domains[k].hi,
                          float(sizes[k]))

@@ -7,6 +7,8 @@ search points for LR. DL2's product over a finite quantifier's axis runs through
 prod_last: torch's prod and its backward (both of its formulas), bit for bit."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -550,8 +552,9 @@ property sr(x0 : Tensor) =
     x0 = torch.rand(9, 20)
     calls = _search_both_ways(text, "sr", monkeypatch, lambda: {"x0": x0},
                               PGD(steps=6, step_size=0.03, early_stop=False))
-    # search and loss: steps 2-6 fused (the first keeps by copying), then the last point kept
-    assert calls == ([True] * 5 + [False]) * 2
+    # search and loss: steps 1-6 fused (the first copies every row into the best points),
+    # then the last point kept
+    assert calls == ([True] * 6 + [False]) * 2
     calls = _search_both_ways(text, "sr", monkeypatch, lambda: {"x0": x0},
                               PGD(steps=6, early_stop=False))
     assert calls == [False] * 12  # kept natively, stepped by torch (a tensor step size)
@@ -580,7 +583,7 @@ property pair(x0 : Tensor) =
 """
     calls = _search_both_ways(two, "pair", monkeypatch, lambda: {"x0": x0},
                               PGD(steps=5, step_size=0.03, early_stop=False))
-    assert calls == ([True] * 8 + [False] * 2) * 2  # per step, x and z
+    assert calls == ([True] * 10 + [False] * 2) * 2  # per step (the first too), x and z
 
 
 def test_bookkeeping_the_kernel_cannot_take_falls_back_and_bad_calls_raise(built):
@@ -690,3 +693,68 @@ def test_uniform_is_seeded_by_the_generator_and_the_same_without_the_kernel(monk
     d = RealDomain(lo, hi, None, None)
     x = d.sample(torch.Generator().manual_seed(7))
     assert torch.equal(x, torch.addcmul(lo, hi - lo, a)) and bool(((x >= lo) & (x <= hi)).all())
+
+
+def _box_by_torch(c, r, lower, upper):
+    """compiler/domains.py's torch ops for `norm_inf(x - c) <= r and lower <= x <= upper`."""
+    lo = torch.maximum(torch.tensor(lower), c - torch.tensor(r, dtype=torch.float64))
+    hi = torch.minimum(torch.tensor(upper), c + torch.tensor(r, dtype=torch.float64))
+    w = hi - lo
+    return lo, hi, w, w.flatten(1).nan_to_num(nan=0.0).amin(1) < 0, bool(w.amax() <= 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("r", [0.1, 0.0, 1e-8, 3.0])
+def test_the_box_kernel_is_torchs_maximum_minimum_and_sub(dtype, r, built):
+    gen = torch.Generator().manual_seed(8)
+    c = torch.rand(6, 1, 5, 7, generator=gen, dtype=dtype)  # 35 a row: lanes and a tail
+    c[0, 0, 0, 0] = 1.05  # beyond the upper bound: an empty row while r < 0.05
+    c[1] = 2.0  # the whole row outside
+    c[2, 0, 1, 1] = float("nan")
+    c[3, 0, 2, 2] = -0.0
+    c[4, 0, 0, :3] = torch.tensor([0.1, 0.9, 1.0], dtype=dtype)  # bounds met exactly
+    c[5, 0, 4, 6] = float("inf")
+    lo, hi, w, empty, point = native.box()(c, r, 0.0, 1.0)
+    want = _box_by_torch(c, r, 0.0, 1.0)
+    for got, ref in zip((lo, hi, w), want[:3]):  # zeros' signs too; a NaN is any NaN
+        number = ~ref.isnan()
+        assert same_bits(got, ref) and torch.equal(got.signbit()[number], ref.signbit()[number])
+    assert torch.equal(empty, want[3]) and bool(point) == want[4]
+    unbounded = native.box()(c, r, -math.inf, math.inf)  # no constant bounds: c -+ r
+    assert same_bits(unbounded[0], c - torch.tensor(r, dtype=torch.float64))
+    assert same_bits(unbounded[1], c + torch.tensor(r, dtype=torch.float64))
+
+
+def test_a_box_of_one_point_and_bad_calls(built):
+    c = torch.rand(3, 4)
+    assert bool(native.box()(c, 0.0, 0.0, 1.0)[4]) and not bool(native.box()(c, 0.1, 0.0, 1.0)[4])
+    with pytest.raises(RuntimeError, match="empty center"):
+        native.box()(torch.rand(0, 4), 0.1, 0.0, 1.0)
+    with pytest.raises(RuntimeError, match="NaN bounds"):
+        native.box()(c, 0.1, math.nan, 1.0)
+
+
+def test_the_box_path_gives_the_domain_torchs_ops_give(built, monkeypatch):
+    """realise() of SR's domain with the box kernel and without it: the same bounds, width,
+    empty rows and point-ness; a per-example radius, a gradient or an L2 ball keep torch's ops."""
+    from robustspec.compiler.domains import realise
+    sr = compile_spec("specs/standard_robustness.spec")["sr"]
+    x0 = torch.rand(5, 1, 4, 4)
+    x0[0, 0, 0, 0], x0[1] = 1.05, 2.0
+    args = {"x0": x0, "y": torch.zeros(5, dtype=torch.long)}
+    for eps in (0.1, 0.0):
+        fast = realise(sr, torch.nn.Flatten(), params={"eps": eps}, **args)["x"]
+        with monkeypatch.context() as m:
+            m.setattr(native, "box", lambda: None)
+            slow = realise(sr, torch.nn.Flatten(), params={"eps": eps}, **args)["x"]
+        assert fast._point is not None and slow._point is None
+        for a, b in ((fast.lo, slow.lo), (fast.hi, slow.hi), (fast.width, slow.width)):
+            assert same_bits(a, b)
+        assert torch.equal(fast.empty(), slow.empty()) and fast.is_point == slow.is_point
+        assert torch.equal(fast.empty(), torch.tensor([eps == 0.0, True, False, False, False]))
+    per_example = realise(sr, torch.nn.Flatten(), params={"eps": torch.full((5,), 0.1)}, **args)
+    assert per_example["x"]._point is None  # a radius per example: torch's ops
+    with torch.enable_grad():
+        moving = realise(sr, torch.nn.Flatten(), x0=x0.clone().requires_grad_(True),
+                         y=args["y"])["x"]
+    assert moving._point is None and moving.lo.requires_grad  # the bounds keep their gradient
