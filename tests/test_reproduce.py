@@ -474,6 +474,36 @@ def test_the_cnn_is_recorded_as_not_verifiable_with_the_reason(tmp_path, fashion
     assert f"| {cnn.id} | - |" in text and "Not verified:" in text
 
 
+def test_a_refused_verification_is_tried_again_on_the_next_run(tmp_path, fashion, monkeypatch):
+    """A network the verifier refused (as the CNN's max-pooling was before bounds took it) is
+    verified on the next run, without training or evaluating it again; a cell verified
+    without refusals is then complete."""
+    from robustspec.dsl.errors import RobustspecError
+    from robustspec.runtime import verify as verify_mod
+
+    real = verify_mod.verify
+
+    def refuse(*a, **k):
+        raise RobustspecError("bound propagation does not support this layer")
+    monkeypatch.setattr(verify_mod, "verify", refuse)
+    p = plan(tmp_path, fashion)
+    assert rp.run_grid([BASE], p, jobs=1, log=lambda m: None)["done"] == [BASE.id]
+    result = rp.cell_dir(p.out, BASE) / "result.json"
+    v = json.loads(result.read_text())["verification"]
+    assert all("refused" in r for r in v["attacks"].values())
+    assert not rp.cell_complete(p, BASE)
+
+    def no_training(*a, **k):
+        raise AssertionError("a trained cell was trained again")
+    monkeypatch.setattr(Trainer, "fit", no_training)
+    monkeypatch.setattr(verify_mod, "verify", real)
+    assert rp.run_grid([BASE], p, jobs=1, log=lambda m: None)["done"] == [BASE.id]
+    v = json.loads(result.read_text())["verification"]
+    assert all(isinstance(r, list) and r for r in v["attacks"].values())  # verified now
+    assert rp.cell_complete(p, BASE)
+    assert rp.run_grid([BASE], p, jobs=1, log=lambda m: None)["skipped"] == [BASE.id]
+
+
 def test_no_solver_is_a_clean_error_before_any_training(tmp_path, fashion, monkeypatch):
     from robustspec.dsl.errors import MissingExtra
     from robustspec.runtime import verify as verify_mod
