@@ -292,6 +292,20 @@ def vnnlib_text(q: Query, version: int, comment: str = "", layout: Layout | None
     return out.getvalue()
 
 
+def dense_chain(net: ReluNet) -> None:
+    """export writes the affine/ReLU chain as dense Gemm layers (what Marabou's ONNX reader
+    takes); a CNN's chain keeps its large conv and pool layers sparse because their dense form
+    is huge (a 28x28 SmallCNN's first pool alone: 12544 x 12544). Refused clearly, rather than
+    failing deep in the export after allocating gigabytes."""
+    big = [w for w in net.weights if w.layout != torch.strided]
+    if big:
+        sizes = ", ".join(f"{tuple(w.shape)}" for w in big[:3])
+        raise InputError(f"export writes the network as dense layers, and this one's conv/pool "
+                         f"layers are too large for that ({sizes}{', ...' if len(big) > 3 else ''}); "
+                         "export a smaller network (e.g. --model mlp), or verify it in place with "
+                         "`robustspec verify`")
+
+
 def export(model, prop, x: torch.Tensor, y: torch.Tensor | None, out: str | Path, *,
            fmt: str = "vnnlib1", eps: float | None = None, params: dict | None = None,
            timeout: float = 30.0, indices: list[int] | None = None) -> dict:
@@ -307,6 +321,7 @@ def export(model, prop, x: torch.Tensor, y: torch.Tensor | None, out: str | Path
     _expressible(q)
     layout = Layout.of(q)  # one network for every example's file
     net = ReluNet.from_module(model, q.shape)
+    dense_chain(net)
     out = Path(out)
     (out / "onnx").mkdir(parents=True, exist_ok=True)
     (out / "vnnlib").mkdir(parents=True, exist_ok=True)

@@ -123,6 +123,61 @@ class _Sparse:
         self.lo.append(lo)
         self.hi.append(hi)
 
+    def add_block(self, lo: np.ndarray, hi: np.ndarray, lengths: np.ndarray, cols: np.ndarray,
+                  vals: np.ndarray):
+        """Many rows at once, row i being the next lengths[i] entries of cols/vals: what `add`
+        does row by row, for rows whose columns are distinct (a network's: thousands of them)."""
+        keep = vals != 0
+        if not keep.all():
+            row = np.repeat(np.arange(len(lengths)), lengths)
+            lengths = np.bincount(row[keep], minlength=len(lengths))
+            cols, vals = cols[keep], vals[keep]
+        self.starts.extend((self.nnz + np.cumsum(lengths) - lengths).tolist())
+        self.idx.append(cols.astype(np.int32))
+        self.val.append(vals.astype(np.float64))
+        self.nnz += len(cols)
+        self.lo.extend(np.asarray(lo, dtype=np.float64).tolist())
+        self.hi.extend(np.asarray(hi, dtype=np.float64).tolist())
+
+
+def _dense_np(net, k: int) -> np.ndarray:
+    """Layer k's matrix as a dense numpy array (for the last layer: a few outputs wide)."""
+    return net.dense(k).double().numpy()
+
+
+def _rows_np(net, k: int):
+    """(indptr, indices, data): layer k's nonzero coefficients row by row, in column order."""
+    w = net.weights[k]
+    if w.layout == torch.strided:
+        W = w.double().numpy()
+        r, c = np.nonzero(W)
+        return np.concatenate([[0], np.cumsum(np.bincount(r, minlength=W.shape[0]))]), c, W[r, c]
+    w = w.double()
+    indptr, indices, data = (w.crow_indices().numpy(), w.col_indices().numpy(),
+                             w.values().numpy())
+    keep = data != 0
+    if not keep.all():
+        row = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(row[keep], minlength=len(indptr) - 1))])
+        indices, data = indices[keep], data[keep]
+    return indptr, indices, data
+
+
+def _times(M: np.ndarray, net, k: int) -> np.ndarray:
+    """M @ weights[k] for a dense numpy M [r, out]: [r, in]."""
+    w = net.weights[k]
+    if w.layout == torch.strided:
+        return M @ w.double().numpy()
+    return net.apply_t(k, torch.from_numpy(np.ascontiguousarray(M)).to(w.dtype)).double().numpy()
+
+
+def _segments(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The concatenation of arange(s, s + c) for each start s and count c."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
+
 
 def _tail_map(net, pre) -> tuple[int, np.ndarray] | None:
     """(K, M): K the last hidden layer with an unstable ReLU, M [outputs, width of K] the exact
@@ -135,11 +190,11 @@ def _tail_map(net, pre) -> tuple[int, np.ndarray] | None:
             K = k
     if K is None:
         return None
-    M = net.weights[-1].double().numpy()
+    M = _dense_np(net, -1)
     for k in range(len(net.weights) - 2, K, -1):  # through the stable layers, last first
         # as `_encode_network` encodes a stable ReLU: u <= 0 fixed at 0, else (l >= 0) identity
         active = (pre[k][0][0].double().numpy() >= 0) & (pre[k][1][0].double().numpy() > 0)
-        M = (M * active) @ net.weights[k].double().numpy()
+        M = _times(M * active, net, k)
     return K, M
 
 
@@ -164,41 +219,68 @@ def _encode_network(inf: float, net, query, pre, one_sided=None):
     """The network as big-M MILP constraints over the query's input box (batch 1): column
     bounds, integer columns, rows, and the columns of the last hidden layer's activations.
     one_sided (K, mask): layer K's ReLUs under mask are encoded as a >= z, a >= 0 only (see
-    `_one_sided`)."""
+    `_one_sided`). Per neuron z = W a_prev + b with bounds [l, u]: u <= 0 a column fixed at 0;
+    l >= 0 a = z; else a >= z, and (with its binary d) a <= u d, a <= z - l (1 - d). Built a
+    layer at a time from the nonzeros of W (a CNN's layers are thousands of sparse rows)."""
     n = net.inputs
     col_lo, col_hi, integer = list(query.lo[0].double().numpy()), list(query.hi[0].double().numpy()), []
     rows = _Sparse()
     prev = np.arange(n)  # columns of the previous layer's activations
     for k in range(len(net.weights) - 1):
-        W = net.weights[k].double().numpy()
+        indptr, indices, data = _rows_np(net, k)
         b = net.biases[k].double().numpy()
         lk = pre[k][0][0].double().numpy()
         uk = pre[k][1][0].double().numpy()
-        lower_only = one_sided[1] if one_sided is not None and one_sided[0] == k else None
-        cols = []
-        for j in range(W.shape[0]):
-            a = len(col_lo)
-            cols.append(a)
-            if uk[j] <= 0:
-                col_lo.append(0.0)
-                col_hi.append(0.0)
-                continue
-            col_lo.append(max(0.0, lk[j]))
-            col_hi.append(max(0.0, uk[j]))
-            if lk[j] >= 0:  # a = W a_prev + b
-                rows.add(np.concatenate([[a], prev]), np.concatenate([[1.0], -W[j]]), b[j], b[j])
-                continue
-            rows.add(np.concatenate([[a], prev]), np.concatenate([[1.0], -W[j]]), b[j], inf)  # a >= z
-            if lower_only is not None and lower_only[j]:
-                continue  # a >= max(0, z): exact here (`_one_sided`)
-            d = len(col_lo)
-            col_lo.append(0.0)
-            col_hi.append(1.0)
-            integer.append(d)
-            rows.add(np.array([a, d]), np.array([1.0, -uk[j]]), -inf, 0.0)  # a <= u d
-            rows.add(np.concatenate([[a], prev, [d]]),  # a <= z - l (1 - d)
-                     np.concatenate([[1.0], -W[j], [-lk[j]]]), -inf, b[j] - lk[j])
-        prev = np.array(cols)
+        dead = uk <= 0
+        unstable = ~dead & (lk < 0)
+        binary = unstable.copy()
+        if one_sided is not None and one_sided[0] == k:
+            binary &= ~one_sided[1]  # a >= max(0, z): exact here (`_one_sided`)
+        # columns: each neuron's activation a, followed by its binary d where it has one
+        base = len(col_lo)
+        ncol = 1 + binary.astype(np.int64)
+        a = base + np.cumsum(ncol) - ncol
+        d = a + 1
+        lo_c, hi_c = np.empty(int(ncol.sum())), np.empty(int(ncol.sum()))
+        lo_c[a - base] = np.where(dead, 0.0, np.maximum(0.0, lk))
+        hi_c[a - base] = np.where(dead, 0.0, np.maximum(0.0, uk))
+        lo_c[d[binary] - base], hi_c[d[binary] - base] = 0.0, 1.0
+        col_lo.extend(lo_c.tolist())
+        col_hi.extend(hi_c.tolist())
+        integer.extend(d[binary].tolist())
+        # rows, in neuron order: a = z (l >= 0) or a >= z; then a <= u d, a <= z - l (1 - d)
+        live = np.nonzero(~dead)[0]
+        bi = np.nonzero(binary)[0]
+        count = (~dead).astype(np.int64) + 2 * binary
+        first = np.cumsum(count) - count
+        nnz = np.diff(indptr)
+
+        def z_rows(J, tail):
+            """Rows [a_j, prev...] with values [1, -W_j] (and [d_j] with -l_j when tail)."""
+            lengths = 1 + nnz[J] + tail
+            starts = np.cumsum(lengths) - lengths
+            idx = np.empty(int(lengths.sum()), dtype=np.int64)
+            val = np.empty(len(idx))
+            idx[starts], val[starts] = a[J], 1.0
+            src, dst = _segments(indptr[J], nnz[J]), _segments(starts + 1, nnz[J])
+            idx[dst], val[dst] = prev[indices[src]], -data[src]
+            if tail:
+                idx[starts + lengths - 1], val[starts + lengths - 1] = d[J], -lk[J]
+            return lengths, idx, val
+        l1, i1, v1 = z_rows(live, 0)
+        l3, i3, v3 = z_rows(bi, 1)
+        keys = np.concatenate([first[live], first[bi] + 1, first[bi] + 2])
+        lengths = np.concatenate([l1, np.full(len(bi), 2), l3])
+        idx = np.concatenate([i1, np.stack([a[bi], d[bi]], 1).reshape(-1), i3])
+        val = np.concatenate([v1, np.stack([np.ones(len(bi)), -uk[bi]], 1).reshape(-1), v3])
+        lo = np.concatenate([b[live], np.full(len(bi), -inf), np.full(len(bi), -inf)])
+        hi = np.concatenate([np.where(unstable[live], inf, b[live]), np.zeros(len(bi)),
+                             b[bi] - lk[bi]])
+        order = np.argsort(keys, kind="stable")
+        starts = np.cumsum(lengths) - lengths
+        take = _segments(starts[order], lengths[order])
+        rows.add_block(lo[order], hi[order], lengths[order], idx[take], val[take])
+        prev = a
     return col_lo, col_hi, integer, rows, prev
 
 
@@ -272,7 +354,7 @@ def milp_lower_bounds(net, query, pre, rows_wanted: list[int], timeout: float,
     rows left."""
     highspy = _need("highspy", "MILP bounds")
     t0 = time.perf_counter()
-    WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
+    WL, bL = _dense_np(net, -1), net.biases[-1].double().numpy()
     cy, c = query.cy[0].double().numpy(), query.c[0].double().numpy()
     # Every ReLU keeps its binary here: the ReLUs a row wants small need none for the optimum
     # (`_one_sided`), but HiGHS's cuts on them raise the dual bound a short time limit leaves
@@ -345,7 +427,7 @@ def milp_softmax_upper(net, query, pre, atom, lb: np.ndarray, ub: np.ndarray, ti
     # every ReLU with its binary, as in `milp_lower_bounds` (a dual bound is what counts)
     encoding = _encode_network(inf, net, query, pre)
     col_lo, col_hi, integer, rows, prev = encoding  # the pieces are appended to these
-    WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
+    WL, bL = _dense_np(net, -1), net.biases[-1].double().numpy()
     top = float(np.sum(np.exp(-lo)))
     const, gains = 0.0, {}  # the maximised sum: const + sum of gains[col] * col
     for j, r in enumerate(js):
@@ -389,7 +471,7 @@ def milp(net, query, pre, lb, open_d: list[int], timeout: float, extra: float = 
     inf = highspy.kHighsInf
     cy, cx, ct, c, margin, low, need, common = _example_rows(query, lb, open_d, extra)
     n = net.inputs
-    WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
+    WL, bL = _dense_np(net, -1), net.biases[-1].double().numpy()
     tolerance = AUX_FEASIBILITY_TOLERANCE if query.n_aux else None
 
     def model_for(rs):
@@ -461,24 +543,24 @@ def marabou(net, query, pre, lb, open_d: list[int], timeout: float, extra: float
         highs.append(hi)
         return len(lows) - 1
     for k in range(len(net.weights) - 1):
-        W = net.weights[k].double().numpy()
+        indptr, indices, data = _rows_np(net, k)
         b = net.biases[k].double().numpy()
         lk = pre[k][0][0].double().numpy()
         uk = pre[k][1][0].double().numpy()
         cols = []
-        for j in range(W.shape[0]):
+        for j in range(len(b)):
             z = new(float(lk[j]), float(uk[j]))
             a = new(0.0, float(max(0.0, uk[j])))
             e = MarabouCore.Equation(EQ)
-            for i in np.nonzero(W[j])[0]:
-                e.addAddend(float(W[j, i]), prev[i])
+            for i, v in zip(indices[indptr[j]:indptr[j + 1]], data[indptr[j]:indptr[j + 1]]):
+                e.addAddend(float(v), prev[i])
             e.addAddend(-1.0, z)
             e.setScalar(float(-b[j]))
             eqs.append(e)
             relus.append((z, a))
             cols.append(a)
         prev = cols
-    WL, bL = net.weights[-1].double().numpy(), net.biases[-1].double().numpy()
+    WL, bL = _dense_np(net, -1), net.biases[-1].double().numpy()
     aux = [new(float(query.aux_lo[0, a]), float(query.aux_hi[0, a])) for a in range(query.n_aux)]
 
     def row_eq(r):

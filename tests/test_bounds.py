@@ -123,7 +123,14 @@ def test_paper_mlp_and_conv_nets_are_rebuilt_exactly():
     assert bool((lb <= conv(img) + 1e-6).all() and (conv(img) <= ub + 1e-6).all())
 
 
-def test_max_pool_is_refused_clearly():
-    cnn = SmallCNN(1, 8, classes=3, width=2, hidden=4)
-    with pytest.raises(InputError, match="MaxPool2d"):
-        ReluNet.from_module(cnn, (1, 8, 8))
+def test_small_cnn_is_rebuilt_exactly_and_overlapping_pools_are_refused():
+    """SmallCNN's max-pools become ReLU layers (max(a, b) = relu(b) + relu(a - b) on a ReLU's
+    outputs); a pool that cannot be written so is refused clearly (tests/test_cnn_verify.py
+    checks the rest: bounds, MILP, other layers)."""
+    torch.manual_seed(0)
+    cnn = SmallCNN(1, 8, classes=3, width=2, hidden=4).eval()
+    img = torch.rand(6, 1, 8, 8)
+    assert torch.allclose(ReluNet.from_module(cnn, (1, 8, 8))(img), cnn(img), atol=1e-5)
+    overlapping = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(3, stride=2))
+    with pytest.raises(InputError, match="MaxPool2d only with non-overlapping windows"):
+        ReluNet.from_module(overlapping, (1, 8, 8))

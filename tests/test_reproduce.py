@@ -462,16 +462,25 @@ def test_a_folder_made_before_verification_gets_it_without_retraining(tmp_path, 
     assert rp.run_grid([BASE], p, jobs=1, log=lambda m: None)["skipped"] == [BASE.id]
 
 
-def test_the_cnn_is_recorded_as_not_verifiable_with_the_reason(tmp_path, fashion):
+def test_the_cnn_is_verified_too(tmp_path, fashion):
+    """E4's CNN (max-pooling) goes through the verifier as the MLP does (runtime/bounds.py
+    writes its pools with ReLUs): each point proved, falsified or left undecided, per attack."""
+    from robustspec.runtime.verify import VERDICTS
     cnn = rp.Cell("fashion-mnist", "baseline", "cnn")
     p = plan(tmp_path, fashion)
     logs = []
     assert rp.run_grid([cnn], p, jobs=1, log=logs.append)["done"] == [cnn.id]
     v = json.loads((rp.cell_dir(p.out, cnn) / "result.json").read_text())["verification"]
-    assert all("MaxPool2d" in r["refused"] for r in v["attacks"].values())
-    assert any("not verified" in m for m in logs)
+    assert set(v["attacks"]) == set(rp.ATTACKS)
+    for rows in v["attacks"].values():
+        assert isinstance(rows, list) and [r["eps"] for r in rows] == list(p.budget.verify_eps)
+        for r in rows:  # proved, falsified, undecided (or on the boundary): every point once
+            assert sum(r[v] for v in VERDICTS) == r["points"] == p.budget.verify_points
+            assert r["satisfaction"] == r["verified"] / r["points"]
+    assert any(f"{cnn.id}: SR verified" in m for m in logs)
+    assert rp.cell_complete(p, cnn)
     text = rep.write_report(p.out)["report"].read_text()
-    assert f"| {cnn.id} | - |" in text and "Not verified:" in text
+    assert "Not verified:" not in text and f"| {cnn.id} | - |" not in text
 
 
 def test_a_refused_verification_is_tried_again_on_the_next_run(tmp_path, fashion, monkeypatch):

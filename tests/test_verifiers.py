@@ -680,3 +680,79 @@ def test_margin_bounds_with_time_weights_bound_every_row_as_without():
     with torch.no_grad():
         values = q.row_values(rn(xs), xs)[:, rows]
     assert np.all(values.min(0).values.numpy() >= weighted - 1e-9)
+
+
+def _encode_per_neuron(inf, net, query, pre, one_sided=None):
+    """The network's MILP encoding neuron by neuron, as `_encode_network` was written before it
+    was built a layer at a time from the nonzeros (the reference it must match)."""
+    n = net.inputs
+    col_lo, col_hi, integer = list(query.lo[0].double().numpy()), list(query.hi[0].double().numpy()), []
+    rows = verifiers._Sparse()
+    prev = np.arange(n)
+    for k in range(len(net.weights) - 1):
+        W, b = net.dense(k).double().numpy(), net.biases[k].double().numpy()
+        lk, uk = pre[k][0][0].double().numpy(), pre[k][1][0].double().numpy()
+        lower_only = one_sided[1] if one_sided is not None and one_sided[0] == k else None
+        cols = []
+        for j in range(W.shape[0]):
+            a = len(col_lo)
+            cols.append(a)
+            if uk[j] <= 0:
+                col_lo.append(0.0)
+                col_hi.append(0.0)
+                continue
+            col_lo.append(max(0.0, lk[j]))
+            col_hi.append(max(0.0, uk[j]))
+            if lk[j] >= 0:
+                rows.add(np.concatenate([[a], prev]), np.concatenate([[1.0], -W[j]]), b[j], b[j])
+                continue
+            rows.add(np.concatenate([[a], prev]), np.concatenate([[1.0], -W[j]]), b[j], inf)
+            if lower_only is not None and lower_only[j]:
+                continue
+            d = len(col_lo)
+            col_lo.append(0.0)
+            col_hi.append(1.0)
+            integer.append(d)
+            rows.add(np.array([a, d]), np.array([1.0, -uk[j]]), -inf, 0.0)
+            rows.add(np.concatenate([[a], prev, [d]]), np.concatenate([[1.0], -W[j], [-lk[j]]]),
+                     -inf, b[j] - lk[j])
+        prev = np.array(cols)
+    return col_lo, col_hi, integer, rows, prev
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn-dense", "cnn-sparse"])
+def test_network_encoding_is_the_per_neuron_one(kind, monkeypatch):
+    """_encode_network builds each layer's rows at once from its nonzeros (sparse for a CNN's
+    conv and pool layers): the same columns, bounds, binaries and rows, in the same order, as
+    the per-neuron encoding, with and without one-sided ReLUs."""
+    import highspy
+
+    from robustspec.runtime import bounds
+    from robustspec.runtime.models import SmallCNN
+    g = torch.Generator().manual_seed(0)
+    if kind == "mlp":
+        net = random_net(g, nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 3),
+                         Clamp(-2, 2))
+        x0, shape = torch.rand(1, 6, generator=g), (6,)
+    else:
+        if kind == "cnn-sparse":
+            monkeypatch.setattr(bounds, "SPARSE_MIN", 0)
+        net = random_net(g, *SmallCNN(1, 4, classes=3, width=2, hidden=4), scale=0.5)
+        x0, shape = torch.rand(1, 1, 4, 4, generator=g), (1, 4, 4)
+    for eps in (0.02, 0.3):
+        q = verify_mod._double(build_query(prop("cr_margin"), net, x0=x0, y=net(x0).argmax(1),
+                                           params={"eps": eps}))
+        rn = ReluNet.from_module(net, shape).to(torch.float64)
+        assert (kind == "cnn-sparse") == any(w.layout != torch.strided for w in rn.weights)
+        pre = crown_preactivations(rn, q.lo, q.hi)
+        one_sided = verifiers._one_sided(rn, pre, q.cy[0, :1].numpy())
+        for os_ in (None, one_sided):
+            new = verifiers._encode_network(highspy.kHighsInf, rn, q, pre, os_)
+            ref = _encode_per_neuron(highspy.kHighsInf, rn, q, pre, os_)
+            assert new[0] == ref[0] and new[1] == ref[1] and new[2] == ref[2]
+            assert new[2] or eps < 0.3  # at eps 0.3 some ReLUs need binaries
+            assert np.array_equal(new[4], ref[4])
+            a, b = new[3], ref[3]
+            assert (a.lo, a.hi, a.starts, a.nnz) == (b.lo, b.hi, b.starts, b.nnz)
+            assert np.array_equal(np.concatenate(a.idx), np.concatenate(b.idx))
+            assert np.array_equal(np.concatenate(a.val), np.concatenate(b.val))
