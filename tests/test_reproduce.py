@@ -683,3 +683,13 @@ def test_time_left_of_running_cells_and_of_the_grid():
     assert rp._training_scale({cell: train}, {cell: parts}) == 0.5  # 5 s per epoch, 10 estimated
     assert rp._training_scale({cell: fresh}, {cell: parts}) == 1.0
     assert rp._training_scale({cell: evaluating}, {cell: parts}, before=0.5) == 0.5  # kept
+
+
+def test_a_units_estimate_holds_the_verification_it_will_do():
+    """An attack unit evaluates and verifies its share; the result unit only assembles, unless
+    the cell was evaluated before and only its verification is left (then that is its work)."""
+    fresh = {"train": 100.0, "evaluate": 40.0, "verify": 80.0}
+    assert rp.unit_estimate(rp.Unit(BASE, "SR"), fresh) == pytest.approx(120.0 / len(rp.ATTACKS))
+    assert rp.unit_estimate(rp.Unit(BASE, "result"), fresh) == 5.0
+    evaluated = {"train": 0.0, "evaluate": 0.0, "verify": 80.0}
+    assert rp.unit_estimate(rp.Unit(BASE, "result"), evaluated) == 85.0
