@@ -74,9 +74,10 @@ def domain_fn(d, terms: Lowering) -> Callable[[Ctx], RealDomain]:
 
 def _box(los, his, c, r, batch: int, declared) -> RealDomain | None:
     """The common domain, a ball `norm_inf(x - c) <= r` within constant bounds (`0 <= x <= 1`),
-    by the native box kernel in one pass over c (bounds, width, empty rows and whether it is one
-    point, which the search asks for; the same values as realise_one's torch ops); None where it does
-    not apply (c not a CPU float batch, bounds or radius not constants, gradients wanted)."""
+    by the native box kernel in one pass over c (bounds, width, empty rows and whether it is
+    one point, which the search asks for; the same values as realise_one's torch ops); None
+    where it does not apply (c not a CPU float batch, bounds or radius not constants,
+    gradients wanted)."""
     if not (isinstance(c, torch.Tensor) and c.ndim >= 1 and c.shape[0] == batch
             and c.device.type == "cpu" and c.dtype in (torch.float32, torch.float64)
             and not c.requires_grad and c.numel() > 0
@@ -89,11 +90,11 @@ def _box(los, his, c, r, batch: int, declared) -> RealDomain | None:
     kernel = native.box()
     if kernel is None:
         return None
-    lower = max((float(t) for t in los), default=-math.inf) if los else -math.inf
-    upper = min((float(t) for t in his), default=math.inf) if his else math.inf
-    if any(math.isnan(float(t)) for t in los + his):
+    los, his = [float(t) for t in los], [float(t) for t in his]
+    if any(math.isnan(v) for v in los + his):
         return None  # torch's maximum propagates a NaN bound: leave that to its ops
-    lo, hi, width, empty, point = kernel(c, float(r), lower, upper)
+    lo, hi, width, empty, point = kernel(c, float(r), max(los, default=-math.inf),
+                                         min(his, default=math.inf))
     return RealDomain(lo, hi, None, c, known=(width, empty, point))
 
 

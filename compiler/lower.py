@@ -210,8 +210,9 @@ def _norm_inf_of_difference(a: torch.Tensor, b: torch.Tensor, depth: int):
 
 class SplitNormInf:
     """Why: in a PGD step on LR, `norm_inf(x - x0)` of the searched point x costs autograd a
-    full-size gradient (one nonzero per row) and a full-size sum with the network's gradient of
-    x, about a third of what separates LR's step from SR's. Inside `with SplitNormInf(points)`,
+    full-size gradient (one nonzero per row, or a row's ties) and a full-size sum with the
+    network's gradient of x (docs/benchmarks.md, ninth session: a small saving, ~1% of LR's
+    step, as most rows have many ties on the ball's boundary). Inside `with SplitNormInf(points)`,
     that norm of a searched point (the point itself, at depth 0, x0 without a gradient) is taken
     by the native kernel without an autograd node and handed back as a leaf; the search asks
     autograd for the gradients of `leaves()` too, and `fold` adds each norm's share into its
