@@ -553,6 +553,8 @@ def crown_preactivations(net: ReluNet, lo: torch.Tensor, hi: torch.Tensor):
         ub = iu.scatter(1, idx, torch.minimum(-both[:, R:], iu.gather(1, idx)))
         pre.append((lb, ub))
     return pre
+
+
 def linear_bounds(net: ReluNet, lo, hi, C, cx=None, method: str = "crown", pre=None,
                   which: str = "both"):
     """(lower, upper) [B, R] of C @ y + cx @ x over the box [lo, hi] ([B, n] each). With

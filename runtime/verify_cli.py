@@ -11,7 +11,6 @@ Both are registered in the CLI's command registry (runtime/options.py) below.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 
