@@ -461,6 +461,18 @@ class Lowering:
                     return out
                 return out.reshape(lead + out.shape[1:])
             return self._cached(n, depth, apply)
+        if op == "abs" and n.args[0].op == "sub":
+            # |a - b| (a per-class |f(x)[j] - f(x0)[j]|): one native call where it fits
+            sub = n.args[0]
+            a_fn, b_fn = self.term(sub.args[0], depth), self.term(sub.args[1], depth)
+
+            def abs_sub(ctx: Ctx):
+                a, b, _ = _same_rank(a_fn(ctx), b_fn(ctx), depth)
+                try:
+                    return T.abs_sub(a, b)
+                except RuntimeError as e:
+                    raise shape_mismatch(sub, a, b, depth, e) from None
+            return self._cached(n, depth, abs_sub)
         if op in _UNARY:
             f, a_fn = _UNARY[op], self.term(n.args[0], depth)
             return self._cached(n, depth, lambda ctx: f(a_fn(ctx)))
@@ -565,10 +577,20 @@ class Lowering:
         # along its own axis, so where v does not vary along that axis and has k values, v[j]
         # is v's value axis moved there (a transpose instead of broadcast, expand and gather)
         quant_var = idx_node.attr[0] if idx_node.op == "var" and idx_node.attr[1] == "index" else None
+        # ...and where that axis is the innermost index axis (v[j] under the `forall j` that
+        # binds j), v made one level up already has its values on that axis: v itself, with
+        # no reshape to the index axes and squeeze back (two views and their backward nodes)
+        outer_fn = self.term(n.args[0], depth - 1) if (
+            quant_var is not None and depth >= 1 and not self._reads_index(n.args[0])) else None
 
         def gather(ctx: Ctx):
-            v, i = base_fn(ctx), idx_fn(ctx)
             axis = 1 + depth
+            if outer_fn is not None and ctx.idx[quant_var][1] == depth:
+                i = idx_fn(ctx)
+                w = outer_fn(ctx)
+                if i.ndim == axis and w.ndim == axis and w.shape[-1] == i.shape[depth]:
+                    return w if w.is_contiguous() else w.contiguous()
+            v, i = base_fn(ctx), idx_fn(ctx)
             if i.ndim == 0:
                 return v.select(axis, int(i))
             if quant_var is not None and v.ndim == axis + 1:

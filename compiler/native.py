@@ -256,6 +256,17 @@ def box() -> Optional[Callable]:
     return _kernel("box_")
 
 
+def relu_sub() -> Optional[Callable]:
+    """`f(a, b, w)`: relu(a - b), plus w where a == b if w != 0 (a and b CPU floats of one
+    dtype, one shape or either 0-dim), with torch's gradients; None where unavailable."""
+    return _kernel("relu_sub")
+
+
+def abs_sub() -> Optional[Callable]:
+    """`f(a, b)`: |a - b| (as relu_sub takes them), with torch's gradients."""
+    return _kernel("abs_sub")
+
+
 def prod_last() -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     """`f(v)`: the product over v's last axis (1 to 15 long, where torch multiplies in order),
     with torch's gradient; None where native kernels are unavailable."""

@@ -10,6 +10,15 @@ import torch
 from . import native
 
 
+def _native_atom(a, b) -> bool:
+    """Do the native elementwise atoms take a and b: CPU float32/64 tensors of one dtype, of one
+    shape or either 0-dim (a constant)?"""
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) \
+        and a.device.type == "cpu" and b.device.type == "cpu" and a.dtype == b.dtype \
+        and a.dtype in (torch.float32, torch.float64) \
+        and (a.ndim == 0 or b.ndim == 0 or a.shape == b.shape)
+
+
 class TorchOps:
     """The primitives a Logic may use, on torch tensors."""
 
@@ -24,6 +33,26 @@ class TorchOps:
     def eq(a, b):
         r = a == b
         return r.to(a.dtype if a.is_floating_point() else torch.get_default_dtype())
+
+    @staticmethod
+    def relu_sub(a, b, w: float = 0.0):
+        """relu(a - b), plus w where a == b if w: DL2's atoms in one native call (and one
+        backward node) where they fit, torch's 2-6 ops otherwise; the same bits either way."""
+        if _native_atom(a, b):
+            kernel = native.relu_sub()
+            if kernel is not None:
+                return kernel(a, b, float(w))
+        r = torch.relu(a - b)
+        return r + w * TorchOps.eq(a, b) if w else r
+
+    @staticmethod
+    def abs_sub(a, b):
+        """|a - b|: one native call where it fits (see relu_sub)."""
+        if _native_atom(a, b):
+            kernel = native.abs_sub()
+            if kernel is not None:
+                return kernel(a, b)
+        return torch.abs(a - b)
 
     @staticmethod
     def sum(v, dim):

@@ -199,6 +199,14 @@ class SympyOps:
         self.clamp = _lift(clamp)
 
     abs = staticmethod(_lift(sp.Abs))
+
+    def relu_sub(self, a, b, w=0):
+        r = self.relu(a - b)
+        return r + w * self.eq(a, b) if w else r
+
+    def abs_sub(self, a, b):
+        return self.abs(a - b)
+
     exp = staticmethod(_lift(sp.exp))
     log = staticmethod(_lift(sp.log))
     eq = staticmethod(_lift(sp.KroneckerDelta))

@@ -373,16 +373,97 @@ property sr(x0 : Tensor) =
     calls = []
     kernel = native.prod_last()
     monkeypatch.setattr(native, "prod_last", lambda: lambda *a: calls.append(1) or kernel(*a))
+    atoms = []
+    for name in ("relu_sub", "abs_sub"):
+        k = native._kernel(name)
+        monkeypatch.setattr(native, name, (lambda k: lambda: lambda *a: atoms.append(1) or k(*a))(k))
     new = run()
-    assert calls
-    monkeypatch.setattr(native, "prod_last", lambda: None)
-    monkeypatch.setattr(native, "norm_inf", lambda: None)
-    monkeypatch.setattr(native, "norm_inf_of_difference", lambda: None)
-    monkeypatch.setattr(native, "norm_inf_split", lambda: None)
+    assert calls and atoms
+    for name in ("prod_last", "norm_inf", "norm_inf_of_difference", "norm_inf_split",
+                 "relu_sub", "abs_sub"):
+        monkeypatch.setattr(native, name, lambda: None)
     old = run()
     assert bool((new[1] > 0).any())
     assert same_bits(new[0], old[0]) and same_bits(new[1], old[1])
     assert all(same_bits(a, b) for a, b in zip(new[2], old[2]))
+
+
+def _atom_operands(dtype, shapes):
+    """Operands with the atoms' edge cases: ties (a == b), signed zeros, NaN, infinities."""
+    g = torch.Generator().manual_seed(11)
+    special = torch.tensor([0.0, -0.0, float("nan"), float("inf"), -float("inf"), 1.5, -2.0])
+    out = []
+    for shape in shapes:
+        v = torch.randn(shape, generator=g, dtype=torch.float64).round(decimals=1).to(dtype)
+        if v.ndim:
+            flat = v.reshape(-1)
+            flat[: min(flat.numel(), 7)] = special[: min(flat.numel(), 7)].to(dtype)
+        out.append(v)
+    a, b = out
+    if a.shape == b.shape and a.ndim:  # ties at random places, beside the special ones
+        tie = torch.rand(a.shape, generator=g) < 0.3
+        b = torch.where(tie, a, b)
+    return a, b
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shapes", [((128,), (128,)), ((16, 10), (16, 10)), ((40,), ()),
+                                    ((), (33,)), ((), ())])
+@pytest.mark.parametrize("atom", ["relu", "relu_eq", "abs"])
+@pytest.mark.parametrize("grad_of", ["a", "b", "both"])
+def test_the_atom_kernels_are_torchs_bit_for_bit(dtype, shapes, atom, grad_of, built):
+    """relu_sub and abs_sub (DL2's atoms, a per-class |f(x)[j] - f(x0)[j]|): torch's values
+    and the gradients torch's sub, relu, eq, mul, add and abs give, bit for bit (signed zeros,
+    NaN and infinities included), to either operand or both, a 0-dim one summed."""
+    a, b = _atom_operands(dtype, shapes)
+    xi = 0.375
+
+    def torchs(a, b):
+        if atom == "abs":
+            return torch.abs(a - b)
+        r = torch.relu(a - b)
+        return r + xi * TorchOps.eq(a, b) if atom == "relu_eq" else r
+
+    def natives(a, b):
+        return native.abs_sub()(a, b) if atom == "abs" else \
+            native.relu_sub()(a, b, xi if atom == "relu_eq" else 0.0)
+
+    def run(fn):
+        la, lb = a.clone().requires_grad_(grad_of != "b"), b.clone().requires_grad_(grad_of != "a")
+        out = fn(la * 1, lb * 1)  # non-leaves, as in a lowering
+        g = torch.linspace(-2, 2, out.numel(), dtype=dtype).reshape(out.shape)
+        leaves = [t for t in (la, lb) if t.requires_grad]
+        return out.detach(), torch.autograd.grad(out, leaves, g)
+    want, got = run(torchs), run(natives)
+    assert same_bits(got[0], want[0])
+    assert len(got[1]) == len(want[1])
+    for x, y in zip(got[1], want[1]):
+        assert same_bits(x, y)
+
+
+def test_the_atoms_are_used_only_where_they_fit_and_second_derivatives_are_torchs(built):
+    """TorchOps takes the kernels for CPU floats of one dtype, of one shape or either 0-dim;
+    broadcast shapes, mixed dtypes and integers keep torch's ops (the same values)."""
+    a = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    assert "NativeAtom" in TorchOps.relu_sub(a, b, 0.5).grad_fn.name()
+    assert "NativeAtom" in TorchOps.abs_sub(a, b[0, 0]).grad_fn.name()
+    for x, y in ((a, b[:, :1]), (a, b.float()), (a, 2.0)):
+        r = TorchOps.relu_sub(x, y, 0.5)
+        assert "NativeAtom" not in r.grad_fn.name()
+        assert torch.equal(r, torch.relu(x - y) + 0.5 * TorchOps.eq(x, torch.as_tensor(y)))
+    ints = torch.arange(5)
+    assert torch.equal(TorchOps.abs_sub(ints, ints.flip(0)), (ints - ints.flip(0)).abs())
+    w = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    for fn, ref in ((lambda x, y: native.relu_sub()(x, y, 0.5),
+                     lambda x, y: torch.relu(x - y) + 0.5 * TorchOps.eq(x, y)),
+                    (native.abs_sub(), lambda x, y: torch.abs(x - y))):
+        def second(f):
+            (g,) = torch.autograd.grad((f(a * w, b) * w).sum(), a, create_graph=True)
+            return torch.autograd.grad(g.square().sum(), w)[0]
+        assert torch.allclose(second(fn), second(ref), rtol=0, atol=1e-12)
+    with pytest.raises(RuntimeError, match="one dtype"):
+        native.relu_sub()(a, b.float(), 0.0)
 
 
 def test_a_built_library_is_imported_without_torchs_loader(tmp_path, monkeypatch):

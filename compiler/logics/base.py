@@ -18,7 +18,8 @@ and eliminates `A => B` as `(not A) or B`, so a logic's implication is always th
 S-implication of its disjunction with the standard negation.
 
 Backend primitives every `T` has: relu abs exp log minimum maximum eq sum prod amin amax const
-clamp where logsumexp(v, dim) size(v, dim), and the flag `symbolic` (True on the sympy backend:
+clamp where logsumexp(v, dim) size(v, dim), relu_sub(a, b, w=0) = relu(a - b) + w * eq(a, b)
+and abs_sub(a, b) = |a - b| (DL2's atoms: one native call on CPU tensors), and the flag `symbolic` (True on the sympy backend:
 a logic may then skip purely numerical safeguards such as stability shifts that do not change
 the value).
 
@@ -157,15 +158,15 @@ def logsumexp_list(T: Any, xs: list):
 def violation(T: Any, op: str, a: Any, b: Any, xi: float) -> Any:
     """DL2's violation of an atom: >= 0, and 0 exactly when `a op b` holds (xi > 0 for < > !=)."""
     if op == "<=":
-        return T.relu(a - b)
+        return T.relu_sub(a, b)
     if op == ">=":
-        return T.relu(b - a)
+        return T.relu_sub(b, a)
     if op == "<":
-        return T.relu(a - b) + xi * T.eq(a, b)
+        return T.relu_sub(a, b, xi)
     if op == ">":
-        return T.relu(b - a) + xi * T.eq(a, b)
+        return T.relu_sub(b, a, xi)
     if op == "==":
-        return T.abs(a - b)
+        return T.abs_sub(a, b)
     if op == "!=":
         return xi * T.eq(a, b)
     raise ValueError(op)

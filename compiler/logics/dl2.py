@@ -23,16 +23,17 @@ class DL2(Logic):
         self.xi = check_xi("DL2", xi)
 
     def cmp(self, T, op, a, b):
+        # T.relu_sub(a, b, w) is relu(a - b) + w * eq(a, b) (w = 0: the relu alone)
         if op == "<=":
-            return T.relu(a - b)
+            return T.relu_sub(a, b)
         if op == ">=":
-            return T.relu(b - a)
+            return T.relu_sub(b, a)
         if op == "<":
-            return T.relu(a - b) + self.xi * T.eq(a, b)
+            return T.relu_sub(a, b, self.xi)
         if op == ">":
-            return T.relu(b - a) + self.xi * T.eq(a, b)
+            return T.relu_sub(b, a, self.xi)
         if op == "==":
-            return T.abs(a - b)
+            return T.abs_sub(a, b)
         if op == "!=":
             return self.xi * T.eq(a, b)
         raise ValueError(op)

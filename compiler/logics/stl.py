@@ -54,9 +54,9 @@ class STL(Logic):
         if op == ">":
             return a - b - self.xi * T.eq(a, b)
         if op == "==":
-            return -T.abs(a - b)
+            return -T.abs_sub(a, b)
         if op == "!=":
-            return T.abs(a - b) - self.xi * T.eq(a, b)
+            return T.abs_sub(a, b) - self.xi * T.eq(a, b)
         raise ValueError(op)
 
     def and_(self, T, xs):
