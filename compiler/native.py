@@ -4,7 +4,8 @@ loader (g++, ninja).
 Why: on a small network a PGD step costs about a millisecond, and a small op a few microseconds
 of dispatch whatever it computes. LR's `norm_inf(x - x0)` took a fifth of the step in torch's
 own ops (7 full-size passes and ~20 ops for a maximum and its gradient), DL2's `exists` over
-a finite quantifier (a product) 16 ops for a [batch, 10] product and its gradient, and the
+a finite quantifier (a product) 16 ops for a [batch, 10] product and its gradient, its atoms
+(relu(a - b) + xi * [a == b]) 6 ops and 3 backward nodes for a value of 128 numbers, and the
 search's own bookkeeping and step (compiler/search.py) 15 ops and 5 full-size passes per step.
 Each kernel does the same in one call, with torch's values and gradients bit for bit
 (tests/test_native.py; the step's projection aside, where a zero's sign may differ), so results

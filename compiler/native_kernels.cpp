@@ -5,6 +5,8 @@
 //   (norm_inf(x - x0), norm_inf(f(x) - f(x0))); amax's gradient (g / count at each tie), abs's
 //   (times sgn(v)), sub's (the gradient and its negation). One read forward, one read and one
 //   write backward, against torch's 8 full-size passes and ~20 ops.
+// relu_sub, abs_sub: DL2's atoms, relu(a - b) (+ xi * [a == b] for a strict one) and |a - b|,
+//   elementwise (a constant operand 0-dim); 1 op and 1 backward node against 2-6 ops and 2-3.
 // prod_last: the product over the last axis (DL2's `exists` over a finite quantifier, e.g.
 //   `forall j in classes` searched), for axes shorter than 16, where torch multiplies in order
 //   (its vectorised reduction starts at 16 doubles or 32 floats);
