@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     rows = []
     for mname, model in named_models(args.model):
         q = _double(build_query(prop, model, params={"eps": args.eps}, **property_args(prop, x, y)))
-        net = ReluNet.from_module(model, q.shape).to(torch.float64)
+        net = ReluNet.from_module(model, q.shape, dtype=torch.float64)
         pre = crown_preactivations(net, q.lo, q.hi)
         lb, ub = query_row_bounds(net, q, "crown", pre, "both")
         for k, i in enumerate(ids):

@@ -321,12 +321,17 @@ class ReluNet:
         return h
 
     @classmethod
-    def from_module(cls, model: nn.Module, input_shape) -> "ReluNet":
-        """The affine/ReLU chain of an nn.Sequential model (nested Sequentials flattened)."""
+    def from_module(cls, model: nn.Module, input_shape, dtype=None) -> "ReluNet":
+        """The affine/ReLU chain of an nn.Sequential model (nested Sequentials flattened), built
+        in `dtype` (None: the model's). Proofs want float64: the parameters are converted before
+        any arithmetic, so the compositions and the Clamp's bias shifts (b + 100 rounds in
+        float32) are those of the real network, not of a float32-rounded copy."""
         from .models import Clamp
 
         input_shape = tuple(int(s) for s in input_shape)
-        dtype = next(model.parameters()).dtype if any(True for _ in model.parameters()) else torch.float32
+        if dtype is None:
+            dtype = next(model.parameters()).dtype if any(True for _ in model.parameters()) \
+                else torch.float32
         ws, bs, hints = [], [], {}
         W = b = None  # the affine map from the last ReLUs (or the input) to the current value;
         width = math.prod(input_shape)  # None: the identity. width: the current value's length

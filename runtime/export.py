@@ -44,7 +44,7 @@ def _num(v) -> str:
 
 
 def relu_module(net: ReluNet) -> nn.Sequential:
-    """The chain as Linear/ReLU modules (float32)."""
+    """The chain as Linear/ReLU modules (float32: the chain rounded once, here)."""
     layers: list[nn.Module] = []
     for i, (w, b) in enumerate(zip(net.weights, net.biases)):
         lin = nn.Linear(w.shape[1], w.shape[0])
@@ -320,7 +320,7 @@ def export(model, prop, x: torch.Tensor, y: torch.Tensor | None, out: str | Path
     q = build_query(prop, model, params=params, **args)
     _expressible(q)
     layout = Layout.of(q)  # one network for every example's file
-    net = ReluNet.from_module(model, q.shape)
+    net = ReluNet.from_module(model, q.shape, dtype=torch.float64)  # rounded once, by relu_module
     dense_chain(net)
     out = Path(out)
     (out / "onnx").mkdir(parents=True, exist_ok=True)

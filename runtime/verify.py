@@ -223,7 +223,7 @@ def _staged(model, prop, x, y, args, params, verifier, solver_name, timeout, pro
     # 2. bounds, on every example (an attacked one ruled out would be a bug)
     t0 = time.perf_counter()
     query = build_query(prop, model, params=params, **args)
-    net = ReluNet.from_module(model, query.shape).to(torch.float64)
+    net = ReluNet.from_module(model, query.shape, dtype=torch.float64)  # no float32 rounding
     lo, hi = query.lo.double(), query.hi.double()
     pre = crown_preactivations(net, lo, hi) if bounds == "crown" else interval_bounds(net, lo, hi)
     qd = _double(query)

@@ -118,7 +118,7 @@ def test_complete_solvers_alone_decide_the_known_cases(case, solver):
     net = affine_net(W, b)
     p = prop(name)
     q = build_query(p, net, x0=X0, y=Y0, params={"eps": 0.1, **params})
-    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    rn = ReluNet.from_module(net, q.shape, dtype=torch.float64)
     qd = verify_mod._double(q)
     pre = crown_preactivations(rn, qd.lo, qd.hi)
     lb, _ = query_row_bounds(rn, qd, "crown", pre)
@@ -181,7 +181,7 @@ def test_milp_marabou_and_bounds_never_contradict(seed, eps, name):
     p = prop(name)
     params = {"eps": eps, **({"delta": 0.5} if name == "sr" else {})}
     q = verify_mod._double(build_query(p, net, x0=x0, y=y0, params=params))
-    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    rn = ReluNet.from_module(net, q.shape, dtype=torch.float64)
     pre = crown_preactivations(rn, q.lo, q.hi)
     lb, ub = query_row_bounds(rn, q, "crown", pre)
     proved = bool(disjunct_refuted(q, lb, ub).all())
@@ -482,7 +482,7 @@ def test_milp_on_a_network_without_hidden_layer(L, answer):
         net[0].bias.zero_()
     p = prop("lr")
     q = verify_mod._double(build_query(p, net, x0=X0, y=Y0, params={"eps": 0.1, "L": L}))
-    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    rn = ReluNet.from_module(net, q.shape, dtype=torch.float64)
     pre = crown_preactivations(rn, q.lo, q.hi)
     lb, ub = query_row_bounds(rn, q, "crown", pre, "both")
     open_d = [d for d in range(len(q.disjuncts)) if bool(q.active[0, d])]
@@ -502,7 +502,7 @@ def test_one_sided_relus_give_the_same_optimum_as_the_full_milp(seed, eps, deep)
     x0 = torch.rand(1, 3, generator=g)
     q = verify_mod._double(build_query(prop("cr_margin"), net, x0=x0, y=net(x0).argmax(1),
                                        params={"eps": eps}))
-    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    rn = ReluNet.from_module(net, q.shape, dtype=torch.float64)
     pre = crown_preactivations(rn, q.lo, q.hi)
     cost_y = torch.randn(3, generator=g, dtype=torch.float64).numpy()
     optima = []
@@ -538,7 +538,7 @@ def test_one_sided_relus_are_those_the_rows_want_small_through_the_stable_clamp(
         net[2].bias.zero_()
     q = verify_mod._double(build_query(prop("cr_margin"), net, x0=torch.tensor([[0.5]]),
                                        y=torch.tensor([0]), params={"eps": 0.5}))
-    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    rn = ReluNet.from_module(net, q.shape, dtype=torch.float64)
     pre = crown_preactivations(rn, q.lo, q.hi)
     K, M = verifiers._tail_map(rn, pre)
     assert K == 0 and M == pytest.approx(net[2].weight.detach().double().numpy())
@@ -563,7 +563,7 @@ def test_the_joint_softmax_bound_holds_at_every_sampled_input(seed, eps):
     x0 = torch.rand(1, 3, generator=g)
     y0 = net(x0).argmax(1)
     q = verify_mod._double(build_query(prop("scr"), net, x0=x0, y=y0, params={"eps": eps}))
-    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    rn = ReluNet.from_module(net, q.shape, dtype=torch.float64)
     pre = crown_preactivations(rn, q.lo, q.hi)
     lb, ub = query_row_bounds(rn, q, "crown", pre, "both")
     atom = q.softmax[0]
@@ -595,7 +595,7 @@ def test_scr_proved_jointly_where_the_margins_minimised_apart_do_not_suffice():
     assert by_bounds.verdicts == ["unknown"]
     assert by_milp.verdicts == ["verified"] and by_milp.decided_by == ["milp"]
     q = verify_mod._double(build_query(prop("scr"), net, x0=x0, y=y0, params={"eps": 0.5}))
-    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    rn = ReluNet.from_module(net, q.shape, dtype=torch.float64)
     pre = crown_preactivations(rn, q.lo, q.hi)
     lb, ub = query_row_bounds(rn, q, "crown", pre, "both")
     upper, points = milp_softmax_upper(rn, q, pre, q.softmax[0], lb[0].numpy(), ub[0].numpy(), 10)
@@ -619,7 +619,7 @@ def test_scr_proved_by_pieces_where_the_chords_do_not_suffice():
         net[2].bias.copy_(torch.tensor([0.0, -0.5, -0.5]))
     x0, y0 = torch.tensor([[0.5]]), torch.tensor([0])
     q = verify_mod._double(build_query(prop("scr"), net, x0=x0, y=y0, params={"eps": 0.5}))
-    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    rn = ReluNet.from_module(net, q.shape, dtype=torch.float64)
     pre = crown_preactivations(rn, q.lo, q.hi)
     lb, ub = query_row_bounds(rn, q, "crown", pre, "both")
     atom = q.softmax[0]
@@ -645,7 +645,7 @@ def test_one_sided_relus_leave_the_milp_answer_unchanged(seed, eps, name):
     x0 = torch.rand(1, 3, generator=g)
     params = {"eps": eps, **({"delta": 0.5} if name == "sr" else {}), **({"L": 1.0} if name == "lr" else {})}
     q = verify_mod._double(build_query(prop(name), net, x0=x0, y=net(x0).argmax(1), params=params))
-    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    rn = ReluNet.from_module(net, q.shape, dtype=torch.float64)
     pre = crown_preactivations(rn, q.lo, q.hi)
     lb, ub = query_row_bounds(rn, q, "crown", pre, "both")
     open_d = [d for d in range(len(q.disjuncts)) if not bool(disjunct_refuted(q, lb, ub)[0, d])]
@@ -670,7 +670,7 @@ def test_margin_bounds_with_time_weights_bound_every_row_as_without():
     x0 = torch.rand(1, 3, generator=g)
     q = verify_mod._double(build_query(prop("scr"), net, x0=x0, y=net(x0).argmax(1),
                                        params={"eps": 0.3}))
-    rn = ReluNet.from_module(net, q.shape).to(torch.float64)
+    rn = ReluNet.from_module(net, q.shape, dtype=torch.float64)
     pre = crown_preactivations(rn, q.lo, q.hi)
     rows = [r for r in q.softmax[0].margins if not verify_mod._is_label_row(q, r)]
     equal, _ = milp_lower_bounds(rn, q, pre, rows, 20)
@@ -742,7 +742,7 @@ def test_network_encoding_is_the_per_neuron_one(kind, monkeypatch):
     for eps in (0.02, 0.3):
         q = verify_mod._double(build_query(prop("cr_margin"), net, x0=x0, y=net(x0).argmax(1),
                                            params={"eps": eps}))
-        rn = ReluNet.from_module(net, shape).to(torch.float64)
+        rn = ReluNet.from_module(net, shape, dtype=torch.float64)
         assert (kind == "cnn-sparse") == any(w.layout != torch.strided for w in rn.weights)
         pre = crown_preactivations(rn, q.lo, q.hi)
         one_sided = verifiers._one_sided(rn, pre, q.cy[0, :1].numpy())
