@@ -175,7 +175,7 @@ def _build():
                     build_directory=str(build), verbose=False)
 
 
-try:  # looked up once: usable() runs at every kernel call
+try:  # looked up once: _kernel asks them at every kernel call (usable() says the same)
     from torch._C._functorch import peek_interpreter_stack as _functorch_stack
     from torch.autograd import forward_ad as _forward_ad
 except ImportError:  # a torch without these: assume plain autograd
@@ -221,8 +221,16 @@ def _module():
 
 
 def _kernel(name: str):
-    mod = _module() if usable() else None
-    return None if mod is None else getattr(mod, name)
+    # asked at every kernel call (~80 times a PGD search): the loaded case first, inline
+    mod = _state.get("module")
+    if mod is None:
+        mod = _module()
+        if mod is None:
+            return None
+    if _functorch_stack is not None and (
+            _functorch_stack() is not None or getattr(_forward_ad, "_current_level", -1) >= 0):
+        return None  # under torch.func transforms or forward-mode AD: torch's ops (usable())
+    return getattr(mod, name)
 
 
 def norm_inf() -> Optional[Callable[[torch.Tensor, int], torch.Tensor]]:
@@ -285,6 +293,14 @@ def keep_step() -> Optional[Callable]:
     """`f(x, best_x, better, g, lo, hi, size)`: best_x[i] = x[i] where better[i], then (g given)
     x = clamp(x - size * sign(g), lo, hi), in place, one pass; None where unavailable."""
     return _kernel("keep_step_")
+
+
+def keep_fold_step() -> Optional[Callable]:
+    """`f(x, best_x, better, g, lo, hi, size, x0, gn, norm, ties, first) -> [norm, ties,
+    first]`: keep_step with the gradient gn of norm_inf(x - x0) (norm_inf_split's leaf; None:
+    nothing to fold) folded into the step's reading of g, and the split's answer for the
+    stepped x returned; None where unavailable."""
+    return _kernel("keep_fold_step_")
 
 
 def uniform() -> Optional[Callable[[torch.Tensor, int], None]]:

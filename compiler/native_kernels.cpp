@@ -59,64 +59,68 @@ inline typename Bits<T>::U abs_bits(const T* a, const T* b, int64_t j) {
   return u & Bits<T>::abs;
 }
 
+// one row's max |v| (NaN if any), its count of ties (0 for NaN, torch's mask) and first tie
 template <typename T, bool Diff>
-void forward_rows(const T* a, const T* b, T* m, T* count, int64_t* first, int64_t rows,
-                  int64_t n) {
+inline void norm_row(const T* ra, const T* rb, int64_t n, T* m, T* count, int64_t* first) {
   using U = typename Bits<T>::U;
   using I = typename std::make_signed<U>::type;  // lane indices as wide as the lanes' values
   constexpr int64_t W = 64 / sizeof(T);          // one 512-bit register of lanes
-  at::parallel_for(0, rows, 16, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      const T* ra = a + i * n;
-      const T* rb = Diff ? b + i * n : nullptr;
-      U best = 0, total = 0;
-      int64_t where = 0;
-      if (n < W) {  // a short row: one element at a time
-        best = abs_bits<T, Diff>(ra, rb, 0);
-        total = 1;
-        for (int64_t j = 1; j < n; ++j) {
-          const U u = abs_bits<T, Diff>(ra, rb, j);
-          if (u > best) { best = u; total = 1; where = j; } else if (u == best) ++total;
-        }
-      } else {
-        // each lane: its largest |v|, how often it occurs, where first (selects only, so the
-        // loop vectorises); the lanes start from the first W elements
-        U top[W], ties[W];
-        I at[W];
-        for (int64_t l = 0; l < W; ++l) {
-          top[l] = abs_bits<T, Diff>(ra, rb, l);
-          ties[l] = 1;
-          at[l] = I(l);
-        }
-        const int64_t whole = n - n % W;
-        for (int64_t j0 = W; j0 < whole; j0 += W) {
-          for (int64_t l = 0; l < W; ++l) {
-            const U u = abs_bits<T, Diff>(ra, rb, j0 + l);
-            const bool gt = u > top[l];
-            const U eq = u == top[l] ? U(1) : U(0);
-            ties[l] = gt ? U(1) : ties[l] + eq;
-            at[l] = gt ? I(j0 + l) : at[l];
-            top[l] = gt ? u : top[l];
-          }
-        }
-        for (int64_t j = whole; j < n; ++j) {  // the tail, one element per lane
-          const int64_t l = j - whole;
-          const U u = abs_bits<T, Diff>(ra, rb, j);
-          if (u > top[l]) { top[l] = u; ties[l] = 1; at[l] = I(j); }
-          else if (u == top[l]) ++ties[l];
-        }
-        for (int64_t l = 0; l < W; ++l) best = top[l] > best ? top[l] : best;
-        where = n;
-        for (int64_t l = 0; l < W; ++l)
-          if (top[l] == best) { total += ties[l]; where = at[l] < where ? at[l] : where; }
-      }
-      T mf;
-      std::memcpy(&mf, &best, sizeof(T));
-      if (std::isnan(mf)) mf = std::numeric_limits<T>::quiet_NaN();  // amax's NaN, any payload
-      m[i] = mf;
-      count[i] = std::isnan(mf) ? T(0) : T(total);  // torch's mask: NaN equals nothing
-      if (first) first[i] = where;
+  U best = 0, total = 0;
+  int64_t where = 0;
+  if (n < W) {  // a short row: one element at a time
+    best = abs_bits<T, Diff>(ra, rb, 0);
+    total = 1;
+    for (int64_t j = 1; j < n; ++j) {
+      const U u = abs_bits<T, Diff>(ra, rb, j);
+      if (u > best) { best = u; total = 1; where = j; } else if (u == best) ++total;
     }
+  } else {
+    // each lane: its largest |v|, how often it occurs, where first (selects only, so the
+    // loop vectorises); the lanes start from the first W elements
+    U top[W], ties[W];
+    I at[W];
+    for (int64_t l = 0; l < W; ++l) {
+      top[l] = abs_bits<T, Diff>(ra, rb, l);
+      ties[l] = 1;
+      at[l] = I(l);
+    }
+    const int64_t whole = n - n % W;
+    for (int64_t j0 = W; j0 < whole; j0 += W) {
+      for (int64_t l = 0; l < W; ++l) {
+        const U u = abs_bits<T, Diff>(ra, rb, j0 + l);
+        const bool gt = u > top[l];
+        const U eq = u == top[l] ? U(1) : U(0);
+        ties[l] = gt ? U(1) : ties[l] + eq;
+        at[l] = gt ? I(j0 + l) : at[l];
+        top[l] = gt ? u : top[l];
+      }
+    }
+    for (int64_t j = whole; j < n; ++j) {  // the tail, one element per lane
+      const int64_t l = j - whole;
+      const U u = abs_bits<T, Diff>(ra, rb, j);
+      if (u > top[l]) { top[l] = u; ties[l] = 1; at[l] = I(j); }
+      else if (u == top[l]) ++ties[l];
+    }
+    for (int64_t l = 0; l < W; ++l) best = top[l] > best ? top[l] : best;
+    where = n;
+    for (int64_t l = 0; l < W; ++l)
+      if (top[l] == best) { total += ties[l]; where = at[l] < where ? at[l] : where; }
+  }
+  T mf;
+  std::memcpy(&mf, &best, sizeof(T));
+  if (std::isnan(mf)) mf = std::numeric_limits<T>::quiet_NaN();  // amax's NaN, any payload
+  *m = mf;
+  *count = std::isnan(mf) ? T(0) : T(total);  // torch's mask: NaN equals nothing
+  if (first) *first = where;
+}
+
+template <typename T, bool Diff>
+void forward_rows(const T* a, const T* b, T* m, T* count, int64_t* first, int64_t rows,
+                  int64_t n) {
+  at::parallel_for(0, rows, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i)
+      norm_row<T, Diff>(a + i * n, Diff ? b + i * n : nullptr, n, m + i, count + i,
+                        first ? first + i : nullptr);
   });
 }
 
@@ -707,6 +711,102 @@ void keep_step_(torch::Tensor x, torch::Tensor best_x, const torch::Tensor& bett
   });
 }
 
+// keep_fold_step_: LR's PGD step in one pass per row (compiler/search.py, lower.SplitNormInf):
+// the improved rows kept (as keep_step_), the gradient gn of the norm_inf(x - x0) leaf folded in
+// (as norm_inf_fold_ would add it into g, but into the step's own reading of g: g is not
+// written), the step taken, and the norm of the stepped x against x0 taken for the next
+// evaluation (norm, ties, first tie: what norm_inf_split would return). Against the split's pass
+// and the fold's pass over x and x0 a step, one more read of x0 in the step's pass.
+template <typename T>
+void keep_fold_step_rows(T* x, T* best_x, const bool* better, const T* g, const T* lo,
+                         const T* hi, T size, const T* x0, const T* gn, const T* m,
+                         const T* count, const int64_t* first, T* m_out, T* count_out,
+                         int64_t* first_out, int64_t rows, int64_t n) {
+  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    std::vector<T> folded;
+    for (int64_t i = r0; i < r1; ++i) {
+      T* xr = x + i * n;
+      const T* gr = g + i * n;
+      const T* lr = lo + i * n;
+      const T* hr = hi + i * n;
+      const T* cr = x0 + i * n;
+      if (better[i]) std::memcpy(best_x + i * n, xr, sizeof(T) * n);
+      if (gn == nullptr) {
+        step_row<T>(xr, gr, lr, hr, size, n);
+      } else {
+        const T scale = gn[i] / count[i];
+        if (count[i] == T(1) && std::isfinite(scale)) {  // one tie: one element changes
+          const int64_t j = first[i];
+          const T d = xr[j] - cr[j];
+          const T gj = gr[j] + scale * T((T(0) < d) - (d < T(0)));
+          T xj = xr[j];
+          step_row<T>(xr, gr, lr, hr, size, n);
+          step_row<T>(&xj, &gj, lr + j, hr + j, size, 1);
+          xr[j] = xj;
+        } else {  // ties, NaN or an infinite scale: the whole row, as the fold's formula
+          folded.resize(n);
+          const T top = m[i];
+          for (int64_t j = 0; j < n; ++j) {
+            const T d = xr[j] - cr[j];
+            const T tie = std::fabs(d) == top ? T(1) : T(0);
+            folded[j] = gr[j] + (tie * scale) * T((T(0) < d) - (d < T(0)));
+          }
+          step_row<T>(xr, folded.data(), lr, hr, size, n);
+        }
+      }
+      norm_row<T, true>(xr, cr, n, m_out + i, count_out + i, first_out + i);
+    }
+  });
+}
+
+// x, best_x, g, lo, hi, x0: contiguous CPU tensors of one shape and dtype; better: bool [rows];
+// gn (optional: no fold), m, count: [rows] of that dtype, first: int64 [rows], the split's
+// answer for x as it is. Returns [m, count, first] for x as stepped.
+std::vector<torch::Tensor> keep_fold_step_(torch::Tensor x, torch::Tensor best_x,
+                                           const torch::Tensor& better, const torch::Tensor& g,
+                                           const torch::Tensor& lo, const torch::Tensor& hi,
+                                           double size, const torch::Tensor& x0,
+                                           const c10::optional<torch::Tensor>& gn,
+                                           const torch::Tensor& m, const torch::Tensor& count,
+                                           const torch::Tensor& first) {
+  TORCH_CHECK(x.dim() >= 1 && x.size(0) > 0 && x.numel() > 0, "keep_fold_step_: an empty x");
+  for (const torch::Tensor* t : std::initializer_list<const torch::Tensor*>{&best_x, &g, &lo, &hi, &x0})
+    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() && t->sizes() == x.sizes()
+                && t->scalar_type() == x.scalar_type(),
+                "keep_fold_step_: best_x, g, lo, hi and x0 must be contiguous CPU tensors shaped "
+                "and typed as x");
+  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), "keep_fold_step_: x must be contiguous");
+  const int64_t rows = x.size(0), n = x.numel() / rows;
+  TORCH_CHECK(better.scalar_type() == torch::kBool && better.is_contiguous()
+              && better.device().is_cpu() && better.numel() == rows,
+              "keep_fold_step_: better must be a CPU bool [rows]");
+  const bool fold = gn.has_value() && gn->defined();
+  for (const torch::Tensor* t : std::initializer_list<const torch::Tensor*>{&m, &count})
+    TORCH_CHECK(t->numel() == rows && t->is_contiguous() && t->scalar_type() == x.scalar_type(),
+                "keep_fold_step_: m and count must be [rows] of x's dtype");
+  TORCH_CHECK(first.numel() == rows && first.is_contiguous()
+              && first.scalar_type() == torch::kInt64, "keep_fold_step_: first must be int64 [rows]");
+  torch::Tensor gnc;
+  if (fold) {
+    TORCH_CHECK(gn->numel() == rows && gn->scalar_type() == x.scalar_type(),
+                "keep_fold_step_: gn must be [rows] of x's dtype");
+    gnc = gn->contiguous();
+  }
+  auto m_out = torch::empty({rows}, x.options());
+  auto count_out = torch::empty({rows}, x.options());
+  auto first_out = torch::empty({rows}, x.options().dtype(torch::kInt64));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "robustspec_keep_fold_step", [&] {
+    keep_fold_step_rows<scalar_t>(
+        x.data_ptr<scalar_t>(), best_x.data_ptr<scalar_t>(), better.data_ptr<bool>(),
+        g.data_ptr<scalar_t>(), lo.data_ptr<scalar_t>(), hi.data_ptr<scalar_t>(),
+        static_cast<scalar_t>(size), x0.data_ptr<scalar_t>(),
+        fold ? gnc.data_ptr<scalar_t>() : nullptr, m.data_ptr<scalar_t>(),
+        count.data_ptr<scalar_t>(), first.data_ptr<int64_t>(), m_out.data_ptr<scalar_t>(),
+        count_out.data_ptr<scalar_t>(), first_out.data_ptr<int64_t>(), rows, n);
+  });
+  return {m_out.reshape(m.sizes()), count_out.reshape(m.sizes()), first_out.reshape(m.sizes())};
+}
+
 // ------------------------------------------------------------------ uniform numbers
 inline uint64_t splitmix64_mix(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -759,5 +859,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("prod_last", &prod_last, "the product over the last axis, with torch's gradient");
   module.def("better_", &better_, "PGD's best-point bookkeeping: improved rows, best updated");
   module.def("keep_step_", &keep_step_, "improved rows kept, then x = clamp(x - size*sign(g), lo, hi)");
+  module.def("keep_fold_step_", &keep_fold_step_,
+             "LR's step: rows kept, the norm's gradient folded in, the step, the next norm");
   module.def("uniform_", &uniform_, "uniform numbers in [0, 1) from SplitMix64 seeded with seed");
 }

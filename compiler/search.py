@@ -278,6 +278,8 @@ class _Best:
         self.tie: torch.Tensor | None = None
         self.nan = False  # some best objective is NaN
         self.points: dict[str, torch.Tensor] = {}  # copies: updated in place
+        # norm_inf(point - x0) of a stepped point, from the step's kernel (lower.SplitNormInf)
+        self.known: dict[str, tuple] = {}
 
     def _first(self, points, obj, tie, copy: bool = True) -> None:
         """The first points are the best so far (copied, unless the caller copies them)."""
@@ -323,22 +325,44 @@ class _Best:
     def update(self, points: dict[str, torch.Tensor], obj: torch.Tensor, tie: torch.Tensor | None):
         self.update_and_step(points, obj, tie)
 
+    def fusable(self, k: str, v: torch.Tensor, g, domain: "RealDomain", size, obj: torch.Tensor,
+                fold: tuple) -> bool:
+        """Can the step of point k fold its norm's gradient in itself (native keep_fold_step_):
+        a box step the kernels take, kept natively, x0 shaped as the point, the norm per row?"""
+        gn, b, norm, ties, first, ndims = fold
+        v = v.detach()
+        if native.keep_fold_step() is None or g is None or obj.ndim != 1 or v.ndim < 1 \
+                or obj.device.type != "cpu" or v.device.type != "cpu" \
+                or v.dtype not in (torch.float32, torch.float64) or not v.is_contiguous() \
+                or obj.shape[0] != v.shape[0] or ndims != v.ndim - 1 \
+                or not _native_steps(domain, v, g, size):
+            return False
+        p = self.points.get(k) if self.obj is not None else v
+        return p is not None and p.shape == v.shape and p.dtype == v.dtype \
+            and p.is_contiguous() and b.shape == v.shape and b.dtype == v.dtype \
+            and b.device == v.device and b.is_contiguous() and norm.shape == (v.shape[0],) \
+            and (gn is None or gn.shape == norm.shape)
+
     def update_and_step(self, points: dict[str, torch.Tensor], obj: torch.Tensor,
                         tie: torch.Tensor | None, grads=None, domains: dict | None = None,
-                        sizes: dict | None = None) -> dict[str, torch.Tensor]:
+                        sizes: dict | None = None, folds: dict | None = None
+                        ) -> dict[str, torch.Tensor]:
         """Keep the improved rows of each point; given `grads` (PGD), then step each point in
         place (`RealDomain.step_`; a point without a gradient stays). Returns the points. On
-        the CPU the native kernels keep (and step) in one pass over each point where they can."""
+        the CPU the native kernels keep (and step) in one pass over each point where they can.
+        `folds`: per point `fusable` accepted, its norm's gradient to fold into its step (the
+        norm of the stepped point is then kept in `known`)."""
         obj = obj.detach()
         tie = tie.detach() if tie is not None else None
         first = self.obj is None
+        self.known = {}
         if first:
             # the first points are copied into the best ones by the step's kernel where it
             # steps them (every row "improved": one pass instead of a copy and three passes)
             self._first(points, obj, tie, copy=False)
             keep = native.keep_step() if grads is not None and obj.ndim == 1 else None
             better = torch.ones(obj.shape, dtype=torch.bool, device=obj.device) \
-                if keep is not None else None
+                if keep is not None or folds else None
         else:
             better = self._better(obj, tie)
             keep = native.keep_step() if better.ndim == 1 else None
@@ -346,6 +370,18 @@ class _Best:
         for i, (k, v) in enumerate(points.items()):
             v = v.detach()
             g = grads[i] if grads is not None else None
+            fold = folds.get(k) if folds else None
+            if fold is not None:  # checked by fusable: the kernel takes it
+                gn, b, norm, ties, first_tie, ndims = fold
+                if first:
+                    self.points[k] = torch.empty_like(v)
+                d = domains[k]
+                m, c, f = native.keep_fold_step()(
+                    v, self.points[k], better, g, d.lo, d.hi, float(sizes[k]), b,
+                    None if gn is None else gn.detach(), norm, ties, first_tie)
+                self.known[k] = (v, v._version, b, m, c, f, ndims)
+                out[k] = v
+                continue
             if first:
                 if keep is not None and g is not None and _native_keeps(v, v, better) \
                         and _native_steps(domains[k], v, g, sizes[k]):
@@ -444,9 +480,11 @@ class PGD(Search):
             x = {k: (d.sample(generator) if self.random_start else d.start()) for k, d in domains.items()}
             for step in range(self.steps):
                 xs = {k: v.requires_grad_(True) for k, v in x.items()}
+                folds = None
                 # a norm_inf(x - x0) of a point comes back as a leaf of its own, its gradient
-                # added into x's by a kernel (lower.SplitNormInf: no full-size gradient of it)
-                with torch.enable_grad(), SplitNormInf(xs) as split:
+                # added into x's (lower.SplitNormInf: no full-size gradient of it): by the
+                # step's kernel where it takes the point, which also takes the next step's norm
+                with torch.enable_grad(), SplitNormInf(xs, best.known) as split:
                     obj, tie = _evaluate(objective, xs, batch)
                     if obj.requires_grad:
                         if ones is None or ones.shape != obj.shape or ones.dtype != obj.dtype:
@@ -455,12 +493,16 @@ class PGD(Search):
                         grads = torch.autograd.grad((obj,), tuple(xs.values()) + norms, (ones,),
                                                     allow_unused=True)
                         if norms:
-                            grads = list(split.fold(dict(zip(xs, grads)), grads[len(xs):], ones)
+                            by_name = dict(zip(xs, grads))
+                            folds = {k: f for k, f in split.deferrable(grads[len(xs):]).items()
+                                     if best.fusable(k, xs[k], by_name[k], domains[k], sizes[k],
+                                                     obj, f)}
+                            grads = list(split.fold(by_name, grads[len(xs):], ones, skip=folds)
                                          .values())
                     else:
                         grads = [None] * len(xs)
                 # in place: the best points are copies (see _Best) and the graph is freed
-                x = best.update_and_step(xs, obj, tie, grads, domains, sizes)
+                x = best.update_and_step(xs, obj, tie, grads, domains, sizes, folds)
                 # asking "all found?" copies a flag to the host: only every CHECK_EVERY steps
                 # (the stepped x is dropped: the best points are what is returned)
                 if self.early_stop and (step + 1) % self.CHECK_EVERY == 0 and best.all_found():

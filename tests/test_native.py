@@ -159,13 +159,20 @@ def test_lr_search_and_loss_are_the_same_as_with_torchs_norm(impl, monkeypatch):
                             lambda: lambda *a: calls.append(1) or kernel(*a))
         monkeypatch.setattr(native, "norm_inf_split",
                             lambda: lambda *a: calls.append("split") or split(*a))
+        fused = native.keep_fold_step()  # the fold, the step and the next norm in one pass
+        monkeypatch.setattr(native, "keep_fold_step",
+                            lambda: lambda *a: calls.append("fused") or fused(*a))
     else:
         monkeypatch.setattr(_NormInf, "apply", lambda *a: calls.append(1) or _apply(*a))
     new = run()
     assert calls  # the fused form ran
     assert ("split" in calls) == (impl == "native")
+    # steps 2-6 of the search and of the loss's search take the split's answer from the step
+    assert calls.count("fused") == (12 if impl == "native" else 0)
+    assert calls.count("split") == (2 if impl == "native" else 0)
     # the reference: torch's own ops only (no kernel, no fused form)
-    for accessor in ("norm_inf", "norm_inf_of_difference", "norm_inf_split", "prod_last"):
+    for accessor in ("norm_inf", "norm_inf_of_difference", "norm_inf_split", "prod_last",
+                     "relu_sub", "abs_sub", "keep_fold_step"):
         monkeypatch.setattr(native, accessor, lambda: None)
     monkeypatch.setattr(lower, "_norm_inf", plain)
     monkeypatch.setattr(_NormInf, "apply", lambda *a: calls.append("fused") or _apply(*a))
@@ -230,6 +237,42 @@ def test_the_fold_adds_autograds_gradient_of_the_norm(dtype, n, scale, built):
     assert bool(((got == want) | (got.isnan() & want.isnan())).all())
     nonzero = want != 0
     assert same_bits(got[nonzero], want[nonzero])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [3, 17, 784])
+@pytest.mark.parametrize("scale", ["random", "zero", "inf", "nan", "none"])
+def test_the_fused_step_is_the_fold_then_the_step_then_the_split(dtype, n, scale, built):
+    """keep_fold_step_ = norm_inf_fold_ into g, keep_step_, then norm_inf_split of the
+    stepped point: the same kept rows, stepped points and next norms, bit for bit."""
+    x0, x = _rows_with_ties(dtype, n)
+    gen = torch.Generator().manual_seed(7)
+    g = torch.randn(9, n, generator=gen, dtype=dtype)
+    g[0, :3] = 0.0
+    g[1, :2] = -0.0
+    gn = {"random": torch.randn(9, generator=gen, dtype=dtype), "zero": torch.zeros(9, dtype=dtype),
+          "inf": torch.full((9,), float("inf"), dtype=dtype),
+          "nan": torch.full((9,), float("nan"), dtype=dtype), "none": None}[scale]
+    lo, hi = (x0 - 0.3).clamp_min(-0.5), (x0 + 0.3).clamp_max(0.5)
+    x = torch.minimum(torch.maximum(x, lo), hi)  # inside the box (NaN stays)
+    better = torch.rand(9, generator=gen) < 0.5
+    norm, ties, first = native.norm_inf_split()(x, x0, 1)
+    want_x, want_best, got_x, got_best = x.clone(), torch.zeros_like(x), x.clone(), torch.zeros_like(x)
+    g_ref = g.clone()
+    if gn is not None:
+        native.norm_inf_fold()(g_ref, gn, want_x, x0, norm, ties, first, 1)
+    native.keep_step()(want_x, want_best, better, g_ref, lo, hi, 0.1)
+    want = native.norm_inf_split()(want_x, x0, 1)
+    g_before = g.clone()
+    got = native.keep_fold_step()(got_x, got_best, better, g, lo, hi, 0.1, x0, gn, norm, ties,
+                                  first)
+    assert same_bits(g, g_before)  # the gradient is read, not written
+    assert same_bits(got_x, want_x) and same_bits(got_best, want_best)
+    assert same_bits(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert torch.equal(got[2], want[2])
+    with pytest.raises(RuntimeError, match="int64"):
+        native.keep_fold_step()(got_x, got_best, better, g, lo, hi, 0.1, x0, gn, norm, ties,
+                                first.int())
 
 
 def test_the_split_copies_a_gradient_that_another_shares(built):
