@@ -227,7 +227,10 @@ class SplitNormInf:
     that norm of a searched point (the point itself, at depth 0, x0 without a gradient) is taken
     by the native kernel without an autograd node and handed back as a leaf; the search asks
     autograd for the gradients of `leaves()` too, and `fold` adds each norm's share into its
-    point's gradient in place (compiler/native_kernels.cpp norm_inf_fold_). The points a search
+    point's gradient in place (compiler/native_kernels.cpp norm_inf_fold_), or, where the
+    search's step kernel takes the point (`deferrable`), the step folds it into its own reading
+    of the gradient and takes the stepped point's norm, which the next evaluation finds in
+    `known` (keep_fold_step_: one pass a step where the split and the fold took two). The points a search
     steps to are the same as with autograd's sum: only a zero's sign in the gradient can differ.
     Outside such a block, or where the kernels are not built, nothing changes."""
 
