@@ -33,7 +33,7 @@ def _count_native_calls() -> None:
     """Wrap each native kernel accessor so that a call is recorded as one op (a C++ kernel does
     not pass through torch's dispatcher as one op)."""
     for name in ("norm_inf", "norm_inf_of_difference", "norm_inf_split", "norm_inf_fold",
-                 "prod_last", "better", "keep_step"):
+                 "prod_last", "better", "keep_step", "keep_fold_step", "relu_sub", "abs_sub"):
         accessor = getattr(native, name)
 
         def wrapped(accessor=accessor, name=name):
