@@ -686,19 +686,21 @@ torch::Tensor better_(const torch::Tensor& obj, const c10::optional<torch::Tenso
 // minimum with the x86 rule for equal operands (the second one is returned). Selects only, no
 // branches, so the loop vectorises.
 template <typename T>
+inline T step_element(T x, T gv, T l, T h, T size) {
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  T s = gv > T(0) ? T(1) : T(0);
+  s = gv < T(0) ? T(-1) : s;
+  const T y = x - size * s;
+  T a = y > l ? y : l;
+  a = __builtin_isunordered(y, l) ? nan : a;
+  const T b = a < h ? a : h;
+  return __builtin_isunordered(a, h) ? nan : b;
+}
+
+template <typename T>
 void step_row(T* __restrict__ x, const T* __restrict__ g, const T* __restrict__ lo,
               const T* __restrict__ hi, T size, int64_t n) {
-  const T nan = std::numeric_limits<T>::quiet_NaN();
-  for (int64_t j = 0; j < n; ++j) {
-    const T gv = g[j], l = lo[j], h = hi[j];
-    T s = gv > T(0) ? T(1) : T(0);
-    s = gv < T(0) ? T(-1) : s;
-    const T y = x[j] - size * s;
-    T a = y > l ? y : l;
-    a = __builtin_isunordered(y, l) ? nan : a;
-    const T b = a < h ? a : h;
-    x[j] = __builtin_isunordered(a, h) ? nan : b;
-  }
+  for (int64_t j = 0; j < n; ++j) x[j] = step_element(x[j], g[j], lo[j], hi[j], size);
 }
 
 template <typename T>
@@ -755,19 +757,11 @@ template <typename T>
 void step_fold_row(T* __restrict__ x, const T* __restrict__ g, const T* __restrict__ lo,
                    const T* __restrict__ hi, T size, const T* __restrict__ x0, T top, T scale,
                    int64_t n) {
-  const T nan = std::numeric_limits<T>::quiet_NaN();
   for (int64_t j = 0; j < n; ++j) {
     const T d = x[j] - x0[j];
     const T tie = std::fabs(d) == top ? T(1) : T(0);
     const T dsgn = d > T(0) ? T(1) : (d < T(0) ? T(-1) : T(0));
-    const T gv = g[j] + (tie * scale) * dsgn, l = lo[j], h = hi[j];
-    T s = gv > T(0) ? T(1) : T(0);
-    s = gv < T(0) ? T(-1) : s;
-    const T y = x[j] - size * s;
-    T a = y > l ? y : l;
-    a = __builtin_isunordered(y, l) ? nan : a;
-    const T b = a < h ? a : h;
-    x[j] = __builtin_isunordered(a, h) ? nan : b;
+    x[j] = step_element(x[j], g[j] + (tie * scale) * dsgn, lo[j], hi[j], size);
   }
 }
 
