@@ -19,9 +19,9 @@ S-implication of its disjunction with the standard negation.
 
 Backend primitives every `T` has: relu abs exp log minimum maximum eq sum prod amin amax const
 clamp where logsumexp(v, dim) size(v, dim), relu_sub(a, b, w=0) = relu(a - b) + w * eq(a, b)
-and abs_sub(a, b) = |a - b| (DL2's atoms: one native call on CPU tensors), and the flag `symbolic` (True on the sympy backend:
-a logic may then skip purely numerical safeguards such as stability shifts that do not change
-the value).
+and abs_sub(a, b) = |a - b| (DL2's atoms: one native call on CPU tensors), and the flag
+`symbolic` (True on the sympy backend: a logic may then skip purely numerical safeguards such
+as stability shifts that do not change the value).
 
 What a logic *claims* (`claims`) is what the property-test kit (`robustspec.compiler.testing`)
 holds it to: "sound", "complete", "commutative", "associative", "shadow_lifting",

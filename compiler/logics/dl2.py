@@ -8,7 +8,7 @@ A => B is (not A) or B, i.e. L(not A) * L(B). `false` is the constant loss 1.
 """
 from __future__ import annotations
 
-from .base import Logic, check_xi
+from .base import Logic, check_xi, violation
 
 
 class DL2(Logic):
@@ -23,20 +23,7 @@ class DL2(Logic):
         self.xi = check_xi("DL2", xi)
 
     def cmp(self, T, op, a, b):
-        # T.relu_sub(a, b, w) is relu(a - b) + w * eq(a, b) (w = 0: the relu alone)
-        if op == "<=":
-            return T.relu_sub(a, b)
-        if op == ">=":
-            return T.relu_sub(b, a)
-        if op == "<":
-            return T.relu_sub(a, b, self.xi)
-        if op == ">":
-            return T.relu_sub(b, a, self.xi)
-        if op == "==":
-            return T.abs_sub(a, b)
-        if op == "!=":
-            return self.xi * T.eq(a, b)
-        raise ValueError(op)
+        return violation(T, op, a, b, self.xi)  # the table in `atoms`, written once (base.py)
 
     def and_(self, T, xs):
         out = xs[0]
