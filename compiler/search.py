@@ -478,6 +478,7 @@ class PGD(Search):
         ones = None  # the gradient of sum(obj) without a sum node per step
         for _ in range(self.restarts):
             x = {k: (d.sample(generator) if self.random_start else d.start()) for k, d in domains.items()}
+            fusable: dict[str, bool] = {}  # per point, asked once a restart (shapes stay)
             for step in range(self.steps):
                 xs = {k: v.requires_grad_(True) for k, v in x.items()}
                 folds = None
@@ -494,9 +495,12 @@ class PGD(Search):
                                                     allow_unused=True)
                         if norms:
                             by_name = dict(zip(xs, grads))
-                            folds = {k: f for k, f in split.deferrable(grads[len(xs):]).items()
-                                     if best.fusable(k, xs[k], by_name[k], domains[k], sizes[k],
-                                                     obj, f)}
+                            folds = split.deferrable(grads[len(xs):])
+                            for k, f in folds.items():
+                                if k not in fusable:
+                                    fusable[k] = best.fusable(k, xs[k], by_name[k], domains[k],
+                                                              sizes[k], obj, f)
+                            folds = {k: f for k, f in folds.items() if fusable[k]}
                             grads = list(split.fold(by_name, grads[len(xs):], ones, skip=folds)
                                          .values())
                     else:
