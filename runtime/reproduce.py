@@ -977,9 +977,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="paper: the paper's settings; quick: scaled down (see below); smoke: "
                         "seconds, for tests")
     p.add_argument("--jobs", type=count(1), default=None,
-                   help="processes at once (default: the number of cores); with 2 or more, "
-                        "each cell's training, attacks and result are separate units, "
-                        "longest first")
+                   help="processes at once (default: the number of cores, at most one a "
+                        "cell); with 2 or more, each cell's training, attacks and result are "
+                        "separate units, longest first, so one cell's attacks run side by side")
     p.add_argument("--threads", type=count(1), default=None,
                    help="torch threads per job (default max(1, cores // jobs))")
     p.add_argument("--cells", metavar="IDS", help="comma-separated ids or globs, e.g. "
@@ -1004,7 +1004,10 @@ def plan_from_args(args) -> tuple[Plan, list[Cell], int]:
                          "separated by commas")
     cells = select(grid(tuple(datasets)), _list(args.cells) if args.cells else None)
     cores = os.cpu_count() or 1
-    jobs = max(1, min(args.jobs or cores, len(cells)))  # no idle processes
+    # no idle processes: by default one a cell (its training has the cores to itself); a --jobs
+    # asked for is kept up to the units that can run at once (a cell's attacks run side by side)
+    jobs = max(1, min(args.jobs, len(cells) * len(ATTACKS)) if args.jobs
+               else min(cores, len(cells)))
     threads = args.threads or max(1, cores // jobs)
     from .distributed import resolve_device
 

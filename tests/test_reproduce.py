@@ -425,6 +425,13 @@ def test_jobs_threads_and_gtsrb_options_reach_the_plan(tmp_path, monkeypatch):
     args = cli.build_parser().parse_args(["reproduce", "--out", str(tmp_path), "--jobs", "3"])
     p, cells, jobs = rp.plan_from_args(args)
     assert (jobs, p.threads, len(cells)) == (3, 2, 20)
+    # one cell: its attacks run side by side when --jobs asks for it (not by default)
+    one = ["reproduce", "--out", str(tmp_path), "--cells", "fashion-mnist/cnn-baseline"]
+    assert rp.plan_from_args(cli.build_parser().parse_args(one))[2] == 1
+    p, _, jobs = rp.plan_from_args(cli.build_parser().parse_args(one + ["--jobs", "2"]))
+    assert (jobs, p.threads) == (2, 4)
+    _, _, jobs = rp.plan_from_args(cli.build_parser().parse_args(one + ["--jobs", "9"]))
+    assert jobs == len(rp.ATTACKS)
 
 
 def test_budgets_are_the_papers_settings_and_scaled_copies():
