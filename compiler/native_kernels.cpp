@@ -49,8 +49,9 @@ inline T value(const T* a, const T* b, int64_t j) {
 
 // |v| compared as unsigned integers: for non-negative floats the bit patterns are ordered as
 // the values, and every NaN lies above +inf, so the maximum propagates NaN as amax does; the
-// integer loops vectorise where a float max (with NaN rules) does not. One pass: each of W lanes
-// keeps its largest |v|, how often it occurs and where first, and the lanes are merged per row.
+// integer loops vectorise where a float max (with NaN rules) does not. A row is read by
+// norm_row_fast (the maximum's bits, then its ties, then the first) or, with a NaN, by norm_row
+// (one pass: each of W lanes keeps its largest |v|, how often it occurs and where first).
 template <typename T, bool Diff>
 inline typename Bits<T>::U abs_bits(const T* a, const T* b, int64_t j) {
   const T x = value<T, Diff>(a, b, j);
@@ -117,7 +118,7 @@ inline void norm_row(const T* ra, const T* rb, int64_t n, T* m, T* count, int64_
 // norm_row's answer in three simple loops that vectorise fully (the row is in cache after the
 // first): the largest |v| as bits (an integer maximum), the count of elements with those bits,
 // the first of them; a row with a NaN (bits above infinity's) is left to norm_row, whose NaN
-// rules (any payload, count 0) it keeps. About 3x faster than norm_row on rows of 784.
+// rules (any payload, count 0) it keeps. norm_inf_split on [128, 784]: 23 us against 45.
 template <typename T, bool Diff>
 inline void norm_row_fast(const T* ra, const T* rb, int64_t n, T* m, T* count, int64_t* first) {
   using U = typename Bits<T>::U;
