@@ -517,14 +517,15 @@ def units_of(cell: Cell, plan: Plan) -> list[Unit]:
             + [Unit(cell, "result")])
 
 
-def unit_estimate(unit: Unit, parts: dict[str, float]) -> float:
-    """Rough seconds of one unit from its cell's estimate_parts."""
+def unit_estimate(unit: Unit, parts: dict[str, float], evaluated: bool = False) -> float:
+    """Rough seconds of one unit from its cell's estimate_parts. evaluated: an attack unit
+    whose evaluation a run before saved (a resumed run), so only its verification is left."""
     if unit.part == "train":
         return parts["train"]
     if unit.part == "result":  # it assembles; in a cell evaluated before (estimate_parts gave
         # no evaluation) it also verifies what a run before did not (run_cell)
         return 5.0 + (0.0 if parts["evaluate"] else parts["verify"])
-    return (parts["evaluate"] + parts["verify"]) / len(ATTACKS)
+    return ((0.0 if evaluated else parts["evaluate"]) + parts["verify"]) / len(ATTACKS)
 
 
 def unit_time_left(status: dict | None, estimate: float, scale: float, started: float,
@@ -822,7 +823,9 @@ def _run_units(cells: list[Cell], plan: Plan, jobs: int, parts: dict, log, poll_
 
     out = Path(plan.out)
     blocked = {c: units_of(c, plan) for c in cells}  # per cell, the units not yet started
-    est = {u: unit_estimate(u, parts[c]) for c, us in blocked.items() for u in us}
+    est = {u: unit_estimate(u, parts[c], evaluated=u.part in ATTACKS and (
+               cell_dir(out, c) / f"eval-{u.part.lower()}.json").exists())
+           for c, us in blocked.items() for u in us}
     running: dict = {}  # future -> (unit, start time)
     cell_seconds = {c: 0.0 for c in cells}  # its units' seconds in this run
     done, failed = [], {}

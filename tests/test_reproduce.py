@@ -700,3 +700,7 @@ def test_a_units_estimate_holds_the_verification_it_will_do():
     assert rp.unit_estimate(rp.Unit(BASE, "result"), fresh) == 5.0
     evaluated = {"train": 0.0, "evaluate": 0.0, "verify": 80.0}
     assert rp.unit_estimate(rp.Unit(BASE, "result"), evaluated) == 85.0
+    # a resumed run: the attack's evaluation was saved, its verification was not (so its
+    # time, not the whole unit's, calibrates the time left when it ends)
+    assert rp.unit_estimate(rp.Unit(BASE, "SR"), fresh, evaluated=True) == \
+        pytest.approx(80.0 / len(rp.ATTACKS))
