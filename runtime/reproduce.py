@@ -471,12 +471,16 @@ def cell_trained(plan: Plan, cell: Cell) -> bool:
     return isinstance(history, list) and len(history) >= epochs
 
 
+def attack_evaluated(plan: Plan, cell: Cell, name: str) -> bool:
+    """Is one attack's evaluation saved (evaluate_attack's eval-<attack>.json)?"""
+    return (cell_dir(plan.out, cell) / f"eval-{name.lower()}.json").exists()
+
+
 def attack_done(plan: Plan, cell: Cell, name: str) -> bool:
     """Are one attack's evaluation (and, where the budget verifies, verification) saved?"""
-    folder = cell_dir(plan.out, cell)
-    return ((folder / f"eval-{name.lower()}.json").exists()
-            and (not plan.budget.verify_points
-                 or (folder / f"verify-{name.lower()}.json").exists()))
+    return attack_evaluated(plan, cell, name) and (
+        not plan.budget.verify_points
+        or (cell_dir(plan.out, cell) / f"verify-{name.lower()}.json").exists())
 
 
 def run_unit(unit: Unit, plan: Plan, seconds_before: float = 0.0) -> dict:
@@ -823,8 +827,7 @@ def _run_units(cells: list[Cell], plan: Plan, jobs: int, parts: dict, log, poll_
 
     out = Path(plan.out)
     blocked = {c: units_of(c, plan) for c in cells}  # per cell, the units not yet started
-    est = {u: unit_estimate(u, parts[c], evaluated=u.part in ATTACKS and (
-               cell_dir(out, c) / f"eval-{u.part.lower()}.json").exists())
+    est = {u: unit_estimate(u, parts[c], u.part in ATTACKS and attack_evaluated(plan, c, u.part))
            for c, us in blocked.items() for u in us}
     running: dict = {}  # future -> (unit, start time)
     cell_seconds = {c: 0.0 for c in cells}  # its units' seconds in this run
