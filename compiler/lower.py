@@ -174,6 +174,14 @@ def _fused_fits(v: torch.Tensor, dims: tuple[int, ...]) -> bool:
         and math.prod(v.shape[d] for d in dims) * torch.finfo(v.dtype).eps <= 2
 
 
+def _is_margin(n: N) -> bool:
+    """Is the comparison argmax's margin form, v[c] > max_except(v, c) (or <=), with one v and
+    one c on both sides (compiler/normalise.py `_surrogate`)?"""
+    a, b = n.args
+    return (a.op == "index" and b.op == "max_except" and a.args[0] is b.args[0]
+            and a.args[1] is b.args[1])
+
+
 def _native_fits(v: torch.Tensor, dims: tuple[int, ...]) -> bool:
     """...and one the native kernels take: CPU float32/64, not empty (torch's amax refuses an
     empty reduction, and so does this path). Asked twice an evaluation with the same few
@@ -386,8 +394,8 @@ class Lowering:
         return r
 
     # ------------------------------------------------------------ caching wrapper
-    def _cached(self, n: N, depth: int, fn: Fn) -> Fn:
-        key = (id(n), depth)
+    def _cached(self, n: N, depth: int, fn: Fn, key: Any = None) -> Fn:
+        key = (id(n), depth) if key is None else key
         if self.invariant_of is not None and not (n.qvars & self.invariant_of):
             def static(ctx: Ctx):
                 s = ctx.static
@@ -649,7 +657,8 @@ class Lowering:
             return lambda ctx: self._truth(ctx, val)
         if op == "cmp":
             cop, over = n.attr
-            a_fn, b_fn = self.term(n.args[0], depth), self.term(n.args[1], depth)
+            a_fn, b_fn = self._score_and_rest(n, depth) if _is_margin(n) else (
+                self.term(n.args[0], depth), self.term(n.args[1], depth))
             reduce = lg.forall if over == "all" else lg.exists
             if all(x.ty.kind == "int" for x in n.args):
                 return self._cached(n, depth, self._crisp_cmp(cop, a_fn, b_fn, depth))
@@ -681,6 +690,29 @@ class Lowering:
         raise SpecError([Diagnostic("error", f"cannot evaluate formula op '{op}'", n.span,
                                     hint="this formula cannot be computed by the torch back end; "
                                          "please report it with the spec that produced it")])
+
+    def _score_and_rest(self, n: N, depth: int) -> tuple[Fn, Fn]:
+        """argmax(v) == c's margin v[c] > max_except(v, c): both sides from one native call
+        (compiler/native_kernels.cpp score_rest: 1 op and 1 backward node against 5 and 4, the
+        same values and gradients) where v is [rows, classes] and c [rows] on the CPU; the two
+        terms as they are otherwise, and where a label is out of range (their error says so)."""
+        score_fn, rest_fn = self.term(n.args[0], depth), self.term(n.args[1], depth)
+        v_fn, c_fn = self.term(n.args[1].args[0], depth), self.term(n.args[1].args[1], depth)
+
+        def pair(ctx: Ctx):
+            v, c = v_fn(ctx), c_fn(ctx)
+            if v.ndim == 2 and c.ndim == 1 and c.dtype == torch.int64 and v.device.type == "cpu" \
+                    and v.dtype in (torch.float32, torch.float64) and c.shape[0] == v.shape[0] \
+                    and c.device.type == "cpu" and v.shape[1]:
+                kernel = native.score_rest()
+                if kernel is not None:
+                    try:
+                        return kernel(v, c)
+                    except RuntimeError:
+                        pass  # a label out of range: the terms below raise the spec's error
+            return score_fn(ctx), rest_fn(ctx)
+        both = self._cached(n.args[1], depth, pair, key=("score and rest", id(n), depth))
+        return (lambda ctx: both(ctx)[0]), (lambda ctx: both(ctx)[1])
 
     def _truth(self, ctx: Ctx, value: bool) -> torch.Tensor:
         """`true` or `false`: a bool for the checker, the logic's constant (made once per

@@ -276,6 +276,13 @@ def abs_sub() -> Optional[Callable]:
     return _kernel("abs_sub")
 
 
+def score_rest() -> Optional[Callable]:
+    """`f(v, c) -> [score, rest]`: v[c] and the largest v[j] with j != c (argmax(v) == c's
+    margin form) for v a CPU float [rows, n] and c int64 [rows], with the gradients torch's
+    gather and masked_fill + amax give; None where unavailable."""
+    return _kernel("score_rest")
+
+
 def prod_last() -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     """`f(v)`: the product over v's last axis (1 to 15 long, where torch multiplies in order),
     with torch's gradient; None where native kernels are unavailable."""

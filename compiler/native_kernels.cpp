@@ -7,6 +7,8 @@
 //   write backward, against torch's 8 full-size passes and ~20 ops.
 // relu_sub, abs_sub: DL2's atoms, relu(a - b) (+ xi * [a == b] for a strict one) and |a - b|,
 //   elementwise (a constant operand 0-dim); 1 op and 1 backward node against 2-6 ops and 2-3.
+// score_rest: argmax(v) == c's margin form, v[c] and the largest other v[j], in one op and one
+//   backward node against 5 ops and 4 nodes (amax's backward alone is 5 ops).
 // prod_last: the product over the last axis (DL2's `exists` over a finite quantifier, e.g.
 //   `forall j in classes` searched), for axes shorter than 16, where torch multiplies in order
 //   (its vectorised reduction starts at 16 doubles or 32 floats);
@@ -638,6 +640,127 @@ torch::Tensor prod_last(const torch::Tensor& v) {
   return NativeProdLast::apply(v);
 }
 
+// ------------------------------------------------------------------ a label's score and the best other
+// The margin form of argmax(v) == c (compiler/normalise.py): v[c] and max_except(v, c), which
+// torch computes as gather + squeeze and masked_fill(-inf) + amax, with 4 backward nodes and
+// amax's 5-op backward. One pass over each row forward and one backward, the same bits.
+template <typename T>
+void score_rest_forward(const T* v, const int64_t* c, int64_t rows, int64_t n, T* score, T* rest) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* row = v + i * n;
+    const int64_t k = c[i];
+    score[i] = row[k];
+    T m = -std::numeric_limits<T>::infinity();
+    bool nan = false;
+    T first_nan = T(0);
+    for (int64_t j = 0; j < n; ++j) {
+      if (j == k) continue;  // masked_fill's -inf, below every other value
+      const T x = row[j];
+      if (std::isnan(x)) {
+        if (!nan) first_nan = x;
+        nan = true;
+      } else if (x > m) {
+        m = x;
+      }
+    }
+    rest[i] = nan ? first_nan : m;  // amax propagates NaN
+  }
+}
+
+// torch's gradient: gather's (new_zeros, then scatter_add of g_score at c: 0 + g) summed with
+// masked_fill's (0 at c) of amax's ((g_rest / ties) * [masked v == rest], the ties counted in
+// the masked row, so with -inf at c where rest is -inf; NaN everywhere when rest is NaN); where
+// both gradients arrive autograd adds them, which turns -0 into +0
+template <typename T>
+void score_rest_backward(const T* gs, const T* gr, const T* v, const int64_t* c, const T* rest,
+                         int64_t rows, int64_t n, T* out) {
+  const T ninf = -std::numeric_limits<T>::infinity();
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* row = v + i * n;
+    T* o = out + i * n;
+    const int64_t k = c[i];
+    if (gr != nullptr) {
+      const T r = rest[i];
+      int64_t ties = 0;
+      for (int64_t j = 0; j < n; ++j) ties += ((j == k ? ninf : row[j]) == r);
+      const T q = gr[i] / static_cast<T>(ties);
+      for (int64_t j = 0; j < n; ++j) {
+        const T e = j == k ? T(0) : q * static_cast<T>((row[j] == r) ? 1 : 0);
+        o[j] = gs != nullptr ? e + T(0) : e;
+      }
+    } else {
+      for (int64_t j = 0; j < n; ++j) o[j] = T(0);
+    }
+    if (gs != nullptr) o[k] = (T(0) + gs[i]) + T(0);
+  }
+}
+
+struct NativeScoreRest : public torch::autograd::Function<NativeScoreRest> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const torch::Tensor& v, const torch::Tensor& c) {
+    const auto vc = v.contiguous();
+    auto score = torch::empty({vc.size(0)}, vc.options());
+    auto rest = torch::empty({vc.size(0)}, vc.options());
+    AT_DISPATCH_FLOATING_TYPES(vc.scalar_type(), "robustspec_score_rest", [&] {
+      score_rest_forward<scalar_t>(vc.data_ptr<scalar_t>(), c.data_ptr<int64_t>(), vc.size(0),
+                                   vc.size(1), score.data_ptr<scalar_t>(), rest.data_ptr<scalar_t>());
+    });
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({vc, c, rest});
+    return {score, rest};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const auto& v = s[0];
+    const auto& c = s[1];
+    const auto& rest = s[2];
+    const bool has_s = grads[0].defined(), has_r = grads[1].defined();
+    if (!has_s && !has_r) return {torch::Tensor(), torch::Tensor()};
+    if (torch::GradMode::is_enabled()) {  // create_graph=True: torch's ops, differentiable in g
+      const auto idx = c.unsqueeze(1);
+      torch::Tensor gs_v, gr_v;
+      if (has_s) gs_v = torch::zeros_like(v).scatter_add(1, idx, grads[0].unsqueeze(1));
+      if (has_r) {
+        const auto masked = v.masked_fill(
+            torch::zeros_like(v, v.options().dtype(torch::kBool)).scatter_(1, idx, true),
+            -std::numeric_limits<double>::infinity());
+        const auto tie = masked == rest.unsqueeze(1);
+        gr_v = ((grads[1].unsqueeze(1) / tie.sum(1, true)) * tie).scatter(1, idx, 0.0);
+      }
+      return {has_s && has_r ? gs_v + gr_v : (has_s ? gs_v : gr_v), torch::Tensor()};
+    }
+    auto out = torch::empty_like(v);
+    const auto gs = has_s ? grads[0].contiguous() : torch::Tensor();
+    const auto gr = has_r ? grads[1].contiguous() : torch::Tensor();
+    AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "robustspec_score_rest_backward", [&] {
+      score_rest_backward<scalar_t>(has_s ? gs.data_ptr<scalar_t>() : nullptr,
+                                    has_r ? gr.data_ptr<scalar_t>() : nullptr,
+                                    v.data_ptr<scalar_t>(), c.data_ptr<int64_t>(),
+                                    rest.data_ptr<scalar_t>(), v.size(0), v.size(1),
+                                    out.data_ptr<scalar_t>());
+    });
+    return {out, torch::Tensor()};
+  }
+};
+
+// (v[c], max over j != c of v[j]) for v [rows, n] and labels c [rows] (int64 in [0, n)), as
+// torch's gather and masked_fill + amax give them, with their gradients to v
+std::vector<torch::Tensor> score_rest(const torch::Tensor& v, const torch::Tensor& c) {
+  TORCH_CHECK(v.dim() == 2 && c.dim() == 1 && c.size(0) == v.size(0) && v.size(1) >= 1
+              && v.device().is_cpu() && c.device().is_cpu() && c.scalar_type() == torch::kLong
+              && (v.scalar_type() == torch::kFloat || v.scalar_type() == torch::kDouble),
+              "score_rest: v must be a CPU float32/64 [rows, n], c int64 [rows]");
+  const auto cc = c.contiguous();
+  const int64_t n = v.size(1);
+  const int64_t* p = cc.data_ptr<int64_t>();
+  for (int64_t i = 0; i < cc.numel(); ++i)
+    TORCH_CHECK(p[i] >= 0 && p[i] < n, "score_rest: index ", p[i], " out of range for ", n,
+                " classes");
+  auto out = NativeScoreRest::apply(v, cc);
+  return {out[0], out[1]};
+}
+
 // ------------------------------------------------------------------ PGD bookkeeping and step
 template <typename T>
 void better_rows(const T* obj, const T* tie, T* best, T* best_tie, bool* better, int64_t rows) {
@@ -897,6 +1020,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("box_", &box_, "a ball's box within constant bounds: lo, hi, width, empty rows, one point?");
   module.def("relu_sub", &relu_sub, "relu(a - b) (+ w * [a == b]), with torch's gradients");
   module.def("abs_sub", &abs_sub, "|a - b|, with torch's gradients");
+  module.def("score_rest", &score_rest,
+             "(v[c], max over j != c of v[j]), with torch's gradients (argmax's margin)");
   module.def("prod_last", &prod_last, "the product over the last axis, with torch's gradient");
   module.def("better_", &better_, "PGD's best-point bookkeeping: improved rows, best updated");
   module.def("keep_step_", &keep_step_, "improved rows kept, then x = clamp(x - size*sign(g), lo, hi)");

@@ -882,3 +882,103 @@ def test_the_box_path_gives_the_domain_torchs_ops_give(built, monkeypatch):
         moving = realise(sr, torch.nn.Flatten(), x0=x0.clone().requires_grad_(True),
                          y=args["y"])["x"]
     assert moving._point is None and moving.lo.requires_grad  # the bounds keep their gradient
+
+
+# ------------------------------------------------------------------ argmax's margin: score_rest
+def _score_rest_by_torch(v, c):
+    """v[c] and max_except(v, c) as compiler/lower.py's terms compute them without the kernel."""
+    score = torch.gather(v, 1, c.unsqueeze(1)).squeeze(1)
+    mask = torch.zeros(v.shape, dtype=torch.bool).scatter_(-1, c.unsqueeze(-1), True)
+    return score, v.masked_fill(mask, float("-inf")).amax(-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grad_of", ["score", "rest", "both"])
+def test_score_rest_is_torchs_gather_masked_fill_amax_bit_for_bit(dtype, grad_of, built):
+    """Values and gradients against torch's ops on small integer-valued rows, so ties are
+    common, with NaN, +-inf and -0 in the rows and in the incoming gradients (an infinite or
+    -0 gradient is what a DL2 atom hands back), one class (nothing else: -inf), bit for bit
+    (a zero's sign included: autograd's sum of the two paths turns -0 into +0)."""
+    gen = torch.Generator().manual_seed(11)
+    kernel = native.score_rest()
+    for trial in range(150):
+        rows, n = (int(t) for t in torch.randint(1, 7, (2,), generator=gen))
+        v = torch.randint(-2, 3, (rows, n), generator=gen).to(dtype)
+        u = torch.rand(rows, n, generator=gen)
+        v[u < 0.1] = math.nan
+        v[(u >= 0.1) & (u < 0.2)] = math.inf
+        v[(u >= 0.2) & (u < 0.3)] = -math.inf
+        v[(u >= 0.3) & (u < 0.35)] = -0.0
+        c = torch.randint(0, n, (rows,), generator=gen)
+        gs = torch.randint(-1, 2, (rows,), generator=gen).to(dtype)
+        gr = torch.randint(-1, 2, (rows,), generator=gen).to(dtype)
+        w = torch.rand(rows, generator=gen)
+        gs[w < 0.2] = -0.0
+        gr[w > 0.8] = -0.0
+        gr[(w > 0.5) & (w < 0.6)] = math.inf
+        picked = {"score": [0], "rest": [1], "both": [0, 1]}[grad_of]
+        results = []
+        for fn in (_score_rest_by_torch, kernel):
+            leaf = v.clone().requires_grad_(True)
+            outs = fn(leaf, c)
+            (g,) = torch.autograd.grad([outs[i] for i in picked], leaf, [(gs, gr)[i] for i in picked])
+            results.append((outs[0].detach(), outs[1].detach(), g))
+        for want, got in zip(*results):
+            assert same_bits(got, want), (trial, v, c, gs, gr, want, got)
+
+
+def test_score_rest_second_derivatives_and_bad_calls(built):
+    kernel = native.score_rest()
+    c = torch.tensor([0, 4, 2, 1])
+    v = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: 2 * kernel(v, c)[0] + kernel(v, c)[1] ** 2, (v,))
+    assert torch.autograd.gradgradcheck(lambda v: kernel(v, c)[1] ** 2 + kernel(v, c)[0] ** 3, (v,))
+    with pytest.raises(RuntimeError, match="out of range"):
+        kernel(torch.randn(2, 3), torch.tensor([0, 3]))
+    with pytest.raises(RuntimeError, match="int64"):
+        kernel(torch.randn(2, 3), torch.tensor([0, 1], dtype=torch.int32))
+
+
+CR = """
+network f : Tensor -> Tensor
+param eps : Real = 0.1
+property cr(x0 : Tensor, y : Label) =
+  forall x . norm_inf(x - x0) <= eps and 0 <= x <= 1 => argmax(f(x)) == y
+property not_cr(x0 : Tensor, y : Label) =
+  exists x . norm_inf(x - x0) <= eps and 0 <= x <= 1 and argmax(f(x)) != y
+"""
+
+
+@pytest.mark.parametrize("name", ["cr", "not_cr"])
+@pytest.mark.parametrize("logic", ["dl2", "goedel", "product"])
+def test_argmax_searches_are_the_same_with_and_without_score_rest(name, logic, built, monkeypatch):
+    """CR's attack (argmax(f(x)) == y searched through its margin) and its negation: the
+    points, objectives and checker's verdicts are the same bits with the kernel as with
+    torch's ops, under three logics, and the kernel ran at every evaluation."""
+    spec = compile_spec(CR)
+    torch.manual_seed(3)
+    m = PaperMLP(20, hidden=16, classes=5)
+    x0, y = torch.rand(12, 20), torch.randint(0, 5, (12,))
+    kernel, calls = native.score_rest(), []
+
+    def run():
+        return spec[name].search(m, x0=x0, y=y, logic=logic, generator=torch.Generator().manual_seed(2),
+                                 search=PGD(steps=5, step_size=0.03, early_stop=False))
+    monkeypatch.setattr(native, "score_rest", lambda: lambda v, c: calls.append(1) or kernel(v, c))
+    new = run()
+    assert len(calls) == 6  # 5 steps' evaluations and the last point's
+    monkeypatch.setattr(native, "score_rest", lambda: None)
+    old = run()
+    for k in old.points:
+        assert same_bits(new.points[k], old.points[k])
+        assert same_bits(new.objective[k], old.objective[k])
+
+
+def test_a_label_out_of_range_keeps_the_specs_error_with_score_rest(built):
+    from robustspec.dsl.diagnostics import SpecError
+
+    spec = compile_spec(CR)
+    m = PaperMLP(20, hidden=16, classes=5)
+    with pytest.raises(SpecError, match="index out of range"):
+        spec["cr"].search(m, x0=torch.rand(3, 20), y=torch.tensor([0, 5, 1]),
+                          search=PGD(steps=2, step_size=0.03))
