@@ -6,8 +6,11 @@ best point, torchattacks its last. Here strength is the share of inputs misclass
 the attack, on 2048 inputs, for both at 2 to 200 steps (the step eps / 10, no early stop) and
 three radii; then the time per batch of 128 of each, interleaved, one thread; then the issue's
 "throughput at equal strength": for each strength level torchattacks reaches, each tool's
-fastest setting that reaches it at every radius, and the ratio of their times. The inputs and model are bench_training_speed's
-synthetic ones (the paper's MLP fitted to a random linear teacher), so this runs anywhere.
+fastest setting that reaches it at every radius, and the ratio of their times. Times are
+taken twice: one call (one batch) of each setting in turn, so every call starts cold after
+another setting's, and as throughput, each timed call attacking all the inputs batch by batch
+as an evaluation does. The inputs and model are bench_training_speed's synthetic ones (the
+paper's MLP fitted to a random linear teacher), so this runs anywhere.
 
     .venv/bin/python bench/attack_equal_strength.py [--json out.json] [--report saved.json]
 """
@@ -28,6 +31,9 @@ from robustspec.compiler import PGD, compile_spec  # noqa: E402
 RADII = (0.002, 0.005, 0.01)
 # every step count to 20, where the two tools' short runs are matched, then coarser
 STEPS = tuple(range(2, 21)) + (25, 30, 40, 50, 100, 200)
+# the settings timed by throughput (every batch in one call): where robustspec's matches of
+# torchattacks' 2 to 50 steps lie
+THROUGHPUT_STEPS = tuple(range(2, 13)) + (15, 20, 50)
 
 
 def steps_of(times, tool: str | None = None) -> list[int]:
@@ -98,15 +104,42 @@ def report(res) -> None:
                   f"| {r['ratio_cpu']:.2f}x | {'-' if v is None else f'{v:.2f}x'} |")
 
 
+def report_throughput(res) -> None:
+    if "throughput" not in res:
+        return
+    tp = res["throughput"]
+    print("\nThroughput (each timed call attacks all the inputs batch by batch, as an evaluation "
+          "does; ms per batch of 128, wall, median; eps 0.1):")
+    print("| steps | robustspec (with verdicts) | torchattacks | torchattacks with verdicts |\n"
+          "|---:|---:|---:|---:|")
+    for s in steps_of(tp, "robustspec"):
+        print(f"| {s} | {tp[f'robustspec_{s}']['wall_ms']:.2f} | "
+              f"{tp[f'torchattacks_{s}']['wall_ms']:.2f} | "
+              f"{tp[f'verdict_torchattacks_{s}']['wall_ms']:.2f} |")
+    print("\nAt equal strength, by throughput:")
+    print("| strength of | torchattacks' fastest | robustspec's fastest | ratio, attack alone "
+          "| (CPU) | with the verdicts |\n|---|---|---|---:|---:|---:|")
+    for r in res["equal_strength_throughput"]:
+        if r["robustspec"] is None:
+            print(f"| {r['level']} | {r['torchattacks']} | none as strong | - | - | - |")
+            continue
+        v = r.get("ratio_with_verdict")
+        print(f"| {r['level']} | {r['torchattacks']} | {r['robustspec']} | {r['ratio']:.2f}x "
+              f"| {r['ratio_cpu']:.2f}x | {'-' if v is None else f'{v:.2f}x'} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2048)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--throughput-reps", type=int, default=5)
     ap.add_argument("--report", default=None, metavar="JSON",
                     help="print the tables of a saved run instead of running")
     args = ap.parse_args()
     if args.report:
-        report(json.loads(Path(args.report).read_text()))
+        saved = json.loads(Path(args.report).read_text())
+        report(saved)
+        report_throughput(saved)
         return
     import torchattacks
 
@@ -159,9 +192,24 @@ def main() -> None:
         fns[f"torchattacks_{s}"] = (lambda s: lambda: theirs(xb, yb, 0.1, s))(s)
         fns[f"verdict_torchattacks_{s}"] = (lambda s: lambda: theirs_with_verdict(xb, yb, 0.1, s))(s)
     times = bts.interleaved(fns, 10)
+    # throughput: a timed call attacks every batch of the inputs in turn, as an evaluation
+    # does, so each tool runs warm (one call of each setting in turn above is a cold call);
+    # reported in ms per batch of 128
+    tp = {}
+    for s in THROUGHPUT_STEPS:
+        tp[f"robustspec_{s}"] = (lambda s: lambda: [ours_with_verdict(a, b, 0.1, gen, s)
+                                                    for a, b in batches])(s)
+        tp[f"torchattacks_{s}"] = (lambda s: lambda: [theirs(a, b, 0.1, s) for a, b in batches])(s)
+        tp[f"verdict_torchattacks_{s}"] = (lambda s: lambda: [theirs_with_verdict(a, b, 0.1, s)
+                                                              for a, b in batches])(s)
+    throughput = {k: {m: v / len(batches) if m != "wall_ms_iqr" else [q / len(batches) for q in v]
+                      for m, v in t.items()}
+                  for k, t in bts.interleaved(tp, args.throughput_reps, warmup=1).items()}
     res = {"n": args.n, "clean_accuracy": float(clean.float().mean()), "rows": rows,
-           "times": times, "equal_strength": equal_strength(rows, times)}
+           "times": times, "equal_strength": equal_strength(rows, times),
+           "throughput": throughput, "equal_strength_throughput": equal_strength(rows, throughput)}
     report(res)
+    report_throughput(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
 
