@@ -140,8 +140,13 @@ class QuantifierSearch:
             c.idx = ctx.idx
             c.known = ctx.known
             obj = lg.to_loss(T, obj_fn(c))
-            tie = lg.to_loss(T, tie_fn(c)) if tie_fn is not None else None
-            return obj, tie
+            if tie_fn is None:
+                return obj, None
+            # the tie is only compared (search._Best), never differentiated: no graph for the
+            # terms of its own (its atoms and the reduction of a finite quantifier; shared
+            # terms come from the cache with obj's graph)
+            with torch.no_grad():
+                return obj, lg.to_loss(T, tie_fn(c))
         with eval_mode(ctx.nets):
             points, score = strategy.run(objective, {v: d.detached() for v, d in domains.items()},
                                          ctx.batch, generator)
