@@ -85,6 +85,9 @@ class Property(QuantifierSearch):
         self._vacuity = self._vacuity_fn()
         self._needs_probe = self._uses_unsized_classes(self.formula)
         self._class_sizes: dict[int, int] = {}  # id(network) -> output size, learnt once
+        # one quantifier with nothing searched inside (search() returns its points alone)
+        q = self.formula
+        self._one_search = q.op in CONT_QUANT and not any(n.op in CONT_QUANT for n in walk(q.args[0]))
 
     def fingerprint(self) -> str:
         """A digest of what the property means (formula, domains, parameter values), not of
@@ -159,7 +162,7 @@ class Property(QuantifierSearch):
         if not self.quantifiers:
             return found
         q = self.formula
-        if q.op in CONT_QUANT and not any(n.op in CONT_QUANT for n in walk(q.args[0])):
+        if self._one_search:
             # one quantifier with nothing searched inside: its points are the whole answer, so
             # its body is not evaluated at them (SR's or LR's two network passes saved)
             with torch.no_grad(), eval_mode(ctx.nets):
