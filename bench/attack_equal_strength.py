@@ -112,10 +112,14 @@ def report_throughput(res) -> None:
           "does; ms per batch of 128, wall, median; eps 0.1):")
     print("| steps | robustspec (with verdicts) | torchattacks | torchattacks with verdicts |\n"
           "|---:|---:|---:|---:|")
+
+    def cell(k):
+        t = tp[k]
+        return f"{t['wall_ms']:.2f} [{t['wall_ms_iqr'][0]:.2f}, {t['wall_ms_iqr'][1]:.2f}]"
     for s in steps_of(tp, "robustspec"):
-        print(f"| {s} | {tp[f'robustspec_{s}']['wall_ms']:.2f} | "
-              f"{tp[f'torchattacks_{s}']['wall_ms']:.2f} | "
-              f"{tp[f'verdict_torchattacks_{s}']['wall_ms']:.2f} |")
+        print(f"| {s} | {cell(f'robustspec_{s}')} | {cell(f'torchattacks_{s}')} | "
+              f"{cell(f'verdict_torchattacks_{s}')} |")
+    print("(median [quartiles] over the repetitions)")
     print("\nAt equal strength, by throughput:")
     print("| strength of | torchattacks' fastest | robustspec's fastest | ratio, attack alone "
           "| (CPU) | with the verdicts |\n|---|---|---|---:|---:|---:|")
@@ -133,6 +137,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2048)
     ap.add_argument("--json", default=None)
     ap.add_argument("--throughput-reps", type=int, default=5)
+    ap.add_argument("--throughput-steps", default=None, metavar="S,S,...",
+                    help="the step counts timed by throughput (default: 2-12, 15, 20, 50)")
     ap.add_argument("--report", default=None, metavar="JSON",
                     help="print the tables of a saved run instead of running")
     args = ap.parse_args()
@@ -196,7 +202,8 @@ def main() -> None:
     # does, so each tool runs warm (one call of each setting in turn above is a cold call);
     # reported in ms per batch of 128
     tp = {}
-    for s in THROUGHPUT_STEPS:
+    for s in (tuple(int(v) for v in args.throughput_steps.split(",")) if args.throughput_steps
+              else THROUGHPUT_STEPS):
         tp[f"robustspec_{s}"] = (lambda s: lambda: [ours_with_verdict(a, b, 0.1, gen, s)
                                                     for a, b in batches])(s)
         tp[f"torchattacks_{s}"] = (lambda s: lambda: [theirs(a, b, 0.1, s) for a, b in batches])(s)
