@@ -174,6 +174,11 @@ def _fused_fits(v: torch.Tensor, dims: tuple[int, ...]) -> bool:
         and math.prod(v.shape[d] for d in dims) * torch.finfo(v.dtype).eps <= 2
 
 
+# rows shorter than these are reduced in order by torch's amax (its vectorised reduction starts
+# at 16 doubles or 32 floats), so score_rest's max is its bits, a zero's sign included
+_IN_ORDER = {torch.float32: 32, torch.float64: 16}
+
+
 def _is_margin(n: N) -> bool:
     """Is the comparison argmax's margin form, v[c] > max_except(v, c) (or <=), with one v and
     one c on both sides (compiler/normalise.py `_surrogate`)?"""
@@ -694,16 +699,19 @@ class Lowering:
     def _score_and_rest(self, n: N, depth: int) -> tuple[Fn, Fn]:
         """argmax(v) == c's margin v[c] > max_except(v, c): both sides from one native call
         (compiler/native_kernels.cpp score_rest: 1 op and 1 backward node against 5 and 4, the
-        same values and gradients) where v is [rows, classes] and c [rows] on the CPU; the two
-        terms as they are otherwise, and where a label is out of range (their error says so)."""
+        same values and gradients) where v is [rows, classes] and c [rows] on the CPU, with
+        fewer classes than torch's amax takes in order (16 doubles, 32 floats); the two terms as
+        they are otherwise, and where a label is out of range (their error says so). Where v
+        also feeds other terms, autograd sums v's gradients in another grouping: only a zero's
+        sign could differ."""
         score_fn, rest_fn = self.term(n.args[0], depth), self.term(n.args[1], depth)
         v_fn, c_fn = self.term(n.args[1].args[0], depth), self.term(n.args[1].args[1], depth)
 
         def pair(ctx: Ctx):
             v, c = v_fn(ctx), c_fn(ctx)
             if v.ndim == 2 and c.ndim == 1 and c.dtype == torch.int64 and v.device.type == "cpu" \
-                    and v.dtype in (torch.float32, torch.float64) and c.shape[0] == v.shape[0] \
-                    and c.device.type == "cpu" and v.shape[1]:
+                    and c.shape[0] == v.shape[0] and c.device.type == "cpu" \
+                    and 0 < v.shape[1] < _IN_ORDER.get(v.dtype, 0):
                 kernel = native.score_rest()
                 if kernel is not None:
                     try:

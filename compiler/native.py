@@ -279,7 +279,8 @@ def abs_sub() -> Optional[Callable]:
 def score_rest() -> Optional[Callable]:
     """`f(v, c) -> [score, rest]`: v[c] and the largest v[j] with j != c (argmax(v) == c's
     margin form) for v a CPU float [rows, n] and c int64 [rows], with the gradients torch's
-    gather and masked_fill + amax give; None where unavailable."""
+    gather and masked_fill + amax give (torch's bits for n < 16 doubles or 32 floats; longer
+    rows: a -0/+0 tie's sign can differ); None where unavailable."""
     return _kernel("score_rest")
 
 

@@ -643,7 +643,9 @@ torch::Tensor prod_last(const torch::Tensor& v) {
 // ------------------------------------------------------------------ a label's score and the best other
 // The margin form of argmax(v) == c (compiler/normalise.py): v[c] and max_except(v, c), which
 // torch computes as gather + squeeze and masked_fill(-inf) + amax, with 4 backward nodes and
-// amax's 5-op backward. One pass over each row forward and one backward, the same bits.
+// amax's 5-op backward. One pass over each row forward and one backward, the same bits for rows
+// shorter than 16 doubles or 32 floats, where torch's amax takes the values in order (longer
+// rows: a tie of -0 and +0 can come out with the other sign; the lowering keeps torch's ops).
 template <typename T>
 void score_rest_forward(const T* v, const int64_t* c, int64_t rows, int64_t n, T* score, T* rest) {
   for (int64_t i = 0; i < rows; ++i) {
@@ -652,18 +654,16 @@ void score_rest_forward(const T* v, const int64_t* c, int64_t rows, int64_t n, T
     score[i] = row[k];
     T m = -std::numeric_limits<T>::infinity();
     bool nan = false;
-    T first_nan = T(0);
     for (int64_t j = 0; j < n; ++j) {
       if (j == k) continue;  // masked_fill's -inf, below every other value
       const T x = row[j];
       if (std::isnan(x)) {
-        if (!nan) first_nan = x;
         nan = true;
-      } else if (x > m) {
+      } else if (x > m) {  // the first of equal values: torch's in-order max (rows < 16/32)
         m = x;
       }
     }
-    rest[i] = nan ? first_nan : m;  // amax propagates NaN
+    rest[i] = nan ? std::numeric_limits<T>::quiet_NaN() : m;  // amax's NaN: the canonical one
   }
 }
 

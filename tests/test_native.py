@@ -896,16 +896,22 @@ def _score_rest_by_torch(v, c):
 @pytest.mark.parametrize("grad_of", ["score", "rest", "both"])
 def test_score_rest_is_torchs_gather_masked_fill_amax_bit_for_bit(dtype, grad_of, built):
     """Values and gradients against torch's ops on small integer-valued rows, so ties are
-    common, with NaN, +-inf and -0 in the rows and in the incoming gradients (an infinite or
-    -0 gradient is what a DL2 atom hands back), one class (nothing else: -inf), bit for bit
-    (a zero's sign included: autograd's sum of the two paths turns -0 into +0)."""
+    common, with NaN (of either sign: torch's amax returns the canonical one), +-inf and -0
+    in the rows and in the incoming gradients (an infinite or -0 gradient is what a DL2 atom
+    hands back), one class (nothing else: -inf) up to the longest row the lowering hands the
+    kernel, bit for bit (a zero's sign included: autograd's sum of the two paths turns -0
+    into +0)."""
     gen = torch.Generator().manual_seed(11)
     kernel = native.score_rest()
+    longest = lower._IN_ORDER[dtype] - 1  # the lowering's limit: torch's amax in order
     for trial in range(150):
-        rows, n = (int(t) for t in torch.randint(1, 7, (2,), generator=gen))
+        rows = int(torch.randint(1, 7, (), generator=gen))
+        n = int(torch.randint(1, 7, (), generator=gen)) if trial % 2 else \
+            int(torch.randint(7, longest + 1, (), generator=gen))
         v = torch.randint(-2, 3, (rows, n), generator=gen).to(dtype)
         u = torch.rand(rows, n, generator=gen)
-        v[u < 0.1] = math.nan
+        v[u < 0.05] = math.nan
+        v[(u >= 0.05) & (u < 0.1)] = -math.nan  # the sign bit set
         v[(u >= 0.1) & (u < 0.2)] = math.inf
         v[(u >= 0.2) & (u < 0.3)] = -math.inf
         v[(u >= 0.3) & (u < 0.35)] = -0.0
@@ -923,8 +929,10 @@ def test_score_rest_is_torchs_gather_masked_fill_amax_bit_for_bit(dtype, grad_of
             outs = fn(leaf, c)
             (g,) = torch.autograd.grad([outs[i] for i in picked], leaf, [(gs, gr)[i] for i in picked])
             results.append((outs[0].detach(), outs[1].detach(), g))
-        for want, got in zip(*results):
+        for i, (want, got) in enumerate(zip(*results)):
             assert same_bits(got, want), (trial, v, c, gs, gr, want, got)
+            if i < 2:  # the values' NaNs too: gather's copy of v's, amax's canonical one
+                assert torch.equal(got.view(BITS[dtype]), want.view(BITS[dtype])), (trial, v, c)
 
 
 def test_score_rest_second_derivatives_and_bad_calls(built):
@@ -935,6 +943,13 @@ def test_score_rest_second_derivatives_and_bad_calls(built):
     assert torch.autograd.gradgradcheck(lambda v: kernel(v, c)[1] ** 2 + kernel(v, c)[0] ** 3, (v,))
     with pytest.raises(RuntimeError, match="out of range"):
         kernel(torch.randn(2, 3), torch.tensor([0, 3]))
+    with pytest.raises(RuntimeError, match="out of range"):
+        kernel(torch.randn(2, 3), torch.tensor([-1, 0]))
+    # a non-contiguous v: read as torch reads it
+    wide = torch.randn(4, 10, dtype=torch.float64)
+    v, c = wide[:, ::2], torch.tensor([0, 4, 2, 1])
+    for got, want in zip(kernel(v, c), _score_rest_by_torch(v, c)):
+        assert same_bits(got, want)
     with pytest.raises(RuntimeError, match="int64"):
         kernel(torch.randn(2, 3), torch.tensor([0, 1], dtype=torch.int32))
 
@@ -953,8 +968,8 @@ property not_cr(x0 : Tensor, y : Label) =
 @pytest.mark.parametrize("logic", ["dl2", "goedel", "product"])
 def test_argmax_searches_are_the_same_with_and_without_score_rest(name, logic, built, monkeypatch):
     """CR's attack (argmax(f(x)) == y searched through its margin) and its negation: the
-    points, objectives and checker's verdicts are the same bits with the kernel as with
-    torch's ops, under three logics, and the kernel ran at every evaluation."""
+    points and objectives (whose sign is the verdict) are the same bits with the kernel as
+    with torch's ops, under three logics, and the kernel ran at every evaluation."""
     spec = compile_spec(CR)
     torch.manual_seed(3)
     m = PaperMLP(20, hidden=16, classes=5)
@@ -974,11 +989,26 @@ def test_argmax_searches_are_the_same_with_and_without_score_rest(name, logic, b
         assert same_bits(new.objective[k], old.objective[k])
 
 
-def test_a_label_out_of_range_keeps_the_specs_error_with_score_rest(built):
+@pytest.mark.parametrize("label", [5, -1])
+def test_a_label_out_of_range_keeps_the_specs_error_with_score_rest(label, built):
     from robustspec.dsl.diagnostics import SpecError
 
     spec = compile_spec(CR)
     m = PaperMLP(20, hidden=16, classes=5)
     with pytest.raises(SpecError, match="index out of range"):
-        spec["cr"].search(m, x0=torch.rand(3, 20), y=torch.tensor([0, 5, 1]),
+        spec["cr"].search(m, x0=torch.rand(3, 20), y=torch.tensor([0, label, 1]),
                           search=PGD(steps=2, step_size=0.03))
+
+
+def test_score_rest_is_left_to_torch_where_amax_is_not_in_order(built, monkeypatch):
+    """32 float classes: torch's amax is vectorised there (a -0/+0 tie can take the other
+    sign), so the lowering keeps torch's ops; 31 classes take the kernel."""
+    spec = compile_spec(CR)
+    kernel, calls = native.score_rest(), []
+    monkeypatch.setattr(native, "score_rest", lambda: lambda v, c: calls.append(v.shape[1])
+                        or kernel(v, c))
+    for classes in (31, 32):
+        m = PaperMLP(20, hidden=16, classes=classes)
+        spec["cr"].search(m, x0=torch.rand(3, 20), y=torch.tensor([0, 30, 1]),
+                          search=PGD(steps=1, step_size=0.03))
+    assert calls == [31, 31]
