@@ -760,14 +760,14 @@ class Lowering:
             if ar is None:
                 ar = ctx.static[key] = torch.arange(k, device=ctx.device).reshape(
                     (1,) * (depth + 1) + (k,))
-            saved = ctx.idx.get(var)
-            ctx.idx = {**ctx.idx, var: (ar, depth + 1)}
+            # index bindings are never changed in place (child contexts share the dict), so
+            # the outer bindings come back as they were
+            outer = ctx.idx
+            ctx.idx = {**outer, var: (ar, depth + 1)}
             try:
                 v = body_fn(ctx)
             finally:
-                ctx.idx = {k2: v2 for k2, v2 in ctx.idx.items() if k2 != var}
-                if saved is not None:
-                    ctx.idx[var] = saved
+                ctx.idx = outer
             if v.ndim < depth + 2:
                 v = v.reshape(v.shape + (1,) * (depth + 2 - v.ndim))
             if v.shape[-1] != k:
