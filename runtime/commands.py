@@ -143,7 +143,8 @@ def _evaluate(args: argparse.Namespace, device, ranks) -> int:
                       step_size=args.step_size, restarts=args.restarts, samples=args.samples,
                       batch_size=args.batch_size, logic=args.logic, seed=args.seed,
                       device=device, ranks=ranks, verify_limit=args.verify_limit,
-                      verifier=args.verifier, verify_timeout=args.verify_timeout)
+                      verifier=args.verifier, verify_timeout=args.verify_timeout,
+                      forward_rows=args.forward_rows)
     if not ranks.is_main:  # rank 0 holds the same counts and writes them
         return 0
     print(result.table())
@@ -296,7 +297,12 @@ def _evaluate_options(e) -> None:
     _attack_options(e)
     e.add_argument("--eps", default="0,0.02,0.04,0.06,0.08,0.1", help="comma-separated, each >= 0")
     e.add_argument("--samples", type=count(0), default=100, help="uniform samples for constraint accuracy")
-    e.add_argument("--batch-size", type=count(1), default=1000)
+    e.add_argument("--batch-size", type=count(1), default=1000,
+                   help="inputs per chunk, which the random starts and samples are laid out by "
+                        "(default 1000)")
+    e.add_argument("--forward-rows", type=count(1), default=None, metavar="N",
+                   help="run the network on at most N rows at a time: the same numbers up to "
+                        "rounding, faster for a convolutional network on the CPU (250 there)")
     e.add_argument("--verify-limit", type=count(0), default=0, metavar="N",
                    help="also constraint satisfaction: prove the property on the first N inputs "
                         "(attack, bounds, a complete solver; default 0: off)")

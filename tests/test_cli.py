@@ -178,6 +178,16 @@ def test_train_evaluate_attack_end_to_end(capsys, fashion, tmp_path):
     assert json.loads((tmp_path / "elsewhere" / "scr.json").read_text())["rows"][0][
         "constraint_accuracy"] is None
 
+    # the network's passes split into rows of 4: the same counts, the split recorded
+    code, stdout, err = run(capsys, "evaluate", out / "last.pt", "--spec", SR, "--eps", "0,0.1",
+                            "--steps", 3, "--samples", 5, "--data-dir", fashion, "--limit", 20,
+                            "--forward-rows", 4, "--out", tmp_path / "rows4")
+    assert code == 0, err
+    split = json.loads((tmp_path / "rows4.json").read_text())
+    assert split["settings"]["forward_rows"] == 4
+    assert split["rows"][0]["constraint_security"] == saved["rows"][0]["constraint_security"]
+    assert split["rows"][0]["clean_accuracy"] == saved["rows"][0]["clean_accuracy"]
+
     code, stdout, err = run(capsys, "attack", out / "last.pt", "--spec", SR,
                             "--param", "delta=0.01",
                             "--steps", 3, "--data-dir", fashion, "--limit", 10)
@@ -215,6 +225,11 @@ def test_evaluate_needs_a_property_choice(capsys, fashion, tmp_path):
         code, _, err = run(capsys, "evaluate", tmp_path / "last.pt", "--spec", SR,
                            f"--eps={bad}", "--data-dir", fashion)
         assert code == 2 and "--eps takes numbers >= 0" in err, bad
+    with pytest.raises(SystemExit) as exit_:  # argparse's own exit, with the option named
+        run(capsys, "evaluate", tmp_path / "last.pt", "--spec", SR, "--forward-rows", 0,
+            "--data-dir", fashion)
+    assert exit_.value.code == 2
+    assert "--forward-rows: must be at least 1, got 0" in capsys.readouterr().err
     code, _, err = run(capsys, "evaluate", tmp_path / "missing.pt", "--spec", SR,
                        "--data-dir", fashion)
     assert code == 2 and "no checkpoint at" in err

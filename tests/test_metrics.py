@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from robustspec.compiler import compile_spec
+from robustspec.dsl.errors import InputError
 from robustspec.runtime.metrics import EvalResult, EvalRow, evaluate
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
@@ -98,6 +99,63 @@ def test_chunking_gives_the_same_answers(sr, data):
                (b.eps, b.n, b.clean_accuracy, b.constraint_security, b.vacuous)
     # at eps 0.03 an on-ramp example moves output 0 by at most 0.3 < delta: never violated
     assert [r.constraint_security for r in one.rows] == pytest.approx([1.0, 1.0, 4 / 7])
+
+
+class Rows(Ramp):
+    """Ramp that also records the number of rows of every forward call."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[int] = []
+
+    def forward(self, x):
+        self.rows.append(x.shape[0])
+        return super().forward(x)
+
+
+def test_forward_rows_splits_the_passes_and_keeps_the_answers(sr, data):
+    x, y = data
+    kw = dict(eps=[0.0, 0.03, 0.1], steps=10, samples=20, params={"delta": 0.5})
+    whole, split = Rows(), Rows()
+    one = evaluate(whole, sr, x, y, **kw)
+    two = evaluate(split, sr, x, y, forward_rows=2, **kw)
+    for a, b in zip(one.rows, two.rows):
+        assert (a.eps, a.clean_accuracy, a.constraint_security, a.constraint_accuracy,
+                a.vacuous) == (b.eps, b.clean_accuracy, b.constraint_security,
+                               b.constraint_accuracy, b.vacuous)
+    assert max(whole.rows) == 7 and max(split.rows) == 2  # 7 inputs: passes of 2, 2, 2, 1
+    assert sorted(set(split.rows)) == [1, 2]
+    assert not any(split.modes)  # every pass in eval mode through the wrapper
+    assert two.settings["forward_rows"] == 2 and "forward_rows" not in one.settings
+    # as many rows as the chunk (or more): one pass each, nothing recorded
+    wide = Rows()
+    r = evaluate(wide, sr, x, y, forward_rows=7, **kw)
+    assert max(wide.rows) == 7 and "forward_rows" not in r.settings
+
+
+def test_row_chunks_outputs_and_gradients_match_one_pass():
+    from robustspec.runtime.metrics import RowChunks
+    from robustspec.runtime.models import SmallCNN
+
+    torch.manual_seed(0)
+    cnn = SmallCNN(1, 8, classes=3, width=2, hidden=4).eval()
+    x = torch.rand(5, 1, 8, 8, requires_grad=True)
+    whole = cnn(x)
+    (g_whole,) = torch.autograd.grad(whole.square().sum(), x)
+    split = RowChunks(cnn, 2)
+    assert not split.training and not cnn.training
+    out = split(x)
+    (g_split,) = torch.autograd.grad(out.square().sum(), x)
+    assert out.shape == whole.shape
+    torch.testing.assert_close(out, whole)
+    torch.testing.assert_close(g_split, g_whole)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "many"])
+def test_forward_rows_must_be_a_positive_whole_number(sr, data, bad):
+    x, y = data
+    with pytest.raises(InputError, match="forward_rows"):
+        evaluate(Ramp(), sr, x, y, eps=[0.1], steps=2, samples=0, forward_rows=bad)
 
 
 def test_vacuous_count_for_a_false_premise(data):

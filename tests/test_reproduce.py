@@ -469,14 +469,20 @@ def test_a_folder_made_before_verification_gets_it_without_retraining(tmp_path, 
     assert rp.run_grid([BASE], p, jobs=1, log=lambda m: None)["skipped"] == [BASE.id]
 
 
-def test_the_cnn_is_verified_too(tmp_path, fashion):
+def test_the_cnn_is_verified_too(tmp_path, fashion, monkeypatch):
     """E4's CNN (max-pooling) goes through the verifier as the MLP does (runtime/bounds.py
-    writes its pools with ReLUs): each point proved, falsified or left undecided, per attack."""
+    writes its pools with ReLUs): each point proved, falsified or left undecided, per attack.
+    Its evaluation runs the network on CNN_FORWARD_ROWS rows at a time (fewer here than the
+    smoke budget's test images, so that the split happens)."""
     from robustspec.runtime.verify import VERDICTS
     cnn = rp.Cell("fashion-mnist", "baseline", "cnn")
     p = plan(tmp_path, fashion)
+    monkeypatch.setattr(rp, "CNN_FORWARD_ROWS", 5)
     logs = []
     assert rp.run_grid([cnn], p, jobs=1, log=logs.append)["done"] == [cnn.id]
+    for name in rp.ATTACKS:
+        saved = json.loads((rp.cell_dir(p.out, cnn) / f"eval-{name.lower()}.json").read_text())
+        assert saved["settings"]["forward_rows"] == 5
     v = json.loads((rp.cell_dir(p.out, cnn) / "result.json").read_text())["verification"]
     assert set(v["attacks"]) == set(rp.ATTACKS)
     for rows in v["attacks"].values():
