@@ -11,6 +11,7 @@ The pieces live by concept: binding.py (arguments), domains.py (domains), quanti
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -31,9 +32,34 @@ from .quantifiers import logic_key as _logic_key
 from .search import Search
 from .simplify import simplify
 
+class _PerNetwork:
+    """A value per network object: weakly held where the object allows it (a module, a
+    function), else by a strong reference (so that its id cannot be reused meanwhile)."""
+
+    def __init__(self) -> None:
+        self._weak: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._strong: dict[int, tuple[object, object]] = {}
+
+    def get(self, net):
+        try:
+            return self._weak.get(net)
+        except TypeError:  # neither weakly referable nor hashable
+            held = self._strong.get(id(net))
+            return held[1] if held is not None and held[0] is net else None
+
+    def put(self, net, value) -> None:
+        try:
+            self._weak[net] = value
+        except TypeError:
+            self._strong[id(net)] = (net, value)
+
+
 @dataclass
 class Found:
-    """Points found by a search, per quantified variable ([batch, *shape] each)."""
+    """Points found by a search, per quantified variable ([batch, *shape] each), and the
+    search objective at them (<= 0: a counterexample or witness under a sound logic), per
+    variable searched; none for a search that does not evaluate its last points
+    (PGD(keep="last"))."""
 
     points: dict[str, torch.Tensor]
     objective: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -84,7 +110,9 @@ class Property(QuantifierSearch):
         self.radius_params = radius_params(self.quantifiers)  # must be >= 0 at call time
         self._vacuity = self._vacuity_fn()
         self._needs_probe = self._uses_unsized_classes(self.formula)
-        self._class_sizes: dict[int, int] = {}  # id(network) -> output size, learnt once
+        # network -> output size, learnt once per network: held weakly (an id alone would be
+        # reused by the next network made after one is freed, e.g. evaluate's RowChunks)
+        self._class_sizes = _PerNetwork()
         # one quantifier with nothing searched inside (search() returns its points alone)
         q = self.formula
         self._one_search = q.op in CONT_QUANT and not any(n.op in CONT_QUANT for n in walk(q.args[0]))
@@ -168,7 +196,8 @@ class Property(QuantifierSearch):
             with torch.no_grad(), eval_mode(ctx.nets):
                 points, score, _ = self._run_search(q, ctx, lg, strategy, generator)
             found.points.update(points)
-            found.objective[q.attr.vars[0]] = score
+            if score is not None:  # PGD(keep="last") evaluates no objective at its points
+                found.objective[q.attr.vars[0]] = score
             return found
         # walk the formula with the checker (so an untranslatable body, e.g. argmax, is fine);
         # each quantifier's search still descends its objective under `logic`
@@ -258,7 +287,7 @@ class Property(QuantifierSearch):
         """Learn the networks' output sizes (for `classes`) from one example, once per network."""
         x = next((ctx.vals[n][:1] for n, t in self.args if t.kind == "real"), None)
         for name, net in ctx.nets.items():
-            known = self._class_sizes.get(id(net))
+            known = self._class_sizes.get(net)
             if known is not None:
                 ctx.class_sizes[name] = known
             elif x is not None:
@@ -267,7 +296,8 @@ class Property(QuantifierSearch):
                         size = net(x).shape[-1]
                     except Exception:  # a network of another input shape: sized on first use
                         continue
-                ctx.class_sizes[name] = self._class_sizes[id(net)] = size
+                ctx.class_sizes[name] = size
+                self._class_sizes.put(net, size)
 
     def _uses_unsized_classes(self, n: N) -> bool:
         return any(m.op == "classes" and m.attr[1] is None for m in walk(n))

@@ -171,7 +171,8 @@ class QuantifierSearch:
             points, score, domains = self._run_search(q, ctx, lg, strategy, generator)
             if record is not None:
                 record.points.update(points)
-                record.objective[q.attr.vars[0]] = score
+                if score is not None:  # PGD(keep="last") evaluates none
+                    record.objective[q.attr.vars[0]] = score
             if torch.is_grad_enabled():  # an outer search differentiates through this one
                 points = {v: domains[v].relative(p) for v, p in points.items()}
             value = self._body(q, body_logic)(ctx.child({**ctx.vals, **points}))

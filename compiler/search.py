@@ -429,7 +429,8 @@ def _single_point(objective, domains, batch):
 
 
 class Search:
-    """Base class of search strategies. `run` returns (best points, objective at them)."""
+    """Base class of search strategies. `run` returns (best points, objective at them); the
+    objective may be None where a strategy does not evaluate its points (PGD(keep="last"))."""
 
     name = "search"
 
@@ -449,6 +450,10 @@ class PGD(Search):
     steps); restarts: independent starts, the worst point per example is kept; early_stop:
     stop once every example has a point with objective 0 (a counterexample or witness),
     looked at every CHECK_EVERY steps and after each restart (one host sync each time).
+    keep: "best" returns each example's best point of every one evaluated, the last one too
+    (one more forward pass, which also gives the objective there); "last" returns the last
+    iterate, as torchattacks' PGD and Madry et al.'s `use_best=False` do: no pass after the
+    last step, so no objective (Found.objective stays empty), one start and no early stop.
     """
 
     steps: int = 50
@@ -456,6 +461,7 @@ class PGD(Search):
     restarts: int = 1
     random_start: bool = True
     early_stop: bool = True
+    keep: str = "best"
     name = "pgd"
     # early stopping looks every this many steps (and after each restart), so the loop does
     # not wait for the device at every step (issue 11)
@@ -467,14 +473,22 @@ class PGD(Search):
         if self.restarts > 1 and not self.random_start:
             raise InputError("PGD restarts without a random start would repeat the same run: "
                              "use random_start=True or restarts=1")
+        if self.keep not in ("best", "last"):
+            raise InputError(f"PGD keeps the 'best' point or the 'last' iterate, not {self.keep!r}")
+        if self.keep == "last" and (self.restarts > 1 or self.early_stop):
+            raise InputError("PGD(keep='last') returns the last iterate without evaluating it, "
+                             "so it cannot choose between restarts or see that every example is "
+                             "found: use restarts=1 and early_stop=False, or keep='best'")
 
     def run(self, objective, domains, batch, generator=None):
         point = _single_point(objective, domains, batch)
         if point is not None:
             return point
-        best = _Best()
         sizes = {k: (self.step_size if self.step_size is not None else d.default_step(max(self.steps, 1)))
                  for k, d in domains.items()}
+        if self.keep == "last":
+            return self._last_iterate(objective, domains, batch, generator, sizes), None
+        best = _Best()
         ones = None  # the gradient of sum(obj) without a sum node per step
         for _ in range(self.restarts):
             x = {k: (d.sample(generator) if self.random_start else d.start()) for k, d in domains.items()}
@@ -518,12 +532,31 @@ class PGD(Search):
                 break
         return best.points, best.obj
 
+    def _last_iterate(self, objective, domains, batch, generator, sizes) -> dict:
+        """keep="last": the points after `steps` projected steps, none of them compared."""
+        x = {k: (d.sample(generator) if self.random_start else d.start()) for k, d in domains.items()}
+        ones = None
+        for _ in range(self.steps):
+            xs = {k: v.requires_grad_(True) for k, v in x.items()}
+            with torch.enable_grad():
+                obj, _ = _evaluate(objective, xs, batch)
+                if not obj.requires_grad:  # the objective does not depend on the points
+                    return {k: v.detach() for k, v in xs.items()}
+                if ones is None or ones.shape != obj.shape or ones.dtype != obj.dtype:
+                    ones = torch.ones(obj.shape, dtype=obj.dtype, device=obj.device)
+                grads = torch.autograd.grad((obj,), tuple(xs.values()), (ones,),
+                                            allow_unused=True)
+            # in place: the graph is freed, and nothing else holds the points
+            x = {k: (domains[k].step_(v.detach(), g, sizes[k]) if g is not None else v.detach())
+                 for (k, v), g in zip(xs.items(), grads)}
+        return x
+
     def describe(self):
         step = "2.5*radius/steps" if self.step_size is None else f"{self.step_size:g}"
         start = "a uniform random start" if self.random_start else "the domain's center"
         return (f"PGD, {self.steps} gradient steps of {step} (signed in a box, normalised in an "
                 f"L2 ball), {self.restarts} restart(s) from {start}, projected onto the domain "
-                "after every step")
+                "after every step" + ("; the last iterate is kept" if self.keep == "last" else ""))
 
 
 @dataclass

@@ -103,10 +103,11 @@ class EvalResult:
 
 class RowChunks(torch.nn.Module):
     """The model run on at most `rows` rows at a time, its outputs joined (autograd splits
-    the backward the same way). The same numbers up to float rounding, at another speed: a
-    convolution on the CPU costs 1.64x as much per image on the evaluation's chunks of 1000
-    rows as on 64-250 (bench/eval_batch_size.py), and the chunks are what the random starts
-    and samples are laid out by, so they stay; only the network's passes are split."""
+    the backward the same way). The same numbers up to float rounding, at another speed: on
+    the CPU, E4's CNN costs 1.64x as much per image for an input gradient (1.21x for a forward
+    pass) on the evaluation's chunks of 1000 rows as on 64-250 (bench/eval_batch_size.py). The
+    chunks are what the random starts and samples are laid out by, so they stay; only the
+    network's passes are split."""
 
     def __init__(self, model, rows: int):
         super().__init__()

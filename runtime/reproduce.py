@@ -298,6 +298,7 @@ def train_cell(cell: Cell, plan: Plan, log=None):
 def evaluate_attack(cell: Cell, plan: Plan, name: str, prop, model, test, log=None,
                     started: float | None = None) -> dict:
     """One attack's evaluation of a trained cell (read back when a run before saved it)."""
+    from .distributed import resolve_device
     from .metrics import EvalResult, EvalRow, evaluate
 
     b = plan.budget
@@ -310,8 +311,8 @@ def evaluate_attack(cell: Cell, plan: Plan, name: str, prop, model, test, log=No
     _status(folder, phase="evaluate", attack=name, started=started or time.time())
     r = evaluate(model, prop, test.x, test.y, eps=b.eps, steps=b.eval_steps,
                  samples=b.samples, seed=b.seed, progress=False, device=plan.device,
-                 forward_rows=CNN_FORWARD_ROWS if cell.model == "cnn" and plan.device == "cpu"
-                 else None)
+                 forward_rows=CNN_FORWARD_ROWS if cell.model == "cnn"
+                 and resolve_device(plan.device).type == "cpu" else None)
     r.save(stem)
     if log:
         log(f"  {cell.id}: {name} attack: security "

@@ -246,3 +246,29 @@ def test_per_call_params_are_type_checked_like_compile_time_ones(at_root, data):
         compile_spec("specs/class_groups.spec", params={"c": 3.5})
     with pytest.raises((TypeError, ValueError, SpecError)):
         prop.holds(mlp(), x0=x, params={"c": 3.5}, steps=2)
+
+
+def test_class_count_of_a_network_that_cannot_be_weakly_referenced():
+    """A callable network without weak references (a class with __slots__) still gets its
+    own class count, held by a strong reference so its id cannot be reused meanwhile."""
+    prop = compile_spec("""
+network f : Tensor -> Tensor
+property top(x0 : Tensor, y : Label) = forall j in classes . f(x0)[j] <= f(x0)[y]
+""")["top"]
+
+    class Slotted:
+        __slots__ = ("k",)
+
+        def __init__(self, k):
+            self.k = k
+
+        def __call__(self, x):
+            return torch.arange(self.k, dtype=x.dtype).expand(x.shape[0], self.k)
+
+    x = torch.rand(3, 4)
+    for k in (3, 5):
+        net = Slotted(k)
+        held = prop.check(net, x0=x, y=torch.full((3,), k - 1)).holds
+        assert held.all(), k  # the last class is the largest: checked over all k classes
+        assert not prop.check(net, x0=x, y=torch.full((3,), k - 2)).holds.any(), k
+    assert len(prop._class_sizes._strong) == 2

@@ -151,6 +151,36 @@ def test_row_chunks_outputs_and_gradients_match_one_pass():
     torch.testing.assert_close(g_split, g_whole)
 
 
+def test_a_network_made_after_another_is_freed_gets_its_own_class_count():
+    """The output size a property learns for `classes` belongs to the network object, not to
+    its id: evaluate's RowChunks wrapper is made and freed per call, and the next call's
+    wrapper often has the same id. With ids as keys a network of 8 outputs was once checked
+    over the 7 classes of the one before, missing its only sensitive output (security 1.0
+    instead of 0.0)."""
+    import gc
+
+    prop = compile_spec("""
+network f : Tensor -> Tensor
+param eps : Real = 0.1
+param delta : Real = 0.5
+property pc(x0 : Tensor, y : Label) =
+  forall x . norm_inf(x - x0) <= eps and 0 <= x <= 1 =>
+    forall j in classes . abs(f(x)[j] - f(x0)[j]) <= delta
+""")["pc"]
+    x, y = torch.rand(6, 4), torch.zeros(6, dtype=torch.long)
+    for k in range(2, 12):
+        net = nn.Linear(4, k)
+        with torch.no_grad():  # only the last output moves: 10 * 0.1 > delta on the ball
+            net.weight.zero_()
+            net.bias.zero_()
+            net.weight[-1] = 10.0
+        r = evaluate(net, prop, x, y, eps=[0.1], steps=5, samples=0, forward_rows=2)
+        assert r.rows[0].constraint_security == 0.0, k
+    del net, r
+    gc.collect()  # and nothing is kept for networks that are gone
+    assert len(prop._class_sizes._weak) == 0 and not prop._class_sizes._strong
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "many"])
 def test_forward_rows_must_be_a_positive_whole_number(sr, data, bad):
     x, y = data
