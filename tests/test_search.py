@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robustspec.compiler import DL2, FGSM, PGD, FixedPoints, RandomSampling, compile_spec
+from robustspec.dsl.errors import InputError
 from robustspec.runtime.models import PaperMLP
 
 SPECS = Path(__file__).parents[1] / "specs"
@@ -348,3 +349,74 @@ def test_per_example_eps(dspec):
     dist = (found["x"] - x0).abs().amax(1)
     assert (dist <= eps + 1e-6).all()
     assert (dist[eps == 0] == 0).all()
+
+
+# ------------------------------------------------------------------ PGD(keep="last")
+LAST_SPEC = """
+network f : Tensor -> Tensor
+param eps : Real = 0.1
+property up(x0 : Tensor) =
+  forall x . norm_inf(x - x0) <= eps and 0 <= x <= 1 => f(x)[0] <= 100
+"""
+
+
+class Wavy(torch.nn.Module):
+    """f(x)[0] = sum(sin(5 x) * w): its gradient's signs change along a PGD path."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(n, generator=torch.Generator().manual_seed(1)))
+
+    def forward(self, x):
+        v = (torch.sin(5 * x.flatten(1)) * self.w).sum(1, keepdim=True)
+        return torch.cat([v, -v], 1)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 4])
+def test_pgd_keep_last_returns_the_last_iterate(steps):
+    """keep="last" gives the points of `steps` projected signed steps from the start, with no
+    objective; the steps checked against a hand-written loop from the same start (the
+    objective is relu(100 - f(x)[0]) under DL2 here, never 0, so each step is
+    x + size * sign(grad f(x)[0]) clamped to the box)."""
+    prop = compile_spec(LAST_SPEC)["up"]
+    net = Wavy(6)
+    x0 = torch.rand(5, 6, generator=torch.Generator().manual_seed(2))
+    size = 0.03
+
+    def last(k):
+        return prop.search(net, x0=x0, search=PGD(steps=k, step_size=size, keep="last",
+                                                  early_stop=False),
+                           generator=torch.Generator().manual_seed(3))
+    found = last(steps)
+    assert found.objective == {}  # nothing was evaluated at the last points
+    x = last(0)["x"]  # the start: the same draw
+    lo, hi = (x0 - 0.1).clamp(0, 1), (x0 + 0.1).clamp(0, 1)
+    assert ((x >= lo) & (x <= hi)).all()
+    signs = []
+    for _ in range(steps):
+        x = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(net(x)[:, 0].sum(), x)
+        signs.append(g.sign())
+        x = torch.clamp(x.detach() + size * g.sign(), lo, hi)
+    torch.testing.assert_close(found["x"], x, rtol=0, atol=0)
+    if steps > 1:  # the signs do change along the path: not a straight run to a corner
+        assert any(bool((a != b).any()) for a, b in zip(signs, signs[1:]))
+    if steps:  # keep="best" (the default) has an objective at its points
+        best = prop.search(net, x0=x0, search=PGD(steps=steps, step_size=size,
+                                                  early_stop=False),
+                           generator=torch.Generator().manual_seed(3))
+        assert best.objective["x"].shape == (5,)
+    assert "the last iterate is kept" in PGD(keep="last", early_stop=False).describe()
+
+
+def test_pgd_keep_last_by_name_and_its_refusals():
+    prop = compile_spec(LAST_SPEC)["up"]
+    x0 = torch.rand(3, 6)
+    found = prop.search(Wavy(6), x0=x0, search="pgd", steps=2, keep="last", early_stop=False)
+    assert found["x"].shape == (3, 6) and found.objective == {}
+    with pytest.raises(InputError, match="early_stop=False"):
+        PGD(keep="last")
+    with pytest.raises(InputError, match="restarts=1"):
+        PGD(keep="last", restarts=3, early_stop=False)
+    with pytest.raises(InputError, match="'best' point or the 'last' iterate"):
+        PGD(keep="worst")
