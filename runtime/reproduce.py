@@ -621,6 +621,30 @@ def estimate_seconds(cell: Cell, plan: Plan) -> float:
     return sum(estimate_parts(cell, plan).values())
 
 
+def work_left(cell: Cell, plan: Plan, parts: dict[str, float]) -> float:
+    """Seconds of the cell's work that its folder does not hold yet: the training's epochs
+    left (history.json), the attacks not evaluated, the verifications not saved; so that a
+    resumed cell's estimate is what it still has to do (estimate_parts is the whole cell)."""
+    folder = cell_dir(plan.out, cell)
+    if (folder / "result.json").exists():  # estimate_parts already counts what is left
+        return sum(parts.values())
+    epochs = plan.budget.cnn_epochs if cell.model == "cnn" else plan.budget.epochs
+    if cell_trained(plan, cell):
+        train = 0.0
+    else:
+        try:
+            history = json.loads((folder / "train" / "history.json").read_text())
+            done = len(history) if isinstance(history, list) else 0
+        except (OSError, ValueError):
+            done = 0
+        train = parts["train"] * max(epochs - done, 0) / max(epochs, 1)
+    names = list(ATTACKS)
+    evaluate = parts["evaluate"] * sum(not attack_evaluated(plan, cell, n) for n in names)
+    verify = parts["verify"] * sum(not (folder / f"verify-{n.lower()}.json").exists()
+                                   for n in names)
+    return train + (evaluate + verify) / len(names)
+
+
 def cell_time_left(status: dict | None, parts: dict[str, float], scale: float,
                    now: float) -> float:
     """Seconds a running cell has left: its training at its own epoch rate in this run, its
@@ -749,7 +773,7 @@ def run_grid(cells: list[Cell], plan: Plan, jobs: int = 1, log=print,
         for model in sorted({c.model for c in todo if c.dataset == ds}):
             load_data(Cell(ds, "baseline", model), plan)
     parts = {c: estimate_parts(c, plan) for c in todo}
-    estimate = {c: sum(parts[c].values()) for c in todo}
+    estimate = {c: work_left(c, plan, parts[c]) for c in todo}
     if jobs > 1:
         todo = longest_first(todo, estimate)
     log(f"{len(todo)} cell(s) to run with {jobs} job(s) x {plan.threads} thread(s), budget "

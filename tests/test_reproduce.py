@@ -698,6 +698,25 @@ def test_time_left_of_running_cells_and_of_the_grid():
     assert rp._training_scale({cell: evaluating}, {cell: parts}, before=0.5) == 0.5  # kept
 
 
+def test_a_resumed_cells_estimate_is_the_work_its_folder_does_not_hold(tmp_path):
+    """Worked by hand: 40 of 100 epochs in history.json leave 60% of the training; two of the
+    four attacks evaluated and one verified leave half the evaluation and three quarters of
+    the verification; a trained cell has no training left; a fresh one has everything."""
+    p = rp.Plan(rp.BUDGETS["paper"], str(tmp_path / "out"), str(tmp_path))
+    parts = {"train": 1000.0, "evaluate": 400.0, "verify": 800.0}
+    assert rp.work_left(SR, p, parts) == 2200.0
+    folder = rp.cell_dir(p.out, SR)
+    (folder / "train").mkdir(parents=True)
+    (folder / "train" / "history.json").write_text(json.dumps([{"epoch": i} for i in range(40)]))
+    names = [n.lower() for n in rp.ATTACKS]
+    for n in names[:2]:
+        (folder / f"eval-{n}.json").write_text("{}")
+    (folder / f"verify-{names[0]}.json").write_text("{}")
+    assert rp.work_left(SR, p, parts) == pytest.approx(600 + 200 + 600)
+    (folder / "train" / "history.json").write_text(json.dumps([{}] * 100))  # trained
+    assert rp.work_left(SR, p, parts) == pytest.approx(200 + 600)
+
+
 def test_a_units_estimate_holds_the_verification_it_will_do():
     """An attack unit evaluates and verifies its share; the result unit only assembles, unless
     the cell was evaluated before and only its verification is left (then that is its work)."""
