@@ -72,8 +72,8 @@ GTSRB_CLASSES = list(range(10))  # the loader's default: ids 0-9 (8 speed limits
 # E4's CNN evaluated on the CPU runs its passes on this many rows at a time (metrics.RowChunks:
 # an evaluation 1.60x faster than with the chunks of 1000 whole, bench/eval_forward_rows.py;
 # the random draws stay laid out by the chunks, so only float rounding differs, as with
-# --device, and it is not in settings(); each eval-*.json records it). The paper-budget
-# cnn-baseline and cnn-augment-uniform cells in docs/reproduction/ ran their chunks whole.
+# --device, and it is not in settings(); each eval-*.json records it). In docs/reproduction/
+# paper-units/, cnn-baseline and cnn-augment-uniform's SR and SCR evaluations ran whole.
 CNN_FORWARD_ROWS = 250
 
 
