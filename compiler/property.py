@@ -32,6 +32,7 @@ from .quantifiers import logic_key as _logic_key
 from .search import Search
 from .simplify import simplify
 
+
 class _PerNetwork:
     """A value per network object: weakly held where the object allows it (a module, a
     function), else by a strong reference (so that its id cannot be reused meanwhile)."""
