@@ -255,6 +255,15 @@ def _status(folder: Path, **fields) -> None:
     atomic_write_text(folder / _STATUS_NAME[0], json.dumps({**fields, "time": time.time()}))
 
 
+def _epochs_saved(folder: Path) -> int:
+    """Epochs a cell's folder holds (train/history.json, written after each checkpoint)."""
+    try:
+        history = json.loads((folder / "train" / "history.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return len(history) if isinstance(history, list) else 0
+
+
 def train_cell(cell: Cell, plan: Plan, log=None):
     """Train one cell (resuming from its checkpoint); returns (trainer, train data, test data)."""
     import torch
@@ -290,7 +299,8 @@ def train_cell(cell: Cell, plan: Plan, log=None):
             log(f"  {cell.id}: epoch {s.epoch}/{epochs}, loss {s.loss:.4f}, train accuracy "
                 f"{s.accuracy:.3f}, {s.examples_per_s:.0f} ex/s")
 
-    _status(folder, phase="train", epoch=0, epochs=epochs, started=started)
+    done = _epochs_saved(folder)  # a resumed cell shows its epochs done from the start
+    _status(folder, phase="train", epoch=done, epochs=epochs, started=started, from_epoch=done)
     trainer.fit(train.x, train.y, resume=True, on_epoch=on_epoch)
     return trainer, train, test
 
@@ -621,6 +631,15 @@ def estimate_seconds(cell: Cell, plan: Plan) -> float:
     return sum(estimate_parts(cell, plan).values())
 
 
+def training_left(cell: Cell, plan: Plan, parts: dict[str, float]) -> float:
+    """Seconds of the cell's training left: its estimate by the epochs its folder lacks."""
+    if cell_trained(plan, cell):
+        return 0.0
+    epochs = plan.budget.cnn_epochs if cell.model == "cnn" else plan.budget.epochs
+    done = _epochs_saved(cell_dir(plan.out, cell))
+    return parts["train"] * max(epochs - done, 0) / max(epochs, 1)
+
+
 def work_left(cell: Cell, plan: Plan, parts: dict[str, float]) -> float:
     """Seconds of the cell's work that its folder does not hold yet: the training's epochs
     left (history.json), the attacks not evaluated, the verifications not saved; so that a
@@ -628,16 +647,7 @@ def work_left(cell: Cell, plan: Plan, parts: dict[str, float]) -> float:
     folder = cell_dir(plan.out, cell)
     if (folder / "result.json").exists():  # estimate_parts already counts what is left
         return sum(parts.values())
-    epochs = plan.budget.cnn_epochs if cell.model == "cnn" else plan.budget.epochs
-    if cell_trained(plan, cell):
-        train = 0.0
-    else:
-        try:
-            history = json.loads((folder / "train" / "history.json").read_text())
-            done = len(history) if isinstance(history, list) else 0
-        except (OSError, ValueError):
-            done = 0
-        train = parts["train"] * max(epochs - done, 0) / max(epochs, 1)
+    train = training_left(cell, plan, parts)
     names = list(ATTACKS)
     evaluate = parts["evaluate"] * sum(not attack_evaluated(plan, cell, n) for n in names)
     verify = parts["verify"] * sum(not (folder / f"verify-{n.lower()}.json").exists()
@@ -664,7 +674,11 @@ def cell_time_left(status: dict | None, parts: dict[str, float], scale: float,
         per_epoch = (status["time"] - status["started"]) / trained
         return max(per_epoch * (status["epochs"] - status["epoch"]) - (now - status["time"]),
                    0.0) + after
-    return max(scale * parts["train"] - (now - status.get("started", now)), 0.0) + after
+    # no epoch yet in this run: the estimate of the epochs left (a resumed cell's status
+    # starts at the epochs it holds), less the time spent
+    epochs = status.get("epochs") or 1
+    left = max(epochs - status.get("epoch", 0), 0) / epochs
+    return max(scale * parts["train"] * left - (now - status.get("started", now)), 0.0) + after
 
 
 def grid_time_left(running: list[float], queued: list[float], jobs: int) -> float:
@@ -862,7 +876,8 @@ def _run_units(cells: list[Cell], plan: Plan, jobs: int, parts: dict, log, poll_
 
     out = Path(plan.out)
     blocked = {c: units_of(c, plan) for c in cells}  # per cell, the units not yet started
-    est = {u: unit_estimate(u, parts[c], u.part in ATTACKS and attack_evaluated(plan, c, u.part))
+    est = {u: training_left(c, plan, parts[c]) if u.part == "train" else
+           unit_estimate(u, parts[c], u.part in ATTACKS and attack_evaluated(plan, c, u.part))
            for c, us in blocked.items() for u in us}
     running: dict = {}  # future -> (unit, start time)
     cell_seconds = {c: 0.0 for c in cells}  # its units' seconds in this run

@@ -165,9 +165,10 @@ def test_killed_cell_resumes_from_its_checkpoint(tmp_path, fashion, monkeypatch)
     r = rp.run_cell(SR, p)
     want = json.loads((rp.cell_dir(ref.out, SR) / "result.json").read_text())
     assert resumed_epochs == [1, 2]
-    # the progress display times the resumed run by the epochs it trained itself (one)
+    # the progress display starts the resumed run at the epoch it holds (1, none trained in
+    # this run yet), then times it by the epochs it trained itself (one)
     trained = [(f["epoch"], f["from_epoch"]) for f in statuses if f["phase"] == "train" and f["epoch"]]
-    assert trained == [(2, 1)]
+    assert trained == [(1, 1), (2, 1)]
     # the resumed run reaches the uninterrupted run's weights and numbers
     a = load_checkpoint(folder / "train" / "last.pt")["model"]
     b = load_checkpoint(rp.cell_dir(ref.out, SR) / "train" / "last.pt")["model"]
@@ -679,6 +680,9 @@ def test_time_left_of_running_cells_and_of_the_grid():
     assert rp.cell_time_left(resumed, parts, 1.0, now=50.0) == 5 * 50 + 300
     fresh = {**train, "epoch": 0, "time": 0.0}  # no epoch yet: the estimate, less the time spent
     assert rp.cell_time_left(fresh, parts, 1.0, now=100.0) == 900 + 300
+    # resumed at epoch 40 (its status starts there), no epoch yet in this run: 60% of it
+    waiting = {**train, "epoch": 40, "from_epoch": 40, "time": 0.0}
+    assert rp.cell_time_left(waiting, parts, 1.0, now=100.0) == 600 - 100 + 300
     names = list(rp.ATTACKS)
     evaluating = {"phase": "evaluate", "attack": names[1], "started": 0.0, "time": 0.0}
     assert rp.cell_time_left(evaluating, parts, 1.0, now=0.0) == pytest.approx(
@@ -713,6 +717,7 @@ def test_a_resumed_cells_estimate_is_the_work_its_folder_does_not_hold(tmp_path)
         (folder / f"eval-{n}.json").write_text("{}")
     (folder / f"verify-{names[0]}.json").write_text("{}")
     assert rp.work_left(SR, p, parts) == pytest.approx(600 + 200 + 600)
+    assert rp.training_left(SR, p, parts) == pytest.approx(600)  # a train unit's estimate
     (folder / "train" / "history.json").write_text(json.dumps([{}] * 100))  # trained
     assert rp.work_left(SR, p, parts) == pytest.approx(200 + 600)
 
