@@ -491,7 +491,7 @@ class PGD(Search):
         best = _Best()
         ones = None  # the gradient of sum(obj) without a sum node per step
         for _ in range(self.restarts):
-            x = {k: (d.sample(generator) if self.random_start else d.start()) for k, d in domains.items()}
+            x = self._start(domains, generator)
             fusable: dict[str, bool] = {}  # per point, asked once a restart (shapes stay)
             for step in range(self.steps):
                 xs = {k: v.requires_grad_(True) for k, v in x.items()}
@@ -532,9 +532,14 @@ class PGD(Search):
                 break
         return best.points, best.obj
 
+    def _start(self, domains, generator) -> dict:
+        """A restart's first points: uniform in each domain, or its center."""
+        return {k: (d.sample(generator) if self.random_start else d.start())
+                for k, d in domains.items()}
+
     def _last_iterate(self, objective, domains, batch, generator, sizes) -> dict:
         """keep="last": the points after `steps` projected steps, none of them compared."""
-        x = {k: (d.sample(generator) if self.random_start else d.start()) for k, d in domains.items()}
+        x = self._start(domains, generator)
         ones = None
         for _ in range(self.steps):
             xs = {k: v.requires_grad_(True) for k, v in x.items()}

@@ -484,12 +484,11 @@ def cell_trained(plan: Plan, cell: Cell) -> bool:
     folder = cell_dir(plan.out, cell)
     if (folder / "result.json").exists():
         return True
-    try:
-        history = json.loads((folder / "train" / "history.json").read_text())
-    except (OSError, ValueError):
-        return False
-    epochs = plan.budget.cnn_epochs if cell.model == "cnn" else plan.budget.epochs
-    return isinstance(history, list) and len(history) >= epochs
+    return _epochs_saved(folder) >= _epochs(plan, cell)
+
+
+def _epochs(plan: Plan, cell: Cell) -> int:
+    return plan.budget.cnn_epochs if cell.model == "cnn" else plan.budget.epochs
 
 
 def attack_evaluated(plan: Plan, cell: Cell, name: str) -> bool:
@@ -635,7 +634,7 @@ def training_left(cell: Cell, plan: Plan, parts: dict[str, float]) -> float:
     """Seconds of the cell's training left: its estimate by the epochs its folder lacks."""
     if cell_trained(plan, cell):
         return 0.0
-    epochs = plan.budget.cnn_epochs if cell.model == "cnn" else plan.budget.epochs
+    epochs = _epochs(plan, cell)
     done = _epochs_saved(cell_dir(plan.out, cell))
     return parts["train"] * max(epochs - done, 0) / max(epochs, 1)
 
